@@ -1,0 +1,186 @@
+"""Collect model changes and propagate them once their transaction commits.
+
+Signals (``post_save``, ``post_delete``, ``m2m_changed``) only record *which*
+instances were touched, in a per-thread, per-database buffer. The buffer is
+flushed by one ``on_commit`` callback, so several saves of one instance become
+one record carrying the final committed state, read fresh from the database at
+commit time.
+
+Rollbacks cannot poison the buffer:
+
+* the buffer is valid only while its ``on_commit`` callback is still pending on
+  the connection; after a full rollback (or the rollback of the savepoint it
+  was registered in) Django has discarded the callback, and the next change
+  starts a new buffer and registers a new callback;
+* a change recorded inside a savepoint that was rolled back while the buffer
+  survived is re-read at commit time, finds the committed row unchanged (or
+  absent), and produces no record.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from django.db import connections, models, transaction
+from django.db.models.signals import m2m_changed, post_delete, post_save
+
+if TYPE_CHECKING:
+    from .channels import ContextChannel
+
+__all__ = ["connect_signals", "disconnect_signals", "record_change"]
+
+logger = logging.getLogger("rxdjango")
+
+_local = threading.local()
+
+
+class _Buffer:
+    """Instances touched in one transaction, flushed by its on_commit callback."""
+
+    def __init__(self, using: str) -> None:
+        self.using = using
+        self.touched: dict[type[models.Model], set[Any]] = {}
+
+    def add(self, model: type[models.Model], pks: Iterable[Any]) -> None:
+        self.touched.setdefault(model._meta.concrete_model, set()).update(pks)
+
+    def __call__(self) -> None:
+        buffers = getattr(_local, "buffers", {})
+        if buffers.get(self.using) is self:
+            del buffers[self.using]
+        flush(self.touched)
+
+
+def _pending(connection: Any, buffer: _Buffer) -> bool:
+    return any(entry[1] is buffer for entry in connection.run_on_commit)
+
+
+def record_change(model: type[models.Model], pks: Iterable[Any], using: str) -> None:
+    """Note that ``pks`` of ``model`` changed; propagate after the commit."""
+    connection = connections[using]
+    if not connection.in_atomic_block:
+        flush({model._meta.concrete_model: set(pks)})  # autocommit: already committed
+        return
+    buffers: dict[str, _Buffer] = _local.__dict__.setdefault("buffers", {})
+    buffer = buffers.get(using)
+    if buffer is None or not _pending(connection, buffer):
+        buffer = _Buffer(using)
+        buffers[using] = buffer
+        transaction.on_commit(buffer, using=using)
+    buffer.add(model, pks)
+
+
+def flush(touched: dict[type[models.Model], set[Any]]) -> None:
+    """Propagate committed changes to every channel whose state includes them.
+
+    Runs in the committing thread, after the commit. Errors are logged, never
+    raised: the caller's transaction has already committed.
+    """
+    from ._backend import get_backend
+    from .channels import ContextChannel
+
+    try:
+        backend = get_backend()
+        for channel in ContextChannel.get_registered_channels():
+            per_type = _touched_layers(channel, touched)
+            if per_type:
+                backend.process(channel, per_type)
+    except Exception:
+        logger.exception("rxdjango: failed to propagate committed changes")
+
+
+def _touched_layers(
+    channel: type[ContextChannel], touched: dict[type[models.Model], set[Any]]
+) -> dict[str, set[Any]]:
+    state_model = channel.state_model()
+    result: dict[str, set[Any]] = {}
+    for model, pks in touched.items():
+        for layer in state_model.layers_for_model(model):
+            result.setdefault(layer.instance_type, set()).update(pks)
+    return result
+
+
+# -- signal receivers ----------------------------------------------------------------
+
+
+def _tracked(model: type[models.Model]) -> bool:
+    from .channels import ContextChannel
+
+    return model._meta.concrete_model in ContextChannel.tracked_models()
+
+
+def _on_save(sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any) -> None:
+    if kwargs.get("raw") or not _tracked(sender):
+        return
+    record_change(sender, [instance.pk], using)
+
+
+def _on_delete(
+    sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any
+) -> None:
+    if _tracked(sender) and instance.pk is not None:
+        record_change(sender, [instance.pk], using)
+
+
+def _on_m2m_changed(
+    sender: type[models.Model],
+    instance: models.Model,
+    action: str,
+    model: type[models.Model],
+    pk_set: set[Any] | None,
+    using: str,
+    **kwargs: Any,
+) -> None:
+    instance_tracked = _tracked(type(instance))
+    other_tracked = _tracked(model)
+    if not (instance_tracked or other_tracked):
+        return
+    key = (sender, id(instance))
+    clearing: dict[Any, set[Any]] = _local.__dict__.setdefault("clearing", {})
+    if action == "pre_clear":
+        # post_clear does not say which rows were removed: remember them now.
+        clearing[key] = set(_related_pks(sender, instance, model))
+        return
+    if action == "post_clear":
+        pk_set = clearing.pop(key, set())
+    elif action not in ("post_add", "post_remove"):
+        return
+    if instance_tracked:
+        record_change(type(instance), [instance.pk], using)
+    if other_tracked and pk_set:
+        record_change(model, pk_set, using)
+
+
+def _related_pks(
+    through: type[models.Model], instance: models.Model, other: type[models.Model]
+) -> list[Any]:
+    for relation in type(instance)._meta.get_fields():
+        if not relation.many_to_many:
+            continue
+        m2m = relation if relation.concrete else relation.field
+        if m2m.remote_field.through is not through:
+            continue
+        accessor = relation.name if relation.concrete else relation.get_accessor_name()
+        if accessor:
+            return list(getattr(instance, accessor).values_list("pk", flat=True))
+    return []
+
+
+_RECEIVERS = (
+    (post_save, _on_save, "rxdjango.post_save"),
+    (post_delete, _on_delete, "rxdjango.post_delete"),
+    (m2m_changed, _on_m2m_changed, "rxdjango.m2m_changed"),
+)
+
+
+def connect_signals() -> None:
+    for signal, receiver, uid in _RECEIVERS:
+        signal.connect(receiver, dispatch_uid=uid, weak=False)
+
+
+def disconnect_signals() -> None:
+    for signal, _receiver, uid in _RECEIVERS:
+        signal.disconnect(dispatch_uid=uid)

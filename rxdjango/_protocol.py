@@ -1,0 +1,81 @@
+"""Message kinds, status and close codes of the wire protocol, in one place."""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+from typing import Any
+
+__all__ = ["CloseCode", "Operation", "Reply", "Status", "end_marker", "error_frame"]
+
+
+class Operation(StrEnum):
+    """Values of ``_operation`` in instance records."""
+
+    INITIAL_STATE = "initial_state"
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    END_INITIAL_STATE = "end_initial_state"
+
+
+class Reply(StrEnum):
+    """Values of ``type`` in server control messages."""
+
+    AUTH = "auth"
+    INITIAL_ANCHORS = "initialAnchors"
+    PREPEND_ANCHOR = "prependAnchor"
+    RESYNC = "resync"
+    ERROR = "error"
+    RUNTIME_VAR = "runtimeVar"
+    SYSTEM = "system"
+    MAINTENANCE = "maintenance"
+
+
+class Status(IntEnum):
+    OK = 200
+    BAD_REQUEST = 400
+    UNAUTHORIZED = 401
+    FORBIDDEN = 403
+    NOT_FOUND = 404
+    TIMEOUT = 408
+    SERVER_ERROR = 500
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes: 4000 + the HTTP-like status."""
+
+    BAD_REQUEST = 4400
+    UNAUTHORIZED = 4401
+    FORBIDDEN = 4403
+    NOT_FOUND = 4404
+    TIMEOUT = 4408
+    TOO_MANY_REQUESTS = 4429
+
+
+AUTH_ERRORS: dict[Status, str] = {
+    Status.BAD_REQUEST: "error/missing-token",
+    Status.UNAUTHORIZED: "error/unauthorized",
+    Status.FORBIDDEN: "error/forbidden",
+    Status.NOT_FOUND: "error/not-found",
+    Status.TIMEOUT: "error/auth-timeout",
+}
+
+
+def auth_reply(status: Status) -> dict[str, Any]:
+    reply: dict[str, Any] = {"type": Reply.AUTH, "statusCode": int(status)}
+    if status in AUTH_ERRORS:
+        reply["error"] = AUTH_ERRORS[status]
+    return reply
+
+
+def error_frame(message: str, code: int = Status.BAD_REQUEST) -> dict[str, Any]:
+    return {"type": Reply.ERROR, "error": {"code": int(code), "message": message}}
+
+
+def end_marker(tstamp: float) -> dict[str, Any]:
+    return {
+        "_instance_type": "",
+        "_tstamp": tstamp,
+        "_operation": Operation.END_INITIAL_STATE,
+        "id": 0,
+    }

@@ -1,0 +1,317 @@
+"""The shape of a channel's state: a nested serializer split into flat layers.
+
+A *layer* is one ``ModelSerializer`` class of the tree. Its records carry the
+serializer's own (non-nested) fields; every nested serializer field becomes an
+*edge* to another layer, and in the record it is replaced by a reference: the
+related primary key (single) or the list of related primary keys (many).
+
+This module only introspects serializers and model metadata; it never queries
+the database (see :mod:`rxdjango._loader`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from django.db import models
+from rest_framework import serializers
+
+from .exceptions import ChannelDeclarationError
+from .relations import RelatedProperty
+
+__all__ = ["Edge", "EdgeKind", "Key", "Layer", "StateModel", "instance_type_of", "pk_repr"]
+
+#: A record's identity inside an anchor: (instance type, primary key as sent).
+Key = tuple[str, Any]
+
+
+def pk_repr(value: Any) -> Any:
+    """Primary key as it travels on the wire (UUIDs as strings)."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def instance_type_of(serializer_class: type) -> str:
+    return f"{serializer_class.__module__}.{serializer_class.__name__}"
+
+
+class EdgeKind(StrEnum):
+    FORWARD = "forward"  # the parent row holds the foreign key (FK, OneToOne)
+    REVERSE = "reverse"  # the child row holds a foreign key to the parent
+    MANY_TO_MANY = "m2m"  # either side of a ManyToManyField
+    PROPERTY = "property"  # a @related_property on the parent model
+
+
+@dataclass(eq=False)
+class Edge:
+    """A nested serializer field: parent layer → child layer."""
+
+    name: str
+    parent: Layer
+    child: Layer
+    many: bool
+    kind: EdgeKind
+    #: FORWARD: the foreign key's attname on the parent model (``developer_id``).
+    parent_attname: str | None = None
+    #: REVERSE: the foreign key's attname on the child model (``job_id``).
+    child_attname: str | None = None
+    #: REVERSE / M2M / PROPERTY: ORM lookup from the child model to the parent.
+    child_lookup: str | None = None
+    #: M2M: the ManyToManyField (on whichever side declares it).
+    m2m_field: Any = None
+
+    @property
+    def order_sensitive(self) -> bool:
+        """Whether saving a child can reorder the parent's list of ids."""
+        ordering = [str(o).lstrip("-") for o in (self.child.model._meta.ordering or [])]
+        return any(o not in ("pk", "id", self.child.model._meta.pk.name) for o in ordering)
+
+
+@dataclass(eq=False)
+class Layer:
+    """One serializer class of the tree and how to produce its flat records."""
+
+    serializer_class: type[serializers.ModelSerializer]
+    model: type[models.Model]
+    instance_type: str
+    flat_serializer: serializers.ModelSerializer
+    user_key_attname: str | None
+    edges: list[Edge] = field(default_factory=list)
+    incoming: list[Edge] = field(default_factory=list)
+    select_related: list[str] = field(default_factory=list)
+    prefetch_related: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return f"<Layer {self.instance_type}>"
+
+    def owner_of(self, obj: models.Model) -> Any:
+        """The ``user_key`` value of ``obj`` (None for public layers)."""
+        if self.user_key_attname is None:
+            return None
+        return getattr(obj, self.user_key_attname)
+
+    def serialize_fields(self, obj: models.Model) -> dict[str, Any]:
+        """The record of ``obj`` without references and without wire metadata."""
+        data = self.flat_serializer.to_representation(obj)
+        record: dict[str, Any] = {"id": pk_repr(obj.pk), "_instance_type": self.instance_type}
+        record.update(data)
+        return record
+
+
+class StateModel:
+    """All layers of one channel's state serializer, rooted at the anchor layer."""
+
+    def __init__(self, state: serializers.BaseSerializer, owner: str) -> None:
+        self.owner = owner
+        self.many = isinstance(state, serializers.ListSerializer)
+        root_serializer = state.child if self.many else state
+        if not isinstance(root_serializer, serializers.ModelSerializer):
+            raise ChannelDeclarationError(
+                f"{owner}: Meta.state must be a ModelSerializer instance, "
+                f"got {type(root_serializer).__name__}"
+            )
+        self.layers: dict[str, Layer] = {}
+        self.root = self._layer_for(type(root_serializer))
+        self.by_model: dict[type[models.Model], list[Layer]] = {}
+        for layer in self.layers.values():
+            concrete = layer.model._meta.concrete_model
+            self.by_model.setdefault(concrete, []).append(layer)
+        self.order = _topological_order(self.root, self.layers)
+        self.through_models: dict[type[models.Model], list[Edge]] = {}
+        for layer in self.layers.values():
+            for edge in layer.edges:
+                if edge.kind is EdgeKind.MANY_TO_MANY:
+                    through = edge.m2m_field.remote_field.through
+                    self.through_models.setdefault(through, []).append(edge)
+
+    @property
+    def anchor_model(self) -> type[models.Model]:
+        return self.root.model
+
+    def layers_for_model(self, model: type[models.Model]) -> list[Layer]:
+        return self.by_model.get(model._meta.concrete_model, [])
+
+    # -- building -------------------------------------------------------------
+
+    def _layer_for(self, serializer_class: type[serializers.ModelSerializer]) -> Layer:
+        instance_type = instance_type_of(serializer_class)
+        existing = self.layers.get(instance_type)
+        if existing is not None:
+            if existing.serializer_class is not serializer_class:
+                raise ChannelDeclarationError(
+                    f"{self.owner}: two serializer classes share the name {instance_type}"
+                )
+            return existing
+        meta = getattr(serializer_class, "Meta", None)
+        model = getattr(meta, "model", None)
+        if model is None:
+            raise ChannelDeclarationError(
+                f"{self.owner}: {serializer_class.__name__} has no Meta.model"
+            )
+        flat = serializer_class()
+        nested: dict[str, serializers.BaseSerializer] = {}
+        for name, serializer_field in list(flat.fields.items()):
+            child = _nested_serializer(serializer_field)
+            if child is not None:
+                nested[name] = serializer_field
+                del flat.fields[name]
+        layer = Layer(
+            serializer_class=serializer_class,
+            model=model,
+            instance_type=instance_type,
+            flat_serializer=flat,
+            user_key_attname=_user_key_attname(serializer_class, model, self.owner),
+        )
+        self.layers[instance_type] = layer
+        _plan_flat_queries(layer)
+        for name, serializer_field in nested.items():
+            child_serializer = _nested_serializer(serializer_field)
+            assert child_serializer is not None
+            child_layer = self._layer_for(type(child_serializer))
+            edge = _make_edge(layer, child_layer, name, serializer_field, self.owner)
+            layer.edges.append(edge)
+            child_layer.incoming.append(edge)
+        return layer
+
+
+def _nested_serializer(serializer_field: Any) -> serializers.ModelSerializer | None:
+    if isinstance(serializer_field, serializers.ListSerializer):
+        child = serializer_field.child
+        return child if isinstance(child, serializers.ModelSerializer) else None
+    if isinstance(serializer_field, serializers.ModelSerializer):
+        return serializer_field
+    return None
+
+
+def _user_key_attname(serializer_class: type, model: type[models.Model], owner: str) -> str | None:
+    user_key = getattr(serializer_class.Meta, "user_key", None)
+    if user_key is None:
+        return None
+    try:
+        model_field = model._meta.get_field(user_key)
+    except Exception as exc:
+        raise ChannelDeclarationError(
+            f"{owner}: {serializer_class.__name__}.Meta.user_key = {user_key!r} is not a "
+            f"field of {model.__name__}"
+        ) from exc
+    attname = getattr(model_field, "attname", None)
+    if attname is None:
+        raise ChannelDeclarationError(
+            f"{owner}: {serializer_class.__name__}.Meta.user_key must name a concrete field "
+            f"(a foreign key to the user model), got {user_key!r}"
+        )
+    return attname
+
+
+def _make_edge(
+    parent: Layer, child: Layer, name: str, serializer_field: Any, owner: str
+) -> Edge:
+    many = isinstance(serializer_field, serializers.ListSerializer)
+    source = serializer_field.source or name
+    where = f"{owner}: {parent.serializer_class.__name__}.{name}"
+    if source == "*" or "." in source:
+        raise ChannelDeclarationError(
+            f"{where}: nested serializers must follow one model relation, got source={source!r}; "
+            "declare a @related_property on the model for computed relations"
+        )
+    attr = getattr(parent.model, source, None)
+    if isinstance(attr, RelatedProperty):
+        if attr.many != many:
+            raise ChannelDeclarationError(
+                f"{where}: many={many} does not match @related_property(many={attr.many})"
+            )
+        return Edge(name, parent, child, many, EdgeKind.PROPERTY, child_lookup=attr.lookup)
+    relation = _relation_named(parent.model, source)
+    if relation is None:
+        raise ChannelDeclarationError(
+            f"{where}: {parent.model.__name__}.{source} is not a model relation; "
+            "declare a @related_property for computed relations"
+        )
+    if relation.related_model is not None and not issubclass(
+        child.model._meta.concrete_model, relation.related_model._meta.concrete_model
+    ):
+        raise ChannelDeclarationError(
+            f"{where}: {source} leads to {relation.related_model.__name__}, "
+            f"but {child.serializer_class.__name__} serializes {child.model.__name__}"
+        )
+    if relation.many_to_many:
+        if relation.concrete:
+            m2m_field, lookup = relation, relation.related_query_name()
+        else:
+            m2m_field, lookup = relation.field, relation.field.name
+        return Edge(
+            name, parent, child, True, EdgeKind.MANY_TO_MANY, child_lookup=lookup, m2m_field=m2m_field
+        )
+    if relation.concrete:  # forward ForeignKey / OneToOneField
+        if many:
+            raise ChannelDeclarationError(f"{where}: a foreign key cannot be many=True")
+        return Edge(name, parent, child, False, EdgeKind.FORWARD, parent_attname=relation.attname)
+    # Reverse side of a ForeignKey (one_to_many) or a OneToOneField (one_to_one).
+    if relation.one_to_many != many:
+        raise ChannelDeclarationError(
+            f"{where}: {source} is a {'many' if relation.one_to_many else 'single'} relation, "
+            f"declare the nested serializer with many={relation.one_to_many}"
+        )
+    return Edge(
+        name,
+        parent,
+        child,
+        many,
+        EdgeKind.REVERSE,
+        child_attname=relation.field.attname,
+        child_lookup=relation.field.name,
+    )
+
+
+def _relation_named(model: type[models.Model], source: str) -> Any:
+    for model_field in model._meta.get_fields():
+        if not model_field.is_relation:
+            continue
+        if model_field.concrete or model_field.many_to_many and not model_field.auto_created:
+            if model_field.name == source:
+                return model_field
+        elif model_field.get_accessor_name() == source:
+            return model_field
+    return None
+
+
+def _plan_flat_queries(layer: Layer) -> None:
+    """Plan select_related / prefetch_related so flat serialization is not N+1."""
+    for serializer_field in layer.flat_serializer.fields.values():
+        source = serializer_field.source
+        if not source or source == "*":
+            continue
+        first = source.split(".")[0]
+        relation = _relation_named(layer.model, first)
+        if relation is None:
+            continue
+        if relation.many_to_many or relation.one_to_many:
+            layer.prefetch_related.append(first)
+        elif isinstance(serializer_field, serializers.PrimaryKeyRelatedField) and "." not in source:
+            continue  # reads the *_id column, no query
+        elif relation.concrete or relation.one_to_one:
+            layer.select_related.append(first)
+
+
+def _topological_order(root: Layer, layers: dict[str, Layer]) -> list[Layer]:
+    """Layers parents-first (a cycle is broken at its first visited layer)."""
+    order: list[Layer] = []
+    state: dict[str, int] = {}
+
+    def visit(layer: Layer) -> None:
+        if state.get(layer.instance_type):
+            return
+        state[layer.instance_type] = 1
+        for edge in layer.edges:
+            visit(edge.child)
+        order.append(layer)
+
+    visit(root)
+    for layer in layers.values():
+        visit(layer)
+    order.reverse()
+    return order

@@ -1,0 +1,228 @@
+"""``ContextChannel``: declare a piece of state that browsers keep in sync.
+
+    class JobChannel(ContextChannel):
+        class Meta:
+            state = JobSerializer()          # many=True makes a list channel
+
+        @staticmethod
+        def has_permission(user, job_id):
+            return Job.objects.filter(pk=job_id, project__participants__user=user).exists()
+
+Route it with ``JobChannel.as_asgi()`` in your ``websocket_urlpatterns``. One
+instance of the class exists per connected client (``self.user``,
+``self.kwargs``); class-level methods act on every client of an anchor.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from django.apps import apps
+from django.db import models, router
+from rest_framework import serializers
+
+from .conf import rx_settings
+from .exceptions import ChannelDeclarationError
+
+if TYPE_CHECKING:
+    from ._consumer import ChannelConsumer
+    from ._state_model import StateModel
+
+__all__ = ["ContextChannel"]
+
+_registry: dict[str, type[ContextChannel]] = {}
+_registry_lock = threading.Lock()
+_tracked: frozenset[type[models.Model]] | None = None
+
+
+class ContextChannel:
+    """Base class of every channel. Subclasses declare ``Meta.state``.
+
+    ``Meta`` options: ``state`` (required, a ``ModelSerializer`` instance, with
+    ``many=True`` for a list channel), ``abstract`` (a base class that is not
+    registered), ``cache_ttl`` (seconds an unwatched anchor stays cached).
+    """
+
+    channel_id: ClassVar[str]
+    many: ClassVar[bool]
+    _state_model: ClassVar[StateModel | None]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        meta = getattr(cls, "Meta", None)
+        if meta is None:
+            raise ChannelDeclarationError(
+                f"{cls.__qualname__} must declare `class Meta: state = SomeSerializer()`"
+            )
+        if cls.__dict__.get("Meta") is meta and meta.__dict__.get("abstract", False):
+            return
+        state = getattr(meta, "state", None)
+        _check_state(cls, state)
+        ttl = getattr(meta, "cache_ttl", None)
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0):
+            raise ChannelDeclarationError(
+                f"{cls.__qualname__}.Meta.cache_ttl must be a positive number of seconds or None, "
+                f"got {ttl!r}"
+            )
+        declared = cls.__dict__.get("has_permission")
+        if declared is not None and not isinstance(declared, staticmethod):
+            raise ChannelDeclarationError(
+                f"{cls.__qualname__}.has_permission must be a @staticmethod "
+                "taking (user, **route_kwargs)"
+            )
+        cls.channel_id = f"{cls.__module__}.{cls.__qualname__}"
+        cls.many = isinstance(state, serializers.ListSerializer)
+        cls._state_model = None
+        if apps.ready:
+            cls.state_model()  # surface declaration errors at import time
+        _register(cls)
+
+    # -- per connection -----------------------------------------------------------
+
+    def __init__(self, connection: ChannelConsumer, user: Any, kwargs: dict[str, Any]) -> None:
+        self._connection = connection
+        self.user = user
+        self.kwargs = dict(kwargs)
+
+    @property
+    def user_id(self) -> Any:
+        return getattr(self.user, "pk", None)
+
+    @staticmethod
+    def has_permission(user: Any, **kwargs: Any) -> bool:
+        """Whether ``user`` may open this channel with these route kwargs.
+
+        Only a return value of exactly ``True`` grants access. May be a
+        coroutine function; a plain function may use the ORM.
+        """
+        return True
+
+    def get_instance_id(self, **kwargs: Any) -> Any:
+        """The anchor's primary key for a single-instance channel (first route kwarg)."""
+        if not kwargs:
+            raise ChannelDeclarationError(
+                f"{type(self).__qualname__} has no route kwargs; override get_instance_id()"
+            )
+        return next(iter(kwargs.values()))
+
+    def list_instances(self, **kwargs: Any) -> Any:
+        """Anchors of a list channel: a queryset of the anchor model, or a list of ids."""
+        raise NotImplementedError(
+            f"{type(self).__qualname__} is a list channel (state many=True) and must "
+            "implement list_instances(self, **kwargs)"
+        )
+
+    def on_connect(self, tstamp: float | None) -> Any:
+        """Called after authentication; ``tstamp`` is the client's ``lastUpdate``."""
+
+    def on_disconnect(self) -> Any:
+        """Called when the client disconnects."""
+
+    async def send(self, data: Any) -> None:
+        """Send a JSON value (or a ready JSON string) to this client."""
+        self._connection.send_frame(data)
+
+    async def group_add(self, group: str) -> None:
+        """Join a channel-layer group; left automatically on disconnect."""
+        await self._connection.group_add(group)
+
+    # -- class level ----------------------------------------------------------------
+
+    @classmethod
+    def state_model(cls) -> StateModel:
+        """The flattened shape of ``Meta.state`` (built once, when apps are ready)."""
+        if cls._state_model is None:
+            from ._state_model import StateModel
+
+            cls._state_model = StateModel(cls.Meta.state, cls.__qualname__)
+        return cls._state_model
+
+    @classmethod
+    def get_registered_channels(cls) -> set[type[ContextChannel]]:
+        with _registry_lock:
+            return set(_registry.values())
+
+    @classmethod
+    def get_cache_ttl(cls) -> float:
+        ttl = getattr(cls.Meta, "cache_ttl", None)
+        return ttl if ttl is not None else rx_settings.RX_CACHE_TTL
+
+    @classmethod
+    def as_asgi(cls) -> Callable[..., Any]:
+        """The ASGI application serving this channel, for ``websocket_urlpatterns``."""
+        from ._consumer import ChannelConsumer
+
+        if cls.__dict__.get("Meta") is not None and cls.Meta.__dict__.get("abstract", False):
+            raise ChannelDeclarationError(f"{cls.__qualname__} is abstract and cannot be routed")
+        return ChannelConsumer.as_asgi(channel_class=cls)
+
+    @classmethod
+    def broadcast_instance(
+        cls, anchor_id: Any, instance: models.Model, operation: str = "update"
+    ) -> None:
+        """Propagate a change that emitted no signal (``QuerySet.update``, ``bulk_create``,
+        raw SQL). The instance is re-read from the database after the current
+        transaction commits, so ``operation`` ('create', 'update' or 'delete') only
+        documents intent. Every anchor holding the instance is updated, including
+        ``anchor_id``'s.
+        """
+        from ._changes import record_change
+
+        if operation not in ("create", "update", "delete"):
+            raise ValueError(f"operation must be 'create', 'update' or 'delete', got {operation!r}")
+        record_change(type(instance), [instance.pk], router.db_for_write(type(instance)))
+
+    @classmethod
+    def clear_cache(cls, anchor_id: Any) -> bool:
+        """Drop the cached state of an anchor; True if it was cached (hot)."""
+        from ._backend import get_backend
+        from ._state_model import pk_repr
+
+        pk = pk_repr(cls.state_model().anchor_model._meta.pk.to_python(anchor_id))
+        return get_backend().clear((cls.channel_id, pk))
+
+    @classmethod
+    def tracked_models(cls) -> frozenset[type[models.Model]]:
+        """Concrete models whose changes some registered channel must see."""
+        global _tracked
+        tracked = _tracked
+        if tracked is None:
+            found: set[type[models.Model]] = set()
+            for channel in cls.get_registered_channels():
+                state_model = channel.state_model()
+                found.update(state_model.by_model)
+                found.update(state_model.through_models)
+            tracked = _tracked = frozenset(found)
+        return tracked
+
+
+def _check_state(cls: type, state: Any) -> None:
+    child = state.child if isinstance(state, serializers.ListSerializer) else state
+    if isinstance(state, type):
+        raise ChannelDeclarationError(
+            f"{cls.__qualname__}.Meta.state must be a serializer instance: "
+            f"write `state = {state.__name__}()`"
+        )
+    if not isinstance(child, serializers.ModelSerializer):
+        raise ChannelDeclarationError(
+            f"{cls.__qualname__}.Meta.state must be a ModelSerializer instance, "
+            f"got {type(state).__name__ if state is not None else 'nothing'}"
+        )
+
+
+def _register(cls: type[ContextChannel]) -> None:
+    global _tracked
+    with _registry_lock:
+        _registry[cls.channel_id] = cls
+        _tracked = None
+
+
+def _unregister(cls: type[ContextChannel]) -> None:
+    """Remove a channel from the registry (tests that declare throwaway channels)."""
+    global _tracked
+    with _registry_lock:
+        if _registry.get(cls.channel_id) is cls:
+            del _registry[cls.channel_id]
+        _tracked = None

@@ -1,0 +1,40 @@
+"""Library settings, read from ``django.conf.settings`` each time they are used.
+
+Reading lazily (never freezing values in module constants) keeps
+``override_settings`` working in tests and lets settings change without reloads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings as django_settings
+
+__all__ = ["DEFAULTS", "rx_settings"]
+
+ONE_WEEK = 7 * 24 * 3600
+
+DEFAULTS: dict[str, Any] = {
+    # Seconds a client has to send its auth frame after the socket opens.
+    "RX_AUTH_TIMEOUT": 10.0,
+    # Seconds an idle anchor (no connected client) stays cached.
+    "RX_CACHE_TTL": ONE_WEEK,
+    # Target size in bytes of one initial-state frame (servers close frames over 1 MiB).
+    "RX_FRAME_SIZE": 256 * 1024,
+    # Largest client frame accepted, in bytes.
+    "RX_MAX_MESSAGE_SIZE": 1024 * 1024,
+    # Production backend; None selects the embedded in-memory backend.
+    "REDIS_URL": None,
+}
+
+
+class _Settings:
+    """Attribute access to RxDjango settings with defaults."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"unknown RxDjango setting {name!r}")
+        return getattr(django_settings, name, DEFAULTS[name])
+
+
+rx_settings = _Settings()

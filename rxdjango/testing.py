@@ -1,0 +1,201 @@
+"""Test helpers that speak the RxDjango protocol over a real ASGI WebSocket path.
+
+    communicator = ChannelCommunicator(application, "/ws/job/1/", token=token.key)
+    reply = await communicator.authenticate()
+    state = await communicator.initial_state()
+    assert state.tree() == expected
+
+Timeouts derive from one unit, ``RX_TEST_TIMEOUT`` seconds (default 5), so a
+slow machine can scale them without editing tests.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from asgiref.testing import ApplicationCommunicator
+
+from . import _codec
+from ._backend import reset_backend
+from ._protocol import Operation, Reply
+from .channels import ContextChannel
+
+__all__ = ["ChannelCommunicator", "ClientState", "ConnectionClosed", "reset_state", "timeout"]
+
+
+def timeout(units: float = 1.0) -> float:
+    """``units`` test timeout units, in seconds."""
+    return units * float(os.environ.get("RX_TEST_TIMEOUT", "5"))
+
+
+def reset_state() -> None:
+    """Forget all cached anchors; call between tests whose database is flushed."""
+    reset_backend()
+
+
+class ClientState:
+    """A reference client: applies frames as a browser would and rebuilds the tree.
+
+    Used by tests to compare what a client holds with the serializer's output.
+    """
+
+    def __init__(self, channel: type[ContextChannel]) -> None:
+        self.channel = channel
+        self.state_model = channel.state_model()
+        self.anchors: list[Any] = []
+        self.records: dict[tuple[str, Any], dict[str, Any]] = {}
+        self.ended: set[int] = set()
+        self.end_markers = 0
+        self.controls: list[dict[str, Any]] = []
+        self.received: list[dict[str, Any]] = []
+
+    def apply(self, frame: Any) -> None:
+        if isinstance(frame, dict):
+            self.controls.append(frame)
+            if frame.get("type") == Reply.INITIAL_ANCHORS:
+                self.anchors = list(frame["anchorIds"])
+            elif frame.get("type") == Reply.PREPEND_ANCHOR:
+                self.anchors.insert(0, frame["anchorId"])
+            return
+        for record in frame:
+            operation = record.get("_operation")
+            if operation == Operation.END_INITIAL_STATE:
+                self.end_markers += 1
+                continue
+            self.received.append(record)
+            key = (record["_instance_type"], record["id"])
+            if operation == Operation.DELETE:
+                self.records.pop(key, None)
+            elif operation == Operation.UPDATE:
+                self.records.setdefault(key, {}).update(record)
+            else:
+                self.records[key] = dict(record)
+
+    def tree(self, anchor: Any = None) -> Any:
+        """The nested state of ``anchor`` (of the only anchor if None)."""
+        if anchor is None:
+            if self.channel.many:
+                return [self.tree(a) for a in self.anchors]
+            anchor = self.anchors[0]
+        return self._build(self.state_model.root.instance_type, anchor, set())
+
+    def _build(self, instance_type: str, pk: Any, path: set[tuple[str, Any]]) -> Any:
+        key = (instance_type, pk)
+        record = self.records.get(key)
+        if record is None or key in path:
+            return None
+        layer = self.state_model.layers[instance_type]
+        names = list(layer.flat_serializer.fields)
+        result = {name: record.get(name) for name in names}
+        for edge in layer.edges:
+            value = record.get(edge.name)
+            child_type = edge.child.instance_type
+            if edge.many:
+                children = [self._build(child_type, c, path | {key}) for c in value or []]
+                result[edge.name] = [c for c in children if c is not None]
+            else:
+                result[edge.name] = (
+                    None if value is None else self._build(child_type, value, path | {key})
+                )
+        return result
+
+
+class ChannelCommunicator(ApplicationCommunicator):
+    """A WebSocket test client that knows the auth frame and the start sequence.
+
+    It drives the ASGI application in-process, through the same consumer code a
+    real server runs.
+    """
+
+    def __init__(
+        self,
+        application: Any,
+        path: str,
+        token: str | None = None,
+        last_update: float | None = None,
+        channel: type[ContextChannel] | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        path, _, query = path.partition("?")
+        scope = {
+            "type": "websocket",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "headers": headers or [],
+            "subprotocols": [],
+        }
+        super().__init__(application, scope)
+        self.token = token
+        self.last_update = last_update
+        self.state = ClientState(channel) if channel is not None else None
+        self.close_code: int | None = None
+
+    async def connect(self) -> bool:
+        await self.send_input({"type": "websocket.connect"})
+        message = await self.receive_output(timeout())
+        return message["type"] == "websocket.accept"
+
+    async def receive_frame(self, units: float = 1.0) -> Any:
+        """The next text frame, decoded (and applied to ``state``)."""
+        message = await self.receive_output(timeout(units))
+        if message["type"] == "websocket.close":
+            self.close_code = message.get("code", 1000)
+            raise ConnectionClosed(self.close_code)
+        assert message["type"] == "websocket.send", message
+        frame = _codec.decode(message.get("text") or message.get("bytes"))
+        if self.state is not None:
+            self.state.apply(frame)
+        return frame
+
+    async def receive_close(self, units: float = 1.0) -> int:
+        """Wait for the server to close the socket; returns the close code."""
+        while True:
+            try:
+                await self.receive_frame(units)
+            except ConnectionClosed as closed:
+                return closed.code
+
+    async def send_frame(self, value: Any) -> None:
+        text = value if isinstance(value, str) else _codec.encode(value)
+        await self.send_input({"type": "websocket.receive", "text": text})
+
+    async def authenticate(self) -> dict[str, Any]:
+        """Connect, send the auth frame and return the auth reply."""
+        assert await self.connect(), "the server refused the WebSocket handshake"
+        await self.send_frame({"token": self.token, "lastUpdate": self.last_update})
+        return await self.receive_frame()
+
+    async def initial_state(self) -> ClientState:
+        """Read frames until every initial anchor has sent its end marker."""
+        assert self.state is not None, "pass channel= to track state"
+        seen_anchors = False
+        while True:
+            frame = await self.receive_frame()
+            if isinstance(frame, dict) and frame.get("type") == Reply.INITIAL_ANCHORS:
+                seen_anchors = True
+            if seen_anchors and self.state.end_markers >= len(self.state.anchors):
+                return self.state
+
+    async def receive_records(self, units: float = 1.0) -> list[dict[str, Any]]:
+        """The next frame, which must be an array of instance records."""
+        frame = await self.receive_frame(units)
+        assert isinstance(frame, list), f"expected instance records, got {frame!r}"
+        return frame
+
+    async def nothing_more(self, units: float = 0.2) -> bool:
+        """True if no frame arrives within ``units`` timeout units."""
+        return await self.receive_nothing(timeout(units))
+
+    async def disconnect(self, code: int = 1000) -> None:
+        await self.send_input({"type": "websocket.disconnect", "code": code})
+        await self.wait(timeout())
+
+
+class ConnectionClosed(Exception):
+    """The server closed the WebSocket."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"closed with code {code}")
+        self.code = code

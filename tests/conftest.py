@@ -1,0 +1,28 @@
+"""Shared fixtures: a fresh cache per test and the job tree in the real database."""
+
+from __future__ import annotations
+
+import pytest
+from channels.db import database_sync_to_async
+
+from rxdjango.testing import reset_state
+from support import World, build_world
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    reset_state()
+    yield
+    reset_state()
+
+
+@pytest.fixture
+def application():
+    from testproject.asgi import application
+
+    return application
+
+
+@pytest.fixture
+async def world(transactional_db) -> World:
+    return await database_sync_to_async(build_world)()

@@ -1,0 +1,75 @@
+"""Helpers shared by the tests: the job tree and protocol-speaking clients."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+
+from jobs.channels import JobChannel
+from jobs.models import Asset, Deadline, Job, JobSpec, Label, Note, Participant, Project, Task
+from rxdjango import _codec
+from rxdjango.testing import ChannelCommunicator
+
+
+@dataclass
+class World:
+    alice: Any
+    bob: Any
+    carol: Any
+    tokens: dict[str, str]
+    project: Project
+    job: Job
+    other_job: Job
+    tasks: list[Task]
+    labels: list[Label]
+
+
+def build_world(task_count: int = 3) -> World:
+    User = get_user_model()
+    alice = User.objects.create_user("alice", password="x")
+    bob = User.objects.create_user("bob", password="x")
+    carol = User.objects.create_user("carol", password="x")
+    tokens = {u.username: Token.objects.create(user=u).key for u in (alice, bob, carol)}
+    project = Project.objects.create(name="Apollo")
+    p_alice = Participant.objects.create(project=project, user=alice, role="lead")
+    Participant.objects.create(project=project, user=bob)
+    job = Job.objects.create(
+        project=project, title="Launch", budget=decimal.Decimal("1234.50"),
+        starts=datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC),
+    )
+    other_job = Job.objects.create(project=project, title="Landing")
+    labels = [Label.objects.create(name=n) for n in ("urgent", "backend")]
+    tasks = []
+    for i in range(task_count):
+        task = Task.objects.create(job=job, title=f"task {i}", developer=p_alice if i == 0 else None)
+        tasks.append(task)
+    if tasks:
+        tasks[0].labels.add(labels[0])
+    Asset.objects.create(job=job, name="blueprint")
+    Deadline.objects.create(job=job, due=datetime.date(2026, 5, 1), label="beta")
+    JobSpec.objects.create(job=job, text="go to the moon")
+    Note.objects.create(job=job, owner=alice, text="alice private")
+    Note.objects.create(job=job, owner=bob, text="bob private")
+    return World(alice, bob, carol, tokens, project, job, other_job, tasks, labels)
+
+
+def expected_state(serializer_class: type, instance: Any, user: Any = None) -> Any:
+    """The serializer's output as JSON would carry it, private notes filtered to ``user``."""
+    data = _codec.decode(_codec.encode(serializer_class(instance).data))
+    if user is not None and "notes" in data:
+        data["notes"] = [n for n in data["notes"] if n["owner"] == user.pk]
+    return data
+
+
+async def connect(application, path: str, token: str, channel=JobChannel, **kwargs):
+    """A client that is authenticated and has read its whole initial state."""
+    client = ChannelCommunicator(application, path, token=token, channel=channel, **kwargs)
+    reply = await client.authenticate()
+    assert reply == {"type": "auth", "statusCode": 200}, reply
+    await client.initial_state()
+    return client
