@@ -73,3 +73,23 @@ async def connect(application, path: str, token: str, channel=JobChannel, **kwar
     assert reply == {"type": "auth", "statusCode": 200}, reply
     await client.initial_state()
     return client
+
+
+def make_user(username: str, *, staff: bool = False, active: bool = True) -> tuple[Any, str]:
+    User = get_user_model()
+    user = User.objects.create_user(username, password="x", is_staff=staff, is_active=active)
+    return user, Token.objects.create(user=user).key
+
+
+async def records_until(client: ChannelCommunicator, predicate, units: float = 1.0) -> list[dict]:
+    """Read record frames until one record satisfies ``predicate``; returns all read."""
+    seen: list[dict] = []
+    while True:
+        frame = await client.receive_records(units)
+        seen.extend(frame)
+        if any(predicate(r) for r in frame):
+            return seen
+
+
+def type_name(record: dict) -> str:
+    return record["_instance_type"].rsplit(".", 1)[-1]

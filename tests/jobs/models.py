@@ -19,6 +19,9 @@ class Participant(models.Model):
     )
     role = models.CharField(max_length=50, default="developer")
 
+    class Meta:
+        ordering = ["id"]
+
 
 class Label(models.Model):
     name = models.CharField(max_length=50)
@@ -53,6 +56,9 @@ class Task(models.Model):
     )
     labels = models.ManyToManyField(Label, related_name="tasks", blank=True)
 
+    class Meta:
+        ordering = ["id"]
+
 
 class Asset(models.Model):
     """UUID primary key, reverse accessor left at the default ``asset_set``."""
@@ -60,6 +66,9 @@ class Asset(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     job = models.ForeignKey(Job, on_delete=models.CASCADE)
     name = models.CharField(max_length=100)
+
+    class Meta:
+        ordering = ["name"]
 
 
 class Deadline(models.Model):
@@ -77,3 +86,6 @@ class Note(models.Model):
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="notes")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
     text = models.TextField()
+
+    class Meta:
+        ordering = ["id"]
