@@ -26,3 +26,8 @@ def application():
 @pytest.fixture
 async def world(transactional_db) -> World:
     return await database_sync_to_async(build_world)()
+
+
+@pytest.fixture
+def world_sync(transactional_db) -> World:
+    return build_world()

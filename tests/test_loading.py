@@ -1,0 +1,126 @@
+"""The first client loads an anchor once; others wait for it, never forever."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from channels.db import database_sync_to_async as db
+from django.db import connections
+
+from jobs.channels import JobChannel
+from jobs.models import Task
+from jobs.serializers import JobSerializer
+from rxdjango import _backend
+from rxdjango._backend import get_backend
+from rxdjango.testing import timeout
+from support import connect, expected_state
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_concurrent_connects_load_once_and_agree(application, world):
+    path = f"/ws/job/{world.job.pk}/"
+    clients = await asyncio.gather(
+        *(connect(application, path, world.tokens[name]) for name in ("alice", "bob", "alice"))
+    )
+    assert get_backend().loads == 1
+    expected_alice = await db(expected_state)(JobSerializer, world.job, world.alice)
+    assert clients[0].state.tree() == expected_alice == clients[2].state.tree()
+    assert clients[1].state.tree() == await db(expected_state)(JobSerializer, world.job, world.bob)
+    for client in clients:
+        await client.disconnect()
+
+
+def _in_thread(target, results: dict, name: str) -> threading.Thread:
+    def run():
+        try:
+            results[name] = target()
+        except Exception as exc:
+            results[name] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_waiters_wait_for_the_loader_then_share_its_result(world_sync, monkeypatch):
+    world = world_sync
+    started, release = threading.Event(), threading.Event()
+    original = _backend.load_subtrees
+
+    def slow_load(*args, **kwargs):
+        started.set()
+        assert release.wait(timeout())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_backend, "load_subtrees", slow_load)
+    backend = get_backend()
+    results: dict = {}
+    loader = _in_thread(lambda: backend.snapshot(JobChannel, world.job.pk), results, "loader")
+    assert started.wait(timeout())
+    started.clear()
+    waiter = _in_thread(lambda: backend.snapshot(JobChannel, world.job.pk), results, "waiter")
+    waiter.join(timeout(0.1))
+    assert waiter.is_alive(), "the second caller must wait for the first loader"
+    assert not started.is_set(), "the second caller must not load again"
+    release.set()
+    loader.join(timeout())
+    waiter.join(timeout())
+    assert backend.loads == 1
+    keys = lambda snap: sorted(r.key for r in snap.records)  # noqa: E731
+    assert keys(results["loader"]) == keys(results["waiter"])
+
+
+def test_a_failed_loader_does_not_leave_others_waiting(world_sync, monkeypatch):
+    world = world_sync
+    started, release = threading.Event(), threading.Event()
+    original = _backend.load_subtrees
+    calls = []
+
+    def failing_first(*args, **kwargs):
+        calls.append(threading.get_ident())
+        if len(calls) == 1:
+            started.set()
+            assert release.wait(timeout())
+            raise RuntimeError("loader died")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_backend, "load_subtrees", failing_first)
+    backend = get_backend()
+    results: dict = {}
+    loader = _in_thread(lambda: backend.snapshot(JobChannel, world.job.pk), results, "loader")
+    assert started.wait(timeout())
+    waiter = _in_thread(lambda: backend.snapshot(JobChannel, world.job.pk), results, "waiter")
+    release.set()
+    loader.join(timeout())
+    waiter.join(timeout())
+    assert isinstance(results["loader"], RuntimeError)
+    assert results["waiter"] is not None and len(results["waiter"].records) > 10
+    assert len(calls) == 2 and backend.loads == 1
+
+
+async def test_change_committed_during_the_load_is_not_lost(application, world, monkeypatch):
+    original = _backend.load_subtrees
+    pk = world.tasks[1].pk
+
+    def load_then_change(*args, **kwargs):
+        records = original(*args, **kwargs)
+        # Committed after the loader read the rows, before the cache is hot.
+        task = Task.objects.get(pk=pk)
+        task.title = "changed mid-load"
+        task.save()
+        return records
+
+    monkeypatch.setattr(_backend, "load_subtrees", load_then_change)
+    client = await connect(application, f"/ws/job/{world.job.pk}/", world.tokens["alice"])
+    titles = {t["id"]: t["title"] for t in client.state.tree()["tasks"]}
+    while titles[pk] != "changed mid-load":
+        await client.receive_records()
+        titles = {t["id"]: t["title"] for t in client.state.tree()["tasks"]}
+    expected = await db(expected_state)(JobSerializer, world.job, world.alice)
+    assert client.state.tree() == expected
+    await client.disconnect()
