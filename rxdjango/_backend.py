@@ -115,7 +115,7 @@ class EmbeddedBackend:
 
     def _load(
         self, channel: type[ContextChannel], anchor: AnchorCache, ref: AnchorRef
-    ) -> Snapshot | None | object:
+    ) -> Snapshot | object | None:
         tstamp = self.clock()
         try:
             records = load_subtrees(channel.state_model(), [anchor.root], tstamp)

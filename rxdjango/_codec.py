@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["decode", "encode", "encode_bytes", "join_array", "chunk_array"]
+__all__ = ["chunk_array", "decode", "encode", "encode_bytes", "join_array"]
 
 
 def _default(value: Any) -> Any:

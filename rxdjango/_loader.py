@@ -46,7 +46,7 @@ def _child_ids(edge: Edge, parent_pks: list[Any]) -> dict[Any, list[Any]]:
     """For a list-like edge, the ordered child pks of each parent, in one query."""
     assert edge.child_lookup is not None
     child_model = edge.child.model
-    ordering = list(child_model._meta.ordering or []) + ["pk"]
+    ordering = [*(child_model._meta.ordering or []), "pk"]
     result: dict[Any, list[Any]] = {pk: [] for pk in parent_pks}
     seen: set[tuple[Any, Any]] = set()  # a join through several paths may repeat a pair
     for chunk in _chunks(parent_pks):
@@ -110,9 +110,7 @@ def fetch_layer(layer: Layer, pks: Iterable[Any], tstamp: float = 0.0) -> dict[A
                 parent_pk = getattr(obj, edge.child_attname)
                 if parent_pk is not None:
                     links.add((edge.parent.instance_type, pk_repr(parent_pk)))
-        records[key[1]] = FlatRecord(
-            key, data, layer.owner_of(obj), refs, tstamp, frozenset(links)
-        )
+        records[key[1]] = FlatRecord(key, data, layer.owner_of(obj), refs, tstamp, frozenset(links))
     return records
 
 

@@ -207,9 +207,7 @@ def _user_key_attname(serializer_class: type, model: type[models.Model], owner: 
     return attname
 
 
-def _make_edge(
-    parent: Layer, child: Layer, name: str, serializer_field: Any, owner: str
-) -> Edge:
+def _make_edge(parent: Layer, child: Layer, name: str, serializer_field: Any, owner: str) -> Edge:
     many = isinstance(serializer_field, serializers.ListSerializer)
     source = serializer_field.source or name
     where = f"{owner}: {parent.serializer_class.__name__}.{name}"
@@ -244,7 +242,13 @@ def _make_edge(
         else:
             m2m_field, lookup = relation.field, relation.field.name
         return Edge(
-            name, parent, child, True, EdgeKind.MANY_TO_MANY, child_lookup=lookup, m2m_field=m2m_field
+            name,
+            parent,
+            child,
+            True,
+            EdgeKind.MANY_TO_MANY,
+            child_lookup=lookup,
+            m2m_field=m2m_field,
         )
     if relation.concrete:  # forward ForeignKey / OneToOneField
         if many:
@@ -271,7 +275,7 @@ def _relation_named(model: type[models.Model], source: str) -> Any:
     for model_field in model._meta.get_fields():
         if not model_field.is_relation:
             continue
-        if model_field.concrete or model_field.many_to_many and not model_field.auto_created:
+        if model_field.concrete or (model_field.many_to_many and not model_field.auto_created):
             if model_field.name == source:
                 return model_field
         elif model_field.get_accessor_name() == source:

@@ -61,7 +61,9 @@ class ContextChannel:
         state = getattr(meta, "state", None)
         _check_state(cls, state)
         ttl = getattr(meta, "cache_ttl", None)
-        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0):
+        if ttl is not None and (
+            isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0
+        ):
             raise ChannelDeclarationError(
                 f"{cls.__qualname__}.Meta.cache_ttl must be a positive number of seconds or None, "
                 f"got {ttl!r}"

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
-
 from jobs.channels import JobChannel
 from jobs.models import Asset, Deadline, Job, JobSpec, Label, Note, Participant, Project, Task
+from rest_framework.authtoken.models import Token
+
 from rxdjango import _codec
 from rxdjango.testing import ChannelCommunicator
 
@@ -39,14 +39,18 @@ def build_world(task_count: int = 3) -> World:
     p_alice = Participant.objects.create(project=project, user=alice, role="lead")
     Participant.objects.create(project=project, user=bob)
     job = Job.objects.create(
-        project=project, title="Launch", budget=decimal.Decimal("1234.50"),
+        project=project,
+        title="Launch",
+        budget=decimal.Decimal("1234.50"),
         starts=datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC),
     )
     other_job = Job.objects.create(project=project, title="Landing")
     labels = [Label.objects.create(name=n) for n in ("urgent", "backend")]
     tasks = []
     for i in range(task_count):
-        task = Task.objects.create(job=job, title=f"task {i}", developer=p_alice if i == 0 else None)
+        task = Task.objects.create(
+            job=job, title=f"task {i}", developer=p_alice if i == 0 else None
+        )
         tasks.append(task)
     if tasks:
         tasks[0].labels.add(labels[0])

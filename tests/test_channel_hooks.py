@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from channels.routing import URLRouter
 from django.urls import path
-
 from jobs.serializers import JobSerializer
+
 from rxdjango import _layers
 from rxdjango.channels import ContextChannel
 from rxdjango.testing import ChannelCommunicator

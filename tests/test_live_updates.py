@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 from channels.db import database_sync_to_async as db
-
-from jobs.channels import JobChannel, LabelChannel
+from jobs.channels import LabelChannel
 from jobs.models import Job, JobSpec, Label, Note, Participant, Project, Task
 from jobs.serializers import JobSerializer, LabelDetailSerializer
-from rxdjango import _propagation
 from support import connect, expected_state, make_user, records_until, type_name
+
+from rxdjango import _propagation
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,7 +22,10 @@ async def assert_converged(client, job, user):
     expected = await db(expected_state)(JobSerializer, job, user)
     got = client.state.tree()
     if got != expected:
-        import json; print("GOT", json.dumps(got, indent=0)); print("EXP", json.dumps(expected, indent=0))
+        import json
+
+        print("GOT", json.dumps(got, indent=0))
+        print("EXP", json.dumps(expected, indent=0))
     assert got == expected
 
 
@@ -258,9 +261,7 @@ async def test_user_key_records_reach_only_their_owner(application, world):
     await bob.disconnect()
 
 
-async def test_serializations_per_change_do_not_depend_on_clients(
-    application, world, monkeypatch
-):
+async def test_serializations_per_change_do_not_depend_on_clients(application, world, monkeypatch):
     serialized: list[int] = []
     original = _propagation.fetch_layer
 

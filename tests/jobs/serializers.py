@@ -82,8 +82,17 @@ class JobSerializer(serializers.ModelSerializer):
     class Meta:
         model = Job
         fields = [
-            "id", "title", "budget", "starts", "project", "tasks", "asset_set",
-            "deadlines", "spec", "notes", "team",
+            "id",
+            "title",
+            "budget",
+            "starts",
+            "project",
+            "tasks",
+            "asset_set",
+            "deadlines",
+            "spec",
+            "notes",
+            "team",
         ]
 
 
