@@ -154,12 +154,18 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         self._outbox.put_nowait(_Close(code))
 
     async def _write_loop(self) -> None:
-        while True:
-            item = await self._outbox.get()
-            if isinstance(item, _Close):
-                await self.close(item.code)
-                return
-            await self.send(text_data=item)
+        """The only sender on this socket; stops at a close or when the peer is gone."""
+        try:
+            while True:
+                item = await self._outbox.get()
+                if isinstance(item, _Close):
+                    await self.close(item.code)
+                    return
+                await self.send(text_data=item)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the transport went away under us; disconnect follows
+            logger.debug("rxdjango: send failed, connection is gone", exc_info=True)
 
     def deliver(self, anchor: Any, frame: str) -> None:
         """Hub callback (on our loop): hold live frames until the anchor's end marker."""
@@ -220,19 +226,27 @@ class ChannelConsumer(AsyncWebsocketConsumer):
             self._fail(failure.status)
             return
         except Exception:
-            logger.exception("rxdjango: error while admitting a client to %s", self.channel_class)
-            self.send_frame(error_frame("internal error", Status.SERVER_ERROR))
-            self._close_after_queued(1011)
-            self._move(Lifecycle.CLOSING)
+            self._fail_internally("admitting a client")
             return
         self.send_frame(auth_reply(Status.OK))
         assert self.channel is not None
-        await call_hook(self.channel.on_connect, last_update)
-        self.send_frame({"type": Reply.INITIAL_ANCHORS, "anchorIds": anchors})
-        for anchor in anchors:
-            await self._start_anchor(anchor)
+        try:
+            await call_hook(self.channel.on_connect, last_update)
+            self.send_frame({"type": Reply.INITIAL_ANCHORS, "anchorIds": anchors})
+            for anchor in anchors:
+                await self._start_anchor(anchor)
+        except Exception:
+            self._fail_internally("starting a client")
+            return
         if self.lifecycle is Lifecycle.STARTING:
             self._move(Lifecycle.LIVE)
+
+    def _fail_internally(self, doing: str) -> None:
+        """A server-side error: log it with its traceback, tell the client nothing more."""
+        logger.exception("rxdjango: error while %s of %s", doing, self.channel_class.channel_id)
+        self.send_frame(error_frame("internal error", Status.SERVER_ERROR))
+        self._close_after_queued(1011)
+        self._move(Lifecycle.CLOSING)
 
     async def _admit(self, frame: Any) -> tuple[list[Any], float | None]:
         """Check token, permission and anchors, in that order (raises _AuthFailure)."""

@@ -272,13 +272,13 @@ def _make_edge(parent: Layer, child: Layer, name: str, serializer_field: Any, ow
 
 
 def _relation_named(model: type[models.Model], source: str) -> Any:
+    """The relation of ``model`` reached by attribute ``source`` (field or reverse accessor)."""
     for model_field in model._meta.get_fields():
         if not model_field.is_relation:
             continue
-        if model_field.concrete or (model_field.many_to_many and not model_field.auto_created):
-            if model_field.name == source:
-                return model_field
-        elif model_field.get_accessor_name() == source:
+        reverse = model_field.auto_created and not model_field.concrete
+        name = model_field.get_accessor_name() if reverse else model_field.name
+        if name == source:
             return model_field
     return None
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 from channels.db import database_sync_to_async
-from support import World, build_world
 
 from rxdjango.testing import reset_state
+
+from support import World, build_world
 
 
 @pytest.fixture(autouse=True)

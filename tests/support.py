@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from jobs.channels import JobChannel
-from jobs.models import Asset, Deadline, Job, JobSpec, Label, Note, Participant, Project, Task
 from rest_framework.authtoken.models import Token
 
 from rxdjango import _codec
 from rxdjango.testing import ChannelCommunicator
+
+from jobs.channels import JobChannel
+from jobs.models import Asset, Deadline, Job, JobSpec, Label, Note, Participant, Project, Task
 
 
 @dataclass

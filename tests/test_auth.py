@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 from channels.db import database_sync_to_async as db
 from django.test.utils import override_settings
+
+from rxdjango.testing import ChannelCommunicator
+
 from jobs.channels import JobChannel
 from jobs.models import Task
 from support import make_user
-
-from rxdjango.testing import ChannelCommunicator
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

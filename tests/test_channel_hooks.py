@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 from channels.routing import URLRouter
 from django.urls import path
-from jobs.serializers import JobSerializer
 
 from rxdjango import _layers
 from rxdjango.channels import ContextChannel
-from rxdjango.testing import ChannelCommunicator
+from rxdjango.testing import ChannelCommunicator, ConnectionClosed
+
+from jobs.serializers import JobSerializer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,8 +45,27 @@ class GrudgingChannel(ContextChannel):
         return NotImplemented
 
 
+class BrokenPermissionChannel(ContextChannel):
+    class Meta:
+        state = JobSerializer()
+
+    @staticmethod
+    def has_permission(user, job_id):
+        raise KeyError("secret internal detail")
+
+
+class BrokenConnectChannel(ContextChannel):
+    class Meta:
+        state = JobSerializer()
+
+    async def on_connect(self, tstamp):
+        raise ValueError("secret internal detail")
+
+
 application = URLRouter(
     [
+        path("broken-permission/<int:job_id>/", BrokenPermissionChannel.as_asgi()),
+        path("broken-connect/<int:job_id>/", BrokenConnectChannel.as_asgi()),
         path("hooks/<int:job_id>/<str:flavour>/", HookedJobChannel.as_asgi()),
         path("grudging/<int:job_id>/", GrudgingChannel.as_asgi()),
     ]
@@ -83,3 +103,21 @@ async def test_truthy_but_not_true_permission_is_denied(world):
     reply = await client.authenticate()
     assert reply["statusCode"] == 403
     assert await client.receive_close() == 4403
+
+
+@pytest.mark.parametrize("route", ["broken-permission", "broken-connect"])
+async def test_a_hook_that_raises_closes_without_internal_detail(world, route, caplog):
+    client = ChannelCommunicator(
+        application, f"/{route}/{world.job.pk}/", token=world.tokens["alice"]
+    )
+    assert await client.connect()
+    await client.send_frame({"token": world.tokens["alice"]})
+    frames = []
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            frames.append(await client.receive_frame())
+    assert closed.value.code == 1011
+    assert frames[-1] == {"type": "error", "error": {"code": 500, "message": "internal error"}}
+    assert "secret" not in repr(frames)
+    assert not any(isinstance(f, list) for f in frames), "no state after a failed start"
+    assert "secret internal detail" in caplog.text  # logged server-side, with traceback

@@ -8,14 +8,15 @@ import textwrap
 import pytest
 from django.apps import AppConfig, apps
 from django.test.utils import override_settings
-from jobs.channels import JobChannel
-from jobs.models import Job, Task
-from jobs.serializers import JobSerializer, TaskSerializer
 from rest_framework import serializers
 
 from rxdjango.apps import discover_channels
 from rxdjango.channels import ContextChannel, _unregister
 from rxdjango.exceptions import ChannelDeclarationError, RxDjangoError
+
+from jobs.channels import JobChannel
+from jobs.models import Job, Task
+from jobs.serializers import JobSerializer, TaskSerializer
 
 
 def test_meta_is_required():

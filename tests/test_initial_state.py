@@ -8,13 +8,14 @@ import pytest
 from channels.db import database_sync_to_async
 from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
+
+from rxdjango._backend import get_backend
+from rxdjango.testing import ChannelCommunicator
+
 from jobs.channels import JobChannel, ProjectJobsChannel
 from jobs.models import Job, Label, Participant, Task
 from jobs.serializers import JobBriefSerializer, JobSerializer
 from support import build_world, connect, expected_state, type_name
-
-from rxdjango._backend import get_backend
-from rxdjango.testing import ChannelCommunicator
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

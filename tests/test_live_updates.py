@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 from channels.db import database_sync_to_async as db
+
+from rxdjango import _propagation
+
 from jobs.channels import LabelChannel
 from jobs.models import Job, JobSpec, Label, Note, Participant, Project, Task
 from jobs.serializers import JobSerializer, LabelDetailSerializer
 from support import connect, expected_state, make_user, records_until, type_name
-
-from rxdjango import _propagation
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

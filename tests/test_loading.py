@@ -8,14 +8,15 @@ import threading
 import pytest
 from channels.db import database_sync_to_async as db
 from django.db import connections
-from jobs.channels import JobChannel
-from jobs.models import Task
-from jobs.serializers import JobSerializer
-from support import connect, expected_state
 
 from rxdjango import _backend
 from rxdjango._backend import get_backend
 from rxdjango.testing import timeout
+
+from jobs.channels import JobChannel
+from jobs.models import Task
+from jobs.serializers import JobSerializer
+from support import connect, expected_state
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

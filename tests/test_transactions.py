@@ -8,12 +8,13 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async as db
 from django.db import connections, transaction
-from jobs.models import Task
-from jobs.serializers import JobSerializer
-from support import connect, expected_state, type_name
 
 from rxdjango.channels import ContextChannel
 from rxdjango.testing import timeout
+
+from jobs.models import Task
+from jobs.serializers import JobSerializer
+from support import connect, expected_state, type_name
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
