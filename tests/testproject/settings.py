@@ -24,7 +24,9 @@ if os.environ.get("RX_TEST_DB", "postgresql") == "sqlite":
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": BASE_DIR / "test.sqlite3",
+            "NAME": os.environ.get("RX_SQLITE_NAME", str(BASE_DIR / "test.sqlite3")),
+            # A file, not memory, so a server subprocess can share the test database.
+            "TEST": {"NAME": str(BASE_DIR / "test-run.sqlite3")},
         }
     }
 else:
