@@ -125,3 +125,36 @@ async def test_change_committed_during_the_load_is_not_lost(application, world, 
     expected = await db(expected_state)(JobSerializer, world.job, world.alice)
     assert client.state.tree() == expected
     await client.disconnect()
+
+
+def test_idle_anchor_expires_after_its_ttl_without_a_cron_job(world_sync, monkeypatch):
+    world = world_sync
+    backend = get_backend()
+    ref = (JobChannel.channel_id, world.job.pk)
+    backend.snapshot(JobChannel, world.job.pk)
+    backend.snapshot(JobChannel, world.job.pk)
+    assert backend.loads == 1  # cached while fresh
+
+    class Watcher:
+        user_id = None
+        loop = None
+
+    watcher = Watcher()
+    backend.subscribe(ref, watcher)
+    monkeypatch.setattr(JobChannel.Meta, "cache_ttl", 0.000001, raising=False)
+    backend.snapshot(JobChannel, world.job.pk)
+    assert backend.loads == 1, "a watched anchor never expires"
+    backend.unsubscribe(ref, watcher)  # the last client left: the TTL starts
+    backend.snapshot(JobChannel, world.job.pk)
+    assert backend.loads == 2, "an idle anchor past its TTL is loaded again"
+
+
+def test_clear_cache_drops_a_hot_anchor(world_sync):
+    world = world_sync
+    backend = get_backend()
+    assert JobChannel.clear_cache(world.job.pk) is False  # not cached
+    backend.snapshot(JobChannel, world.job.pk)
+    assert JobChannel.clear_cache(str(world.job.pk)) is True
+    assert JobChannel.clear_cache(world.job.pk) is False
+    backend.snapshot(JobChannel, world.job.pk)
+    assert backend.loads == 2
