@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from channels.db import database_sync_to_async
 
@@ -15,6 +17,20 @@ def _fresh_cache():
     reset_state()
     yield
     reset_state()
+
+
+@pytest.fixture(autouse=True)
+def _no_silent_errors(request, caplog):
+    """Propagation errors are logged, not raised: a test must not pass over one."""
+    yield
+    if request.node.get_closest_marker("rx_errors_expected"):
+        return
+    errors = [
+        record.getMessage()
+        for record in caplog.get_records("call")
+        if record.name == "rxdjango" and record.levelno >= logging.ERROR
+    ]
+    assert not errors, f"rxdjango logged errors: {errors}"
 
 
 @pytest.fixture

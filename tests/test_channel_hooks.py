@@ -105,6 +105,7 @@ async def test_truthy_but_not_true_permission_is_denied(world):
     assert await client.receive_close() == 4403
 
 
+@pytest.mark.rx_errors_expected
 @pytest.mark.parametrize("route", ["broken-permission", "broken-connect"])
 async def test_a_hook_that_raises_closes_without_internal_detail(world, route, caplog):
     client = ChannelCommunicator(

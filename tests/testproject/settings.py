@@ -26,7 +26,7 @@ if os.environ.get("RX_TEST_DB", "postgresql") == "sqlite":
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": os.environ.get("RX_SQLITE_NAME", str(BASE_DIR / "test.sqlite3")),
             # A file, not memory, so a server subprocess can share the test database.
-            "TEST": {"NAME": str(BASE_DIR / "test-run.sqlite3")},
+            "TEST": {"NAME": str(BASE_DIR / f"test-run-{os.getpid()}.sqlite3")},
         }
     }
 else:
@@ -37,6 +37,8 @@ else:
             "PORT": os.environ.get("PGPORT", "5432"),
             "USER": os.environ.get("PGUSER", "postgres"),
             "NAME": os.environ.get("PGDATABASE", "test"),
+            # One test database per run, so two runs on one machine cannot collide.
+            "TEST": {"NAME": f"test_rxdjango_{os.getpid()}"},
         }
     }
 

@@ -1,0 +1,37 @@
+"""The public surface is small and explicit; internals stay behind it."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+PUBLIC = {
+    "rxdjango": ["__version__"],
+    "rxdjango.channels": ["ContextChannel"],
+    "rxdjango.exceptions": ["ChannelDeclarationError", "ProtocolError", "RxDjangoError"],
+    "rxdjango.operations": ["CREATE", "DELETE", "OPERATIONS", "SAVE"],
+    "rxdjango.relations": ["RelatedProperty", "related_property"],
+    "rxdjango.testing": [
+        "ChannelCommunicator",
+        "ClientState",
+        "ConnectionClosed",
+        "reset_state",
+        "timeout",
+    ],
+}
+
+
+@pytest.mark.parametrize("module_name", sorted(PUBLIC))
+def test_public_names_are_pinned(module_name):
+    module = importlib.import_module(module_name)
+    assert sorted(module.__all__) == sorted(PUBLIC[module_name])
+    for name in module.__all__:
+        assert hasattr(module, name), f"{module_name}.{name} is exported but missing"
+
+
+def test_operations_values_match_the_protocol():
+    from rxdjango.operations import CREATE, DELETE, OPERATIONS, SAVE
+
+    assert (SAVE, CREATE, DELETE) == ("save", "create", "delete")
+    assert frozenset({"save", "create", "delete"}) == OPERATIONS
