@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._cache import AnchorCache, AnchorRef, AnchorStatus, MemoryCache
 from ._hub import Hub, Subscriber, hub
@@ -22,7 +22,7 @@ from .conf import rx_settings
 if TYPE_CHECKING:
     from .channels import ContextChannel
 
-__all__ = ["EmbeddedBackend", "Snapshot", "get_backend", "reset_backend"]
+__all__ = ["Backend", "EmbeddedBackend", "Snapshot", "get_backend", "reset_backend"]
 
 #: Seconds a loader may take before another client may take over the load.
 LOAD_LEASE_SECONDS = 60.0
@@ -34,6 +34,38 @@ class Snapshot:
 
     records: list[FlatRecord]
     tstamp: float
+
+
+class Backend(Protocol):
+    """What the consumer and the change buffer need from a cache-and-fan-out backend.
+
+    Every method is synchronous ORM-safe code except where noted.
+    """
+
+    loads: int
+
+    def clock(self) -> float:
+        """Server time for ``_tstamp``, shared by every process of the deployment."""
+
+    def process(
+        self,
+        channel: type[ContextChannel],
+        touched: dict[str, set[Any]],
+        only: AnchorRef | None = None,
+    ) -> None:
+        """Propagate committed changes ({instance type: pks}) to cached anchors."""
+
+    def snapshot(self, channel: type[ContextChannel], anchor_pk: Any) -> Snapshot | None:
+        """The anchor's records (loading them once if cold); None if it does not exist."""
+
+    def subscribe(self, ref: AnchorRef, subscriber: Subscriber) -> None:
+        """Deliver the anchor's future frames to ``subscriber`` (non-blocking)."""
+
+    def unsubscribe(self, ref: AnchorRef, subscriber: Subscriber) -> None:
+        """Stop delivering; the anchor's idle time starts when nobody watches it."""
+
+    def clear(self, ref: AnchorRef) -> bool:
+        """Drop a cached anchor; True if it was hot."""
 
 
 class EmbeddedBackend:
@@ -182,7 +214,7 @@ _backend: EmbeddedBackend | None = None
 _backend_lock = threading.Lock()
 
 
-def get_backend() -> EmbeddedBackend:
+def get_backend() -> Backend:
     global _backend
     with _backend_lock:
         if _backend is None:

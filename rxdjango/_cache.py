@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -49,10 +49,6 @@ class AnchorCache:
     lease_until: float = 0.0
     loaded: threading.Event = field(default_factory=threading.Event)
     idle_since: float | None = None
-    tstamp: float = 0.0
-
-    def iter_records(self) -> Iterator[FlatRecord]:
-        return iter(self.records.values())
 
     def reachable(self) -> set[Key]:
         """Keys reachable from the anchor's root through references."""

@@ -31,7 +31,7 @@ from ._backend import get_backend
 from ._cache import AnchorRef
 from ._hooks import call_hook
 from ._layers import get_layer
-from ._protocol import Operation, Reply, Status, auth_reply, end_marker, error_frame
+from ._protocol import CloseCode, Operation, Reply, Status, auth_reply, end_marker, error_frame
 from ._state_model import pk_repr
 from .conf import rx_settings
 
@@ -214,7 +214,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
 
     def _fail(self, status: Status) -> None:
         self.send_frame(auth_reply(status))
-        self._close_after_queued(4000 + int(status))
+        self._close_after_queued(CloseCode[status.name])
         self._move(Lifecycle.CLOSING)
 
     async def _authenticate(self, frame: Any) -> None:

@@ -8,6 +8,8 @@ from django.apps import AppConfig, apps
 from django.core import checks
 from django.utils.module_loading import module_has_submodule
 
+from .conf import rx_settings
+
 __all__ = ["RxDjangoConfig"]
 
 
@@ -48,6 +50,15 @@ def check_settings(app_configs: object = None, **kwargs: object) -> list[checks.
                 "RxDjango authenticates clients with DRF tokens.",
                 hint="Add 'rest_framework.authtoken' to INSTALLED_APPS.",
                 id="rxdjango.E001",
+            )
+        )
+    if rx_settings.REDIS_URL:
+        errors.append(
+            checks.Warning(
+                "REDIS_URL is set, but this version of RxDjango only has the embedded "
+                "backend: changes reach the clients of the process that committed them.",
+                hint="Run a single ASGI process, or unset REDIS_URL to silence this warning.",
+                id="rxdjango.W001",
             )
         )
     return errors

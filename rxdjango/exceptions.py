@@ -6,7 +6,7 @@ where it reaches a client) beside a human message that names the fix.
 
 from __future__ import annotations
 
-__all__ = ["ChannelDeclarationError", "ProtocolError", "RxDjangoError"]
+__all__ = ["ChannelDeclarationError", "RxDjangoError"]
 
 
 class RxDjangoError(Exception):
@@ -23,13 +23,3 @@ class ChannelDeclarationError(RxDjangoError, TypeError):
     """
 
     code = "error/declaration"
-
-
-class ProtocolError(RxDjangoError):
-    """A client frame that does not follow the wire protocol."""
-
-    code = "error/bad-request"
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status

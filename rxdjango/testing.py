@@ -45,7 +45,6 @@ class ClientState:
         self.state_model = channel.state_model()
         self.anchors: list[Any] = []
         self.records: dict[tuple[str, Any], dict[str, Any]] = {}
-        self.ended: set[int] = set()
         self.end_markers = 0
         self.controls: list[dict[str, Any]] = []
         self.received: list[dict[str, Any]] = []

@@ -154,3 +154,24 @@ def test_import_error_inside_channels_module_surfaces(tmp_path, monkeypatch):
     finally:
         for name in ("brokenapp", "brokenapp.channels", "quietapp"):
             sys.modules.pop(name, None)
+
+
+def test_system_checks_name_the_fix():
+    from rxdjango.apps import check_settings
+
+    assert check_settings() == []
+    with override_settings(REDIS_URL="redis://127.0.0.1:6379/0"):
+        (warning,) = check_settings()
+    assert warning.id == "rxdjango.W001" and "embedded" in warning.msg
+    with override_settings(
+        INSTALLED_APPS=[
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "rest_framework",
+            "channels",
+            "rxdjango",
+            "jobs",
+        ]
+    ):
+        (error,) = check_settings()
+    assert error.id == "rxdjango.E001" and "rest_framework.authtoken" in error.hint

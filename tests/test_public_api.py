@@ -9,7 +9,7 @@ import pytest
 PUBLIC = {
     "rxdjango": ["__version__"],
     "rxdjango.channels": ["ContextChannel"],
-    "rxdjango.exceptions": ["ChannelDeclarationError", "ProtocolError", "RxDjangoError"],
+    "rxdjango.exceptions": ["ChannelDeclarationError", "RxDjangoError"],
     "rxdjango.operations": ["CREATE", "DELETE", "OPERATIONS", "SAVE"],
     "rxdjango.relations": ["RelatedProperty", "related_property"],
     "rxdjango.testing": [
