@@ -17,6 +17,7 @@ from ._cache import AnchorCache, AnchorRef, AnchorStatus, MemoryCache
 from ._hub import Hub, Subscriber, hub
 from ._loader import FlatRecord, load_subtrees
 from ._propagation import Propagator
+from ._state_model import Key, pk_repr
 from .conf import rx_settings
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ class Backend(Protocol):
     """
 
     loads: int
+    #: Whether frames published here reach clients of other processes.
+    spans_processes: bool
 
     def clock(self) -> float:
         """Server time for ``_tstamp``, shared by every process of the deployment."""
@@ -65,7 +68,21 @@ class Backend(Protocol):
         """Stop delivering; the anchor's idle time starts when nobody watches it."""
 
     def clear(self, ref: AnchorRef) -> bool:
-        """Drop a cached anchor; True if it was hot."""
+        """Drop a cached anchor (reloading it for clients that watch it); True if it was hot."""
+
+    def register(self, channel_id: str, subscriber: Subscriber) -> None:
+        """An authenticated connection: it receives system messages and anchor offers."""
+
+    def unregister(self, channel_id: str, subscriber: Subscriber) -> None: ...
+
+    def notify(self, ref: AnchorRef, frame: str, user_id: Any = None) -> None:
+        """Send ``frame`` to the anchor's clients (only ``user_id``'s, if given)."""
+
+    def broadcast_all(self, frame: str) -> None:
+        """Send ``frame`` to every connected client of every channel."""
+
+    def offer_created(self, channel: type[ContextChannel], pks: set[Any]) -> None:
+        """Committed new anchor rows, for list channels with ``auto_update``."""
 
 
 class EmbeddedBackend:
@@ -76,6 +93,7 @@ class EmbeddedBackend:
         self._propagators_lock = threading.Lock()
         #: Number of anchor loads from the database (observable by tests and benchmarks).
         self.loads = 0
+        self.spans_processes = False
 
     @staticmethod
     def clock() -> float:
@@ -88,7 +106,11 @@ class EmbeddedBackend:
             propagator = self._propagators.get(channel.channel_id)
             if propagator is None:
                 propagator = Propagator(
-                    channel.state_model(), channel.channel_id, self.cache, self._publish
+                    channel.state_model(),
+                    channel.channel_id,
+                    self.cache,
+                    self._publish,
+                    self.hub.anchor_gone,
                 )
                 self._propagators[channel.channel_id] = propagator
             return propagator
@@ -110,8 +132,10 @@ class EmbeddedBackend:
                         anchor.journal.setdefault(instance_type, set()).update(pks)
             self.propagator(channel).apply(touched, self.clock(), only)
 
-    def _publish(self, ref: AnchorRef, frame: str, owner: Any) -> None:
-        self.hub.publish(ref, frame, owner)
+    def _publish(
+        self, ref: AnchorRef, frame: str, owner: Any, retained: dict[Key, frozenset[Any]]
+    ) -> None:
+        self.hub.publish(ref, frame, owner, retained)
 
     # -- loading ----------------------------------------------------------------
 
@@ -182,19 +206,59 @@ class EmbeddedBackend:
 
     def unsubscribe(self, ref: AnchorRef, subscriber: Subscriber) -> None:
         self.hub.unsubscribe(ref, subscriber)
-        if self.hub.count(ref) == 0:
-            with self.cache.lock:
-                anchor = self.cache.get(ref)
-                if anchor is not None and anchor.idle_since is None:
-                    anchor.idle_since = time.monotonic()
+        if self.hub.count(ref) > 0:
+            return
+        with self.cache.lock:
+            anchor = self.cache.get(ref)
+            if anchor is None or anchor.status is not AnchorStatus.HOT:
+                return
+            if _optimized(ref[0]):
+                # Meta.optimize_anchors: an anchor nobody watches is not kept up to date.
+                self.cache.drop(ref)
+            elif anchor.idle_since is None:
+                anchor.idle_since = time.monotonic()
 
     def clear(self, ref: AnchorRef) -> bool:
+        """Drop a hot anchor. If clients watch it, reload it and send them the difference."""
         with self.cache.lock:
             anchor = self.cache.get(ref)
             if anchor is None or anchor.status is not AnchorStatus.HOT:
                 return False
-            self.cache.drop(ref)
-            return True
+            if self.hub.count(ref) == 0:
+                self.cache.drop(ref)
+                return True
+        from .channels import ContextChannel
+
+        channel = next(
+            c for c in ContextChannel.get_registered_channels() if c.channel_id == ref[0]
+        )
+        tstamp = self.clock()
+        fresh = load_subtrees(channel.state_model(), [anchor.root], tstamp)
+        with self.cache.lock:
+            if self.cache.get(ref) is anchor:
+                self.propagator(channel).replace_all(anchor, fresh, self.clock())
+        return True
+
+    def register(self, channel_id: str, subscriber: Subscriber) -> None:
+        self.hub.register(channel_id, subscriber)
+
+    def unregister(self, channel_id: str, subscriber: Subscriber) -> None:
+        self.hub.unregister(channel_id, subscriber)
+
+    def notify(self, ref: AnchorRef, frame: str, user_id: Any = None) -> None:
+        self.hub.publish(ref, frame, user_id)
+
+    def broadcast_all(self, frame: str) -> None:
+        self.hub.publish_all(frame)
+
+    def offer_created(self, channel: type[ContextChannel], pks: set[Any]) -> None:
+        if not self.hub.connection_count(channel.channel_id):
+            return
+        model = channel.state_model().anchor_model
+        # Rows created in a rolled-back savepoint were noted too: offer only what exists.
+        existing = sorted(model._default_manager.filter(pk__in=pks).values_list("pk", flat=True))
+        if existing:
+            self.hub.offer(channel.channel_id, [pk_repr(pk) for pk in existing])
 
     def _expire_idle(self) -> None:
         """Drop anchors nobody has watched for their channel's TTL (no cron needed)."""
@@ -207,6 +271,15 @@ class EmbeddedBackend:
             ttl = ttls.get(anchor.ref[0], default_ttl)
             if anchor.idle_since is not None and now - anchor.idle_since >= ttl:
                 self.cache.drop(anchor.ref)
+
+
+def _optimized(channel_id: str) -> bool:
+    from .channels import ContextChannel
+
+    return any(
+        c.channel_id == channel_id and getattr(c.Meta, "optimize_anchors", False)
+        for c in ContextChannel.get_registered_channels()
+    )
 
 
 _RETRY = object()

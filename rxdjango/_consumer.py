@@ -5,6 +5,10 @@ state; everything out goes through one outbox drained by one writer task, so
 the client sees auth reply, anchors, initial state, end marker and live
 records in exactly the order they were queued.
 
+Ordinary action calls run one at a time on a call worker task (in call order);
+detached calls run as tasks of their own. Both are cancelled when the socket
+closes. Channel-layer events go to ``@consumer`` methods, in arrival order.
+
 Lifecycle: AWAITING_AUTH → STARTING → LIVE, and CLOSING / CLOSED from anywhere.
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
@@ -29,7 +34,9 @@ from . import _codec
 from ._auth import user_for_token
 from ._backend import get_backend
 from ._cache import AnchorRef
+from ._dispatch import Call, is_call, parse_call, run_call
 from ._hooks import call_hook
+from ._hub import Retained
 from ._layers import get_layer
 from ._protocol import CloseCode, Operation, Reply, Status, auth_reply, end_marker, error_frame
 from ._state_model import pk_repr
@@ -82,8 +89,10 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         self.user_id: Any = None
         self.loop: asyncio.AbstractEventLoop
         self._outbox: asyncio.Queue[str | _Close] = asyncio.Queue()
+        self._calls: asyncio.Queue[Call] = asyncio.Queue()
         self._held: dict[Any, list[str]] = {}
-        self._subscriptions: list[AnchorRef] = []
+        self._anchors: list[Any] = []
+        self._loop_thread: int | None = None
         self._groups: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -117,6 +126,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         await self.accept()
         self.loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._spawn(self._write_loop())
         self._auth_timer = self._spawn(self._auth_timeout())
 
@@ -126,11 +136,14 @@ class ChannelConsumer(AsyncWebsocketConsumer):
     async def _cleanup(self) -> None:
         if self.lifecycle is Lifecycle.CLOSED:
             return
+        was_admitted = self.channel is not None
         self.lifecycle = Lifecycle.CLOSED
         backend = get_backend()
-        for ref in self._subscriptions:
-            backend.unsubscribe(ref, self)
-        self._subscriptions.clear()
+        if was_admitted:
+            backend.unregister(self.channel_class.channel_id, self)
+        for anchor in self._anchors:
+            backend.unsubscribe(self._ref(anchor), self)
+        self._anchors.clear()
         for task in list(self._tasks):
             task.cancel()
         for group in self._groups:
@@ -145,10 +158,21 @@ class ChannelConsumer(AsyncWebsocketConsumer):
     # -- outgoing -----------------------------------------------------------------------
 
     def send_frame(self, data: Any) -> None:
-        """Queue a JSON value (or ready JSON text) for this client, in order."""
+        """Queue a JSON value (or ready JSON text) for this client, in order.
+
+        Callable from the event loop or from any other thread.
+        """
         if self.lifecycle is Lifecycle.CLOSED:
             return
-        self._outbox.put_nowait(data if isinstance(data, str) else _codec.encode(data))
+        text = data if isinstance(data, str) else _codec.encode(data)
+        if threading.get_ident() == self._loop_thread:
+            self._outbox.put_nowait(text)
+        else:
+            self.loop.call_soon_threadsafe(self._enqueue_text, text)
+
+    def _enqueue_text(self, text: str) -> None:
+        if self.lifecycle is not Lifecycle.CLOSED:
+            self._outbox.put_nowait(text)
 
     def _close_after_queued(self, code: int) -> None:
         self._outbox.put_nowait(_Close(code))
@@ -167,13 +191,67 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         except Exception:  # the transport went away under us; disconnect follows
             logger.debug("rxdjango: send failed, connection is gone", exc_info=True)
 
-    def deliver(self, anchor: Any, frame: str) -> None:
-        """Hub callback (on our loop): hold live frames until the anchor's end marker."""
+    # -- hub callbacks (on our loop) -------------------------------------------------
+
+    def deliver(self, anchor: Any, frame: str, retained: Retained | None = None) -> None:
+        """Live frames of an anchor; held back until that anchor's end marker."""
+        if retained and len(self._anchors) > 1:
+            filtered = _without_retained(frame, retained, set(self._anchors) - {anchor})
+            if filtered is None:
+                return
+            frame = filtered
         held = self._held.get(anchor)
         if held is not None:
             held.append(frame)
-        elif self.lifecycle is not Lifecycle.CLOSED:
+        elif self.lifecycle is not Lifecycle.CLOSED and anchor in self._anchors:
             self._outbox.put_nowait(frame)
+
+    def deliver_any(self, frame: str) -> None:
+        if self.lifecycle is not Lifecycle.CLOSED:
+            self._outbox.put_nowait(frame)
+
+    def anchor_deleted(self, anchor: Any) -> None:
+        if anchor in self._anchors:
+            self._anchors.remove(anchor)
+            get_backend().unsubscribe(self._ref(anchor), self)
+
+    def offer_anchors(self, anchors: list[Any]) -> None:
+        if self.lifecycle in (Lifecycle.STARTING, Lifecycle.LIVE) and self.channel is not None:
+            self._spawn(self._consider_offers(anchors))
+
+    async def _consider_offers(self, anchors: list[Any]) -> None:
+        assert self.channel is not None
+        for anchor in anchors:
+            if anchor in self._anchors:
+                continue
+            try:
+                visible = await call_hook(self.channel.is_visible, anchor)
+            except Exception:
+                logger.exception("rxdjango: is_visible of %s raised", self.channel_class.channel_id)
+                continue
+            if visible is True:
+                await self.add_anchor(anchor, at_beginning=True)
+
+    # -- channel-layer events ----------------------------------------------------------
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        kind = message.get("type", "")
+        if isinstance(kind, str) and kind.startswith("websocket."):
+            await super().dispatch(message)
+            return
+        handlers = self.channel_class._consumers.get(kind, ())
+        if self.channel is None or self.lifecycle is Lifecycle.CLOSED:
+            return
+        if not handlers:
+            logger.warning(
+                "rxdjango: %s has no @consumer for %r", self.channel_class.channel_id, kind
+            )
+            return
+        for name in handlers:
+            try:
+                await getattr(self.channel, name)(message)
+            except Exception:
+                logger.exception("rxdjango: consumer %s of %s raised", name, self.channel_class)
 
     async def group_add(self, group: str) -> None:
         await self.channel_layer.group_add(group, self.channel_name)
@@ -200,10 +278,28 @@ class ChannelConsumer(AsyncWebsocketConsumer):
             self._dispatch(frame)
 
     def _dispatch(self, frame: Any) -> None:
-        if isinstance(frame, dict) and "token" in frame:
+        if is_call(frame):
+            call = parse_call(frame, self.channel_class._actions)
+            if not isinstance(call, Call):
+                self.send_frame(call)
+            elif call.spec.detached:
+                self._spawn(self._run_and_reply(call))
+            else:
+                self._calls.put_nowait(call)
+        elif isinstance(frame, dict) and "token" in frame:
             self.send_frame(error_frame("already authenticated"))
         else:
             self.send_frame(error_frame("unknown message"))
+
+    async def _call_worker(self) -> None:
+        """Ordinary actions, one at a time, in the order the client called them."""
+        while True:
+            call = await self._calls.get()
+            await self._run_and_reply(call)
+
+    async def _run_and_reply(self, call: Call) -> None:
+        assert self.channel is not None
+        self.send_frame(await run_call(self.channel, call))
 
     # -- authentication and start sequence ----------------------------------------------
 
@@ -230,16 +326,19 @@ class ChannelConsumer(AsyncWebsocketConsumer):
             return
         self.send_frame(auth_reply(Status.OK))
         assert self.channel is not None
+        get_backend().register(self.channel_class.channel_id, self)
         try:
             await call_hook(self.channel.on_connect, last_update)
             self.send_frame({"type": Reply.INITIAL_ANCHORS, "anchorIds": anchors})
             for anchor in anchors:
+                self._anchors.append(anchor)
                 await self._start_anchor(anchor)
         except Exception:
             self._fail_internally("starting a client")
             return
         if self.lifecycle is Lifecycle.STARTING:
             self._move(Lifecycle.LIVE)
+            self._spawn(self._call_worker())
 
     def _fail_internally(self, doing: str) -> None:
         """A server-side error: log it with its traceback, tell the client nothing more."""
@@ -280,12 +379,15 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         instance_id = await call_hook(self.channel.get_instance_id, **kwargs)
         return await database_sync_to_async(_existing_id)(model, instance_id)
 
+    def _ref(self, anchor: Any) -> AnchorRef:
+        return (self.channel_class.channel_id, anchor)
+
     async def _start_anchor(self, anchor: Any) -> None:
-        ref: AnchorRef = (self.channel_class.channel_id, anchor)
+        """Subscribe, then send the anchor's state, its end marker, and what arrived meanwhile."""
+        ref = self._ref(anchor)
         backend = get_backend()
         self._held[anchor] = []
         backend.subscribe(ref, self)
-        self._subscriptions.append(ref)
         snapshot = await database_sync_to_async(backend.snapshot)(self.channel_class, anchor)
         tstamp = backend.clock()
         if snapshot is not None:
@@ -303,8 +405,73 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         for frame in self._held.pop(anchor, []):
             self.send_frame(frame)
 
+    # -- list channels --------------------------------------------------------------------
+
+    async def add_anchor(self, instance_id: Any, at_beginning: bool) -> bool:
+        model = self.channel_class.state_model().anchor_model
+        found = await database_sync_to_async(_existing_id)(model, instance_id)
+        if found is None or found[0] in self._anchors or self.lifecycle is Lifecycle.CLOSED:
+            return False
+        anchor = found[0]
+        if at_beginning:
+            self._anchors.insert(0, anchor)
+            self.send_frame({"type": Reply.PREPEND_ANCHOR, "anchorId": anchor})
+        else:
+            self._anchors.append(anchor)
+            self.send_frame({"type": Reply.APPEND_ANCHOR, "anchorId": anchor})
+        await self._start_anchor(anchor)
+        return True
+
+    async def remove_anchor(self, instance_id: Any) -> bool:
+        model = self.channel_class.state_model().anchor_model
+        try:
+            anchor = pk_repr(model._meta.pk.to_python(instance_id))
+        except (ValidationError, ValueError, TypeError):
+            return False
+        if anchor not in self._anchors:
+            return False
+        self._anchors.remove(anchor)
+        self._held.pop(anchor, None)
+        get_backend().unsubscribe(self._ref(anchor), self)
+        root_type = self.channel_class.state_model().root.instance_type
+        self.send_frame(
+            [
+                {
+                    "id": anchor,
+                    "_instance_type": root_type,
+                    "_tstamp": get_backend().clock(),
+                    "_operation": Operation.DELETE,
+                    "_deleted": True,
+                }
+            ]
+        )
+        return True
+
+    async def clear_anchors(self) -> None:
+        for anchor in list(self._anchors):
+            await self.remove_anchor(anchor)
+
 
 _INVALID = object()
+
+
+def _without_retained(frame: str, retained: Retained, other_anchors: set[Any]) -> str | None:
+    """Drop deletes of records that another anchor of this connection still holds.
+
+    None when nothing is left to send.
+    """
+    keep_alive = {key for key, holders in retained.items() if holders & other_anchors}
+    if not keep_alive:
+        return frame
+    records = [
+        r
+        for r in _codec.decode(frame)
+        if not (
+            r.get("_operation") == Operation.DELETE
+            and (r.get("_instance_type"), r.get("id")) in keep_alive
+        )
+    ]
+    return _codec.encode(records) if records else None
 
 
 def _listed_ids(model: type[Model], found: Any) -> list[Any]:

@@ -1,43 +1,74 @@
-"""Local fan-out: deliver an encoded frame to every connection of an anchor.
+"""Local fan-out: deliver frames and events to this process's connections.
 
 A frame is encoded once per anchor (once per owner for private records) and
 the same string is handed to every subscribed connection, so the cost of a
 change does not include one serialization per client.
 
-``publish`` may be called from any thread. Delivery happens on each
-subscriber's event loop, in publish order (``call_soon_threadsafe`` is FIFO).
+Every method may be called from any thread. Delivery happens on each
+connection's event loop, in call order (``call_soon_threadsafe`` is FIFO), so
+a connection sees frames and events in the order they were published.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Protocol
 
-__all__ = ["Hub", "Subscriber", "hub"]
+__all__ = ["Hub", "Retained", "Subscriber", "Topic", "hub"]
 
 #: (channel id, anchor pk)
 Topic = tuple[str, Hashable]
+#: (instance type, pk) of a deleted record → pks of the other anchors still holding it
+Retained = dict[tuple[str, Any], frozenset[Any]]
 
 
 class Subscriber(Protocol):
-    """A connection as the hub sees it."""
+    """A connection as the hub sees it. Every callback runs on ``loop``."""
 
     user_id: Any
     loop: asyncio.AbstractEventLoop
 
-    def deliver(self, anchor: Any, frame: str) -> None:
-        """Called on ``loop``; must not block."""
+    def deliver(self, anchor: Any, frame: str, retained: Retained | None = None) -> None:
+        """A frame for one of the connection's anchors; must not block.
+
+        ``retained`` maps the key of a delete record in ``frame`` to the other
+        anchors that still hold that record: a connection holding one of them
+        must not pass that delete on.
+        """
+
+    def deliver_any(self, frame: str) -> None:
+        """A frame for the whole connection (system messages)."""
+
+    def anchor_deleted(self, anchor: Any) -> None:
+        """The anchor row is gone; its delete record was delivered just before."""
+
+    def offer_anchors(self, anchors: list[Any]) -> None:
+        """New anchor instances were committed (list channels with auto_update)."""
 
 
 class Hub:
-    """Subscriptions of this process's connections, by topic and by user."""
+    """Subscriptions of this process's connections: by topic and user, by channel, all."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # topic -> user id -> subscribers
         self._topics: dict[Topic, dict[Any, set[Subscriber]]] = {}
+        self._channels: dict[str, set[Subscriber]] = {}
+
+    # -- registration -------------------------------------------------------------
+
+    def register(self, channel_id: str, subscriber: Subscriber) -> None:
+        with self._lock:
+            self._channels.setdefault(channel_id, set()).add(subscriber)
+
+    def unregister(self, channel_id: str, subscriber: Subscriber) -> None:
+        with self._lock:
+            connections = self._channels.get(channel_id)
+            if connections is not None:
+                connections.discard(subscriber)
+                if not connections:
+                    del self._channels[channel_id]
 
     def subscribe(self, topic: Topic, subscriber: Subscriber) -> None:
         with self._lock:
@@ -61,37 +92,66 @@ class Hub:
         with self._lock:
             return sum(len(s) for s in self._topics.get(topic, {}).values())
 
-    def publish(self, topic: Topic, frame: str, owner: Any = None) -> int:
+    def connection_count(self, channel_id: str | None = None) -> int:
+        with self._lock:
+            if channel_id is not None:
+                return len(self._channels.get(channel_id, ()))
+            return sum(len(c) for c in self._channels.values())
+
+    # -- delivery -------------------------------------------------------------------
+
+    def publish(
+        self, topic: Topic, frame: str, owner: Any = None, retained: Retained | None = None
+    ) -> int:
         """Deliver ``frame`` to the topic's subscribers (only ``owner``'s, if given).
 
-        Returns the number of subscribers it was handed to.
+        Returns the number of connections it was handed to.
         """
+        targets = self._subscribers(topic, owner)
+        anchor = topic[1]
+        _schedule(targets, lambda s: s.deliver(anchor, frame, retained or None))
+        return len(targets)
+
+    def publish_all(self, frame: str) -> int:
+        """Deliver ``frame`` to every registered connection of every channel."""
+        with self._lock:
+            targets = {s for connections in self._channels.values() for s in connections}
+        _schedule(targets, lambda s: s.deliver_any(frame))
+        return len(targets)
+
+    def anchor_gone(self, topic: Topic) -> None:
+        anchor = topic[1]
+        _schedule(self._subscribers(topic, None), lambda s: s.anchor_deleted(anchor))
+
+    def offer(self, channel_id: str, anchors: list[Any]) -> None:
+        with self._lock:
+            targets = list(self._channels.get(channel_id, ()))
+        _schedule(targets, lambda s: s.offer_anchors(list(anchors)))
+
+    def _subscribers(self, topic: Topic, owner: Any) -> list[Subscriber]:
         with self._lock:
             users = self._topics.get(topic)
             if not users:
-                return 0
+                return []
             if owner is None:
-                targets = [s for subscribers in users.values() for s in subscribers]
-            else:
-                targets = list(users.get(owner, ()))
-        _deliver_on_loops(targets, topic[1], frame)
-        return len(targets)
+                return [s for subscribers in users.values() for s in subscribers]
+            return list(users.get(owner, ()))
 
 
-def _deliver_on_loops(targets: list[Subscriber], anchor: Any, frame: str) -> None:
+def _schedule(targets: Iterable[Subscriber], callback: Callable[[Subscriber], None]) -> None:
     by_loop: dict[asyncio.AbstractEventLoop, list[Subscriber]] = {}
     for subscriber in targets:
         by_loop.setdefault(subscriber.loop, []).append(subscriber)
     for loop, subscribers in by_loop.items():
         # Always through the loop's queue, even from the loop's own thread, so
-        # frames keep publish order.
+        # everything keeps publish order.
         if not loop.is_closed():
-            loop.call_soon_threadsafe(_deliver, subscribers, anchor, frame)
+            loop.call_soon_threadsafe(_run_all, subscribers, callback)
 
 
-def _deliver(subscribers: list[Subscriber], anchor: Any, frame: str) -> None:
+def _run_all(subscribers: list[Subscriber], callback: Callable[[Subscriber], None]) -> None:
     for subscriber in subscribers:
-        subscriber.deliver(anchor, frame)
+        callback(subscriber)
 
 
 hub = Hub()

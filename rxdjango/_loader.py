@@ -16,7 +16,7 @@ from django.db import models
 
 from ._state_model import Edge, EdgeKind, Key, Layer, StateModel, pk_repr
 
-__all__ = ["FlatRecord", "fetch_layer", "load_subtrees"]
+__all__ = ["FlatRecord", "fetch_layer", "load_subtrees", "parent_links"]
 
 #: Largest ``pk__in`` list sent in one query (SQLite limits bound parameters).
 IN_CHUNK = 5000
@@ -112,6 +112,27 @@ def fetch_layer(layer: Layer, pks: Iterable[Any], tstamp: float = 0.0) -> dict[A
                     links.add((edge.parent.instance_type, pk_repr(parent_pk)))
         records[key[1]] = FlatRecord(key, data, layer.owner_of(obj), refs, tstamp, frozenset(links))
     return records
+
+
+def parent_links(layer: Layer, pks: Iterable[Any]) -> dict[Any, frozenset[Key]]:
+    """Only the parent links of ``pks`` (no serialization): one light query per relation.
+
+    Keyed by wire pk; rows that no longer exist are absent.
+    """
+    pk_list = list(pks)
+    attnames = [e.child_attname for e in layer.incoming if e.kind is EdgeKind.REVERSE]
+    reverse = [e for e in layer.incoming if e.kind is EdgeKind.REVERSE]
+    links: dict[Any, set[Key]] = {}
+    for chunk in _chunks(pk_list):
+        rows = layer.model._default_manager.filter(pk__in=chunk).values_list("pk", *attnames)
+        for pk, *values in rows:
+            found = links.setdefault(pk, set())
+            for edge, value in zip(reverse, values, strict=True):
+                if value is not None:
+                    found.add((edge.parent.instance_type, pk_repr(value)))
+    for pk, parents in _property_parents(layer, list(links)).items():
+        links[pk].update(parents)
+    return {pk_repr(pk): frozenset(found) for pk, found in links.items()}
 
 
 def _property_parents(layer: Layer, pks: list[Any]) -> dict[Any, list[Key]]:

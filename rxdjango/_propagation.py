@@ -27,14 +27,15 @@ from typing import Any
 
 from . import _codec
 from ._cache import AnchorCache, AnchorRef, AnchorStatus, MemoryCache
-from ._loader import FlatRecord, fetch_layer, load_subtrees
+from ._loader import FlatRecord, fetch_layer, load_subtrees, parent_links
 from ._protocol import Operation
 from ._state_model import EdgeKind, Key, StateModel
 
 __all__ = ["Delta", "Propagator", "diff_fields", "encode_delta"]
 
-#: publish(anchor ref, frame, owner or None)
-Publish = Callable[[AnchorRef, str, Any], None]
+#: publish(anchor ref, frame, owner or None, retained): ``retained`` maps the key of a
+#: deleted record to the other anchors (pks) of the channel that still hold it.
+Publish = Callable[[AnchorRef, str, Any, dict[Key, frozenset[Any]]], None]
 
 
 def diff_fields(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -85,19 +86,25 @@ class Propagator:
     """Applies committed changes to the cached anchors of one channel."""
 
     def __init__(
-        self, state_model: StateModel, channel_id: str, cache: MemoryCache, publish: Publish
+        self,
+        state_model: StateModel,
+        channel_id: str,
+        cache: MemoryCache,
+        publish: Publish,
+        anchor_deleted: Callable[[AnchorRef], None],
     ) -> None:
         self.state_model = state_model
         self.channel_id = channel_id
         self.cache = cache
         self.publish = publish
+        self.anchor_deleted = anchor_deleted
 
     def apply(
         self, touched: dict[str, set[Any]], tstamp: float, only: AnchorRef | None = None
     ) -> None:
         """Propagate changes to instances ``touched`` ({instance type: pks})."""
         fetched: dict[Key, FlatRecord | None] = {}
-        self._fetch(touched, fetched, tstamp)
+        self._fetch(self._relevant(touched, only), fetched, tstamp)
         involved: dict[AnchorRef, AnchorCache] = {}
         parents: set[Key] = set()
         for key, record in fetched.items():
@@ -117,12 +124,81 @@ class Propagator:
         for key in parents - fetched.keys():
             missing.setdefault(key[0], set()).add(key[1])
         self._fetch(missing, fetched, tstamp)
-        for anchor in involved.values():
-            delta = self._reconcile(anchor, fetched, tstamp)
-            for owner, frame in encode_delta(delta, tstamp):
-                self.publish(anchor.ref, frame, owner)
+        deltas = [
+            (anchor, self._reconcile(anchor, fetched, tstamp)) for anchor in involved.values()
+        ]
+        # Published once every anchor is reconciled, so a delete knows where its record
+        # still lives (an instance moved between two anchors of one list channel).
+        for anchor, delta in deltas:
+            self._publish(anchor, delta, tstamp)
+
+    def replace_all(self, anchor: AnchorCache, fresh: dict[Key, FlatRecord], tstamp: float) -> None:
+        """Make ``anchor`` hold exactly ``fresh`` and send its clients the difference."""
+        delta = Delta()
+        for record in fresh.values():
+            cached = self.cache.put(anchor, record)
+            if cached is None:
+                delta.creates.append(record)
+            elif cached.owner != record.owner:
+                delta.deletes.append(cached)
+                delta.creates.append(record)
+            else:
+                changes = diff_fields(cached.data, record.data)
+                if changes:
+                    delta.updates.append((record, changes))
+        for key in [k for k in anchor.records if k not in fresh]:
+            removed = self.cache.remove(anchor, key)
+            if removed is not None:
+                delta.deletes.append(removed)
+        self._publish(anchor, delta, tstamp)
+
+    def _publish(self, anchor: AnchorCache, delta: Delta, tstamp: float) -> None:
+        retained: dict[Key, frozenset[Any]] = {}
+        for record in delta.deletes:
+            holders = frozenset(
+                ref[1]
+                for ref in self.cache.anchors_containing(record.key)
+                if ref[0] == self.channel_id and ref != anchor.ref
+            )
+            if holders:
+                retained[record.key] = holders
+        for owner, frame in encode_delta(delta, tstamp):
+            self.publish(anchor.ref, frame, owner, retained)
+        if self.cache.get(anchor.ref) is not anchor:
+            self.anchor_deleted(anchor.ref)
 
     # -- steps -----------------------------------------------------------------
+
+    def _relevant(
+        self, touched: dict[str, set[Any]], only: AnchorRef | None
+    ) -> dict[str, set[Any]]:
+        """Keep the instances a hot anchor of this channel holds or may now hold.
+
+        An instance no anchor holds matters only if one of its parents is held
+        (it was created or moved there): that is checked with a light query of
+        its foreign keys, without serializing it.
+        """
+        relevant: dict[str, set[Any]] = {}
+        for instance_type, pks in touched.items():
+            layer = self.state_model.layers.get(instance_type)
+            if layer is None:
+                continue
+            held = {pk for pk in pks if self._held((instance_type, pk), only)}
+            unheld = set(pks) - held
+            if unheld and any(
+                edge.kind in (EdgeKind.REVERSE, EdgeKind.PROPERTY) for edge in layer.incoming
+            ):
+                for pk, links in parent_links(layer, unheld).items():
+                    if any(self._held(link, only) for link in links):
+                        held.add(pk)
+            if held:
+                relevant[instance_type] = held
+        return relevant
+
+    def _held(self, key: Key, only: AnchorRef | None) -> bool:
+        return any(
+            self._hot_anchor(ref, only) is not None for ref in self.cache.anchors_containing(key)
+        )
 
     def _fetch(
         self, wanted: dict[str, set[Any]], into: dict[Key, FlatRecord | None], tstamp: float

@@ -24,6 +24,7 @@ class Reply(StrEnum):
     AUTH = "auth"
     INITIAL_ANCHORS = "initialAnchors"
     PREPEND_ANCHOR = "prependAnchor"
+    APPEND_ANCHOR = "appendAnchor"  # [ext]
     RESYNC = "resync"
     ERROR = "error"
     RUNTIME_VAR = "runtimeVar"

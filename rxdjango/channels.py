@@ -15,22 +15,28 @@ instance of the class exists per connected client (``self.user``,
 
 from __future__ import annotations
 
+import copy
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.apps import apps
 from django.db import models, router
 from rest_framework import serializers
 
+from . import _codec
+from ._dispatch import ActionSpec, collect_actions, collect_consumers
+from ._protocol import Reply
+from ._runtime import runtime_defaults
 from .conf import rx_settings
-from .exceptions import ChannelDeclarationError
+from .exceptions import ChannelDeclarationError, UnknownRuntimeVar
 
 if TYPE_CHECKING:
     from ._consumer import ChannelConsumer
     from ._state_model import StateModel
 
-__all__ = ["ContextChannel"]
+__all__ = ["ContextChannel", "broadcast_system_message"]
 
 _registry: dict[str, type[ContextChannel]] = {}
 _registry_lock = threading.Lock()
@@ -42,15 +48,22 @@ class ContextChannel:
 
     ``Meta`` options: ``state`` (required, a ``ModelSerializer`` instance, with
     ``many=True`` for a list channel), ``abstract`` (a base class that is not
-    registered), ``cache_ttl`` (seconds an unwatched anchor stays cached).
+    registered), ``cache_ttl`` (seconds an unwatched anchor stays cached),
+    ``auto_update`` and ``optimize_anchors`` (see docs/channels.md).
     """
 
     channel_id: ClassVar[str]
     many: ClassVar[bool]
     _state_model: ClassVar[StateModel | None]
+    _actions: ClassVar[dict[str, ActionSpec]] = {}
+    _consumers: ClassVar[dict[str, tuple[str, ...]]] = {}
+    _runtime_defaults: ClassVar[dict[str, Any] | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        cls._actions = collect_actions(cls)
+        cls._consumers = collect_consumers(cls)
+        cls._runtime_defaults = runtime_defaults(cls)
         meta = getattr(cls, "Meta", None)
         if meta is None:
             raise ChannelDeclarationError(
@@ -76,6 +89,7 @@ class ContextChannel:
             )
         cls.channel_id = f"{cls.__module__}.{cls.__qualname__}"
         cls.many = isinstance(state, serializers.ListSerializer)
+        _check_list_options(cls, meta)
         cls._state_model = None
         if apps.ready:
             cls.state_model()  # surface declaration errors at import time
@@ -87,6 +101,7 @@ class ContextChannel:
         self._connection = connection
         self.user = user
         self.kwargs = dict(kwargs)
+        self._runtime_state = copy.deepcopy(self._runtime_defaults or {})
 
     @property
     def user_id(self) -> Any:
@@ -129,6 +144,55 @@ class ContextChannel:
     async def group_add(self, group: str) -> None:
         """Join a channel-layer group; left automatically on disconnect."""
         await self._connection.group_add(group)
+
+    # -- runtime state ----------------------------------------------------------------
+
+    @property
+    def runtime_state(self) -> Mapping[str, Any]:
+        """The connection's runtime variables (read-only: use ``set_runtime_var``)."""
+        return MappingProxyType(self._runtime_state)
+
+    def set_runtime_var(self, name: str, value: Any) -> None:
+        """Set a variable declared in ``RuntimeState`` and send it to the client.
+
+        Safe to call from the event loop or from ORM code in a worker thread.
+        """
+        if name not in self._runtime_state:
+            declared = ", ".join(sorted(self._runtime_state)) or "none"
+            raise UnknownRuntimeVar(
+                f"{type(self).__qualname__}.RuntimeState has no variable {name!r} "
+                f"(declared: {declared})"
+            )
+        self._runtime_state[name] = value
+        self._connection.send_frame({"type": Reply.RUNTIME_VAR, "var": name, "value": value})
+
+    # -- list channels ------------------------------------------------------------------
+
+    def is_visible(self, instance_id: Any) -> Any:
+        """With ``Meta.auto_update``: whether a newly created anchor joins this client's list.
+
+        Only ``True`` adds it. May be a coroutine function or use the ORM.
+        """
+        return False
+
+    async def add_instance(self, instance_id: Any, at_beginning: bool = False) -> bool:
+        """Add an anchor to this client's list and send its state; False if absent or present."""
+        self._require_list("add_instance")
+        return await self._connection.add_anchor(instance_id, at_beginning)
+
+    async def remove_instance(self, instance_id: Any) -> bool:
+        """Remove an anchor from this client's list (the client receives its delete)."""
+        self._require_list("remove_instance")
+        return await self._connection.remove_anchor(instance_id)
+
+    async def clear(self) -> None:
+        """Remove every anchor from this client's list."""
+        self._require_list("clear")
+        await self._connection.clear_anchors()
+
+    def _require_list(self, method: str) -> None:
+        if not self.many:
+            raise TypeError(f"{method}() is for list channels (Meta.state with many=True)")
 
     # -- class level ----------------------------------------------------------------
 
@@ -177,13 +241,33 @@ class ContextChannel:
         record_change(type(instance), [instance.pk], router.db_for_write(type(instance)))
 
     @classmethod
+    def broadcast_notification(
+        cls, anchor_id: Any, data: dict[str, Any], user_id: Any = None
+    ) -> None:
+        """Send ``data`` to every client of the anchor, or only to ``user_id``'s clients.
+
+        Callable from sync code (views, commands, tasks) and async code; it does not
+        block and does not wait for a transaction.
+        """
+        from ._backend import get_backend
+
+        if not isinstance(data, dict):
+            raise TypeError(f"notification data must be a dict, got {type(data).__name__}")
+        frame = _codec.encode([{**data, "_instance_type": "_notification"}])
+        get_backend().notify((cls.channel_id, cls._anchor_pk(anchor_id)), frame, user_id)
+
+    @classmethod
+    def _anchor_pk(cls, anchor_id: Any) -> Any:
+        from ._state_model import pk_repr
+
+        return pk_repr(cls.state_model().anchor_model._meta.pk.to_python(anchor_id))
+
+    @classmethod
     def clear_cache(cls, anchor_id: Any) -> bool:
         """Drop the cached state of an anchor; True if it was cached (hot)."""
         from ._backend import get_backend
-        from ._state_model import pk_repr
 
-        pk = pk_repr(cls.state_model().anchor_model._meta.pk.to_python(anchor_id))
-        return get_backend().clear((cls.channel_id, pk))
+        return get_backend().clear((cls.channel_id, cls._anchor_pk(anchor_id)))
 
     @classmethod
     def tracked_models(cls) -> frozenset[type[models.Model]]:
@@ -198,6 +282,30 @@ class ContextChannel:
                 found.update(state_model.through_models)
             tracked = _tracked = frozenset(found)
         return tracked
+
+
+def broadcast_system_message(message: Any, *, maintenance: bool = False) -> None:
+    """Send a ``system`` (or ``maintenance``) message to every client of every channel.
+
+    ``maintenance`` tells clients to expect a restart and reconnect.
+    """
+    from ._backend import get_backend
+
+    kind = Reply.MAINTENANCE if maintenance else Reply.SYSTEM
+    get_backend().broadcast_all(_codec.encode({"type": kind, "source": kind, "message": message}))
+
+
+def _check_list_options(cls: type[ContextChannel], meta: Any) -> None:
+    if getattr(meta, "auto_update", False):
+        if not cls.many:
+            raise ChannelDeclarationError(
+                f"{cls.__qualname__}.Meta.auto_update needs a list channel (state many=True)"
+            )
+        if cls.is_visible is ContextChannel.is_visible:
+            raise ChannelDeclarationError(
+                f"{cls.__qualname__}.Meta.auto_update needs is_visible(self, instance_id) "
+                "to decide which new instances each client sees"
+            )
 
 
 def _check_state(cls: type, state: Any) -> None:

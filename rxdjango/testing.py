@@ -56,7 +56,10 @@ class ClientState:
                 self.anchors = list(frame["anchorIds"])
             elif frame.get("type") == Reply.PREPEND_ANCHOR:
                 self.anchors.insert(0, frame["anchorId"])
+            elif frame.get("type") == Reply.APPEND_ANCHOR:
+                self.anchors.append(frame["anchorId"])
             return
+        root_type = self.state_model.root.instance_type
         for record in frame:
             operation = record.get("_operation")
             if operation == Operation.END_INITIAL_STATE:
@@ -66,6 +69,8 @@ class ClientState:
             key = (record["_instance_type"], record["id"])
             if operation == Operation.DELETE:
                 self.records.pop(key, None)
+                if key[0] == root_type and key[1] in self.anchors:
+                    self.anchors.remove(key[1])
             elif operation == Operation.UPDATE:
                 self.records.setdefault(key, {}).update(record)
             else:

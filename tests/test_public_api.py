@@ -8,8 +8,15 @@ import pytest
 
 PUBLIC = {
     "rxdjango": ["__version__"],
-    "rxdjango.channels": ["ContextChannel"],
-    "rxdjango.exceptions": ["ChannelDeclarationError", "RxDjangoError"],
+    "rxdjango.actions": ["action"],
+    "rxdjango.channels": ["ContextChannel", "broadcast_system_message"],
+    "rxdjango.consumers": ["consumer"],
+    "rxdjango.exceptions": [
+        "ActionError",
+        "ChannelDeclarationError",
+        "RxDjangoError",
+        "UnknownRuntimeVar",
+    ],
     "rxdjango.operations": ["CREATE", "DELETE", "OPERATIONS", "SAVE"],
     "rxdjango.relations": ["RelatedProperty", "related_property"],
     "rxdjango.testing": [
