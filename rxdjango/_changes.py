@@ -43,26 +43,35 @@ class _Buffer:
     def __init__(self, using: str) -> None:
         self.using = using
         self.touched: dict[type[models.Model], set[Any]] = {}
+        self.created: dict[type[models.Model], set[Any]] = {}
 
-    def add(self, model: type[models.Model], pks: Iterable[Any]) -> None:
-        self.touched.setdefault(model._meta.concrete_model, set()).update(pks)
+    def add(self, model: type[models.Model], pks: Iterable[Any], created: bool) -> None:
+        concrete = model._meta.concrete_model
+        pks = set(pks)
+        self.touched.setdefault(concrete, set()).update(pks)
+        if created:
+            self.created.setdefault(concrete, set()).update(pks)
 
     def __call__(self) -> None:
         buffers = getattr(_local, "buffers", {})
         if buffers.get(self.using) is self:
             del buffers[self.using]
-        flush(self.touched)
+        flush(self.touched, self.created)
 
 
 def _pending(connection: Any, buffer: _Buffer) -> bool:
     return any(entry[1] is buffer for entry in connection.run_on_commit)
 
 
-def record_change(model: type[models.Model], pks: Iterable[Any], using: str) -> None:
-    """Note that ``pks`` of ``model`` changed; propagate after the commit."""
+def record_change(
+    model: type[models.Model], pks: Iterable[Any], using: str, created: bool = False
+) -> None:
+    """Note that ``pks`` of ``model`` changed (were ``created``); propagate after the commit."""
     connection = connections[using]
     if not connection.in_atomic_block:
-        flush({model._meta.concrete_model: set(pks)})  # autocommit: already committed
+        # Autocommit: already committed.
+        touched = {model._meta.concrete_model: set(pks)}
+        flush(touched, touched if created else {})
         return
     buffers: dict[str, _Buffer] = _local.__dict__.setdefault("buffers", {})
     buffer = buffers.get(using)
@@ -70,11 +79,15 @@ def record_change(model: type[models.Model], pks: Iterable[Any], using: str) -> 
         buffer = _Buffer(using)
         buffers[using] = buffer
         transaction.on_commit(buffer, using=using)
-    buffer.add(model, pks)
+    buffer.add(model, pks, created)
 
 
-def flush(touched: dict[type[models.Model], set[Any]]) -> None:
-    """Propagate committed changes to every channel whose state includes them.
+def flush(
+    touched: dict[type[models.Model], set[Any]],
+    created: dict[type[models.Model], set[Any]] | None = None,
+) -> None:
+    """Propagate committed changes to every channel whose state includes them, then
+    offer created anchor rows to list channels with ``Meta.auto_update``.
 
     Runs in the committing thread, after the commit. Errors are logged, never
     raised: the caller's transaction has already committed.
@@ -88,6 +101,10 @@ def flush(touched: dict[type[models.Model], set[Any]]) -> None:
             per_type = _touched_layers(channel, touched)
             if per_type:
                 backend.process(channel, per_type)
+            if created and getattr(channel.Meta, "auto_update", False):
+                new_anchors = created.get(channel.state_model().anchor_model._meta.concrete_model)
+                if new_anchors:
+                    backend.offer_created(channel, new_anchors)
     except Exception:
         logger.exception("rxdjango: failed to propagate committed changes")
 
@@ -115,7 +132,7 @@ def _tracked(model: type[models.Model]) -> bool:
 def _on_save(sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any) -> None:
     if kwargs.get("raw") or not _tracked(sender):
         return
-    record_change(sender, [instance.pk], using)
+    record_change(sender, [instance.pk], using, created=bool(kwargs.get("created")))
 
 
 def _on_delete(

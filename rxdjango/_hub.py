@@ -12,6 +12,7 @@ a connection sees frames and events in the order they were published.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Protocol
@@ -144,9 +145,12 @@ def _schedule(targets: Iterable[Subscriber], callback: Callable[[Subscriber], No
         by_loop.setdefault(subscriber.loop, []).append(subscriber)
     for loop, subscribers in by_loop.items():
         # Always through the loop's queue, even from the loop's own thread, so
-        # everything keeps publish order.
+        # everything keeps publish order; in a fresh context, so what the callback
+        # starts does not inherit the publisher's (e.g. asgiref's "inside a sync call").
         if not loop.is_closed():
-            loop.call_soon_threadsafe(_run_all, subscribers, callback)
+            loop.call_soon_threadsafe(
+                _run_all, subscribers, callback, context=contextvars.Context()
+            )
 
 
 def _run_all(subscribers: list[Subscriber], callback: Callable[[Subscriber], None]) -> None:

@@ -47,6 +47,7 @@ class ClientState:
         self.records: dict[tuple[str, Any], dict[str, Any]] = {}
         self.end_markers = 0
         self.controls: list[dict[str, Any]] = []
+        self.notifications: list[dict[str, Any]] = []
         self.received: list[dict[str, Any]] = []
 
     def apply(self, frame: Any) -> None:
@@ -64,6 +65,9 @@ class ClientState:
             operation = record.get("_operation")
             if operation == Operation.END_INITIAL_STATE:
                 self.end_markers += 1
+                continue
+            if record.get("_instance_type") == "_notification":
+                self.notifications.append(record)
                 continue
             self.received.append(record)
             key = (record["_instance_type"], record["id"])
@@ -181,6 +185,14 @@ class ChannelCommunicator(ApplicationCommunicator):
                 seen_anchors = True
             if seen_anchors and self.state.end_markers >= len(self.state.anchors):
                 return self.state
+
+    async def next_end_marker(self) -> ClientState:
+        """Read until one more end marker (an anchor added after the start sequence)."""
+        assert self.state is not None, "pass channel= to track state"
+        target = self.state.end_markers + 1
+        while self.state.end_markers < target:
+            await self.receive_frame()
+        return self.state
 
     async def receive_records(self, units: float = 1.0) -> list[dict[str, Any]]:
         """The next frame, which must be an array of instance records."""
