@@ -158,3 +158,17 @@ def test_clear_cache_drops_a_hot_anchor(world_sync):
     assert JobChannel.clear_cache(world.job.pk) is False
     backend.snapshot(JobChannel, world.job.pk)
     assert backend.loads == 2
+
+
+async def test_clear_cache_resyncs_clients_that_watch_the_anchor(application, world):
+    client = await connect(application, f"/ws/job/{world.job.pk}/", world.tokens["alice"])
+    await db(Task.objects.filter(pk=world.tasks[0].pk).update)(title="changed behind our back")
+    assert await client.nothing_more()  # no signal, so nobody knew
+    assert await db(JobChannel.clear_cache)(world.job.pk) is True
+    frame = await client.receive_records()
+    assert [(r["id"], r["title"]) for r in frame] == [
+        (world.tasks[0].pk, "changed behind our back")
+    ]
+    expected = await db(expected_state)(JobSerializer, world.job, world.alice)
+    assert client.state.tree() == expected
+    await client.disconnect()

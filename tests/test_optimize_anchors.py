@@ -1,0 +1,98 @@
+"""Meta.optimize_anchors: writes to data nobody watches cost (almost) nothing."""
+
+from __future__ import annotations
+
+import pytest
+from channels.db import database_sync_to_async as db
+from channels.routing import URLRouter
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import path
+
+from rxdjango import _changes, _propagation
+from rxdjango._backend import get_backend
+from rxdjango.channels import ContextChannel
+
+from jobs.channels import JobChannel
+from jobs.models import Task
+from jobs.serializers import JobSerializer
+from support import connect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class OptimizedJobChannel(ContextChannel):
+    class Meta:
+        state = JobSerializer()
+        optimize_anchors = True
+
+
+application = URLRouter(
+    [
+        path("optimized/<int:job_id>/", OptimizedJobChannel.as_asgi()),
+        path("plain/<int:job_id>/", JobChannel.as_asgi()),
+    ]
+)
+
+
+@pytest.fixture
+def work(monkeypatch):
+    """Counts what propagation does: queries and flat serializations."""
+    counted = {"queries": 0, "serialized": 0}
+    original_flush, original_fetch = _changes.flush, _propagation.fetch_layer
+
+    def counting_flush(*args, **kwargs):
+        with CaptureQueriesContext(connection) as queries:
+            original_flush(*args, **kwargs)
+        counted["queries"] += len(queries.captured_queries)
+
+    def counting_fetch(layer, pks, tstamp=0.0):
+        records = original_fetch(layer, pks, tstamp)
+        counted["serialized"] += len(records)
+        return records
+
+    monkeypatch.setattr(_changes, "flush", counting_flush)
+    monkeypatch.setattr(_propagation, "fetch_layer", counting_fetch)
+    return counted
+
+
+def rename(task_pk: int, title: str) -> None:
+    task = Task.objects.get(pk=task_pk)
+    task.title = title
+    task.save()
+
+
+async def test_unwatched_anchor_costs_nothing(world, work):
+    client = await connect(
+        application, f"/optimized/{world.job.pk}/", world.tokens["alice"], OptimizedJobChannel
+    )
+    await client.disconnect()
+    ref = (OptimizedJobChannel.channel_id, world.job.pk)
+    assert get_backend().cache.get(ref) is None, "dropped as soon as nobody watches"
+
+    await db(rename)(world.tasks[0].pk, "nobody is watching")
+    assert work == {"queries": 0, "serialized": 0}
+
+    # Another anchor of the channel is watched: a write elsewhere costs one light
+    # query (the row's foreign keys) and no serialization.
+    watcher = await connect(
+        application, f"/optimized/{world.other_job.pk}/", world.tokens["alice"], OptimizedJobChannel
+    )
+    await db(rename)(world.tasks[1].pk, "still nobody")
+    assert work == {"queries": 1, "serialized": 0}
+    assert await watcher.nothing_more()
+    await watcher.disconnect()
+
+
+async def test_without_the_option_an_idle_anchor_stays_cached_and_updated(world, work):
+    client = await connect(application, f"/plain/{world.job.pk}/", world.tokens["alice"])
+    await client.disconnect()
+    anchor = get_backend().cache.get((JobChannel.channel_id, world.job.pk))
+    assert anchor is not None and anchor.idle_since is not None
+    await db(rename)(world.tasks[0].pk, "kept warm")
+    assert work["serialized"] == 1
+    # A reconnecting client gets the cached, up-to-date state without a load.
+    again = await connect(application, f"/plain/{world.job.pk}/", world.tokens["alice"])
+    titles = [t["title"] for t in again.state.tree()["tasks"]]
+    assert "kept warm" in titles and get_backend().loads == 1
+    await again.disconnect()
