@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Make sure the services the tests talk to are up; start them if they are down.
-# Under CI=true a service that cannot be reached is a failure, never a skip.
+# Make sure the services the tests talk to (PostgreSQL, Redis) are up; start them
+# if they are down. A service that still cannot be reached is a failure, never a skip.
 set -uo pipefail
 
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+redis_up() { [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = "PONG" ]; }
 
-if ! command -v pg_isready >/dev/null 2>&1; then
-  if [ "$(id -u)" = "0" ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-  fi
+missing=()
+command -v pg_isready >/dev/null 2>&1 || missing+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = "0" ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 if ! pg_up; then
@@ -16,9 +18,16 @@ if ! pg_up; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start 2>/dev/null || true
   for _ in $(seq 1 30); do pg_up && break; sleep 1; done
 fi
-
-if ! pg_up; then
-  echo "PostgreSQL is not reachable on 127.0.0.1:5432" >&2
-  exit 1
+if ! redis_up; then
+  echo "Redis is down; starting it" >&2
+  mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log >/dev/null 2>&1 || true
+  for _ in $(seq 1 30); do redis_up && break; sleep 1; done
 fi
-echo "services: PostgreSQL up"
+
+status=0
+pg_up || { echo "PostgreSQL is not reachable on 127.0.0.1:5432" >&2; status=1; }
+redis_up || { echo "Redis is not reachable on 127.0.0.1:6379" >&2; status=1; }
+[ $status -eq 0 ] && echo "services: PostgreSQL and Redis up"
+exit $status

@@ -28,16 +28,15 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.utils import await_many_dispatch
 from django.core.exceptions import ValidationError
-from django.db.models import Model, QuerySet
 
 from . import _codec
-from ._auth import user_for_token
+from ._admission import AuthFailure, admit, existing_id
 from ._backend import get_backend
 from ._cache import AnchorRef
 from ._dispatch import Call, is_call, parse_call, run_call
 from ._hooks import call_hook
 from ._hub import Retained
-from ._layers import get_layer
+from ._layers import SYSTEM_EVENT, SYSTEM_GROUP, cross_process_layer, get_layer
 from ._protocol import CloseCode, Operation, Reply, Status, auth_reply, end_marker, error_frame
 from ._state_model import pk_repr
 from .conf import rx_settings
@@ -70,11 +69,6 @@ _ALLOWED: dict[Lifecycle, set[Lifecycle]] = {
 @dataclass(frozen=True)
 class _Close:
     code: int
-
-
-class _AuthFailure(Exception):
-    def __init__(self, status: Status) -> None:
-        self.status = status
 
 
 class ChannelConsumer(AsyncWebsocketConsumer):
@@ -239,6 +233,10 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         if isinstance(kind, str) and kind.startswith("websocket."):
             await super().dispatch(message)
             return
+        if kind == SYSTEM_EVENT:
+            if self.channel is not None and isinstance(message.get("frame"), str):
+                self.deliver_any(message["frame"])
+            return
         handlers = self.channel_class._consumers.get(kind, ())
         if self.channel is None or self.lifecycle is Lifecycle.CLOSED:
             return
@@ -317,16 +315,19 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         self._auth_timer.cancel()
         self._move(Lifecycle.STARTING)
         try:
-            anchors, last_update = await self._admit(frame)
-        except _AuthFailure as failure:
+            admission = await admit(self.channel_class, self.scope, frame, self)
+        except AuthFailure as failure:
             self._fail(failure.status)
             return
         except Exception:
             self._fail_internally("admitting a client")
             return
+        self.channel, self.user, self.user_id = admission.channel, admission.user, admission.user.pk
+        anchors, last_update = admission.anchors, admission.last_update
         self.send_frame(auth_reply(Status.OK))
-        assert self.channel is not None
         get_backend().register(self.channel_class.channel_id, self)
+        if cross_process_layer(self.channel_layer_alias) is not None:
+            await self.group_add(SYSTEM_GROUP)
         try:
             await call_hook(self.channel.on_connect, last_update)
             self.send_frame({"type": Reply.INITIAL_ANCHORS, "anchorIds": anchors})
@@ -346,38 +347,6 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         self.send_frame(error_frame("internal error", Status.SERVER_ERROR))
         self._close_after_queued(1011)
         self._move(Lifecycle.CLOSING)
-
-    async def _admit(self, frame: Any) -> tuple[list[Any], float | None]:
-        """Check token, permission and anchors, in that order (raises _AuthFailure)."""
-        token = frame.get("token") if isinstance(frame, dict) else None
-        if not isinstance(token, str):
-            raise _AuthFailure(Status.BAD_REQUEST)
-        last_update = frame.get("lastUpdate")
-        if isinstance(last_update, bool) or not isinstance(last_update, int | float):
-            last_update = None
-        user = await database_sync_to_async(user_for_token)(token)
-        if user is None:
-            raise _AuthFailure(Status.UNAUTHORIZED)
-        kwargs = dict(self.scope.get("url_route", {}).get("kwargs", {}))
-        allowed = await call_hook(self.channel_class.has_permission, user, **kwargs)
-        if allowed is not True:
-            raise _AuthFailure(Status.FORBIDDEN)
-        self.user, self.user_id = user, user.pk
-        self.channel = self.channel_class(self, user, kwargs)
-        anchors = await self._anchor_ids(kwargs)
-        if anchors is None:
-            raise _AuthFailure(Status.NOT_FOUND)
-        return anchors, last_update
-
-    async def _anchor_ids(self, kwargs: dict[str, Any]) -> list[Any] | None:
-        """Anchor pks as sent on the wire; None when a single anchor does not exist."""
-        assert self.channel is not None
-        model = self.channel_class.state_model().anchor_model
-        if self.channel_class.many:
-            found = await call_hook(self.channel.list_instances, **kwargs)
-            return await database_sync_to_async(_listed_ids)(model, found)
-        instance_id = await call_hook(self.channel.get_instance_id, **kwargs)
-        return await database_sync_to_async(_existing_id)(model, instance_id)
 
     def _ref(self, anchor: Any) -> AnchorRef:
         return (self.channel_class.channel_id, anchor)
@@ -409,7 +378,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
 
     async def add_anchor(self, instance_id: Any, at_beginning: bool) -> bool:
         model = self.channel_class.state_model().anchor_model
-        found = await database_sync_to_async(_existing_id)(model, instance_id)
+        found = await database_sync_to_async(existing_id)(model, instance_id)
         if found is None or found[0] in self._anchors or self.lifecycle is Lifecycle.CLOSED:
             return False
         anchor = found[0]
@@ -472,19 +441,3 @@ def _without_retained(frame: str, retained: Retained, other_anchors: set[Any]) -
         )
     ]
     return _codec.encode(records) if records else None
-
-
-def _listed_ids(model: type[Model], found: Any) -> list[Any]:
-    if isinstance(found, QuerySet):
-        return [pk_repr(pk) for pk in found.values_list("pk", flat=True)]
-    return [pk_repr(model._meta.pk.to_python(pk)) for pk in found]
-
-
-def _existing_id(model: type[Model], instance_id: Any) -> list[Any] | None:
-    try:
-        pk = model._meta.pk.to_python(instance_id)
-    except (ValidationError, ValueError, TypeError):
-        return None
-    if pk is None or not model._default_manager.filter(pk=pk).exists():
-        return None
-    return [pk_repr(pk)]

@@ -15,12 +15,14 @@ instance of the class exists per connected client (``self.user``,
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import threading
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from asgiref.sync import async_to_sync
 from django.apps import apps
 from django.db import models, router
 from rest_framework import serializers
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["ContextChannel", "broadcast_system_message"]
 
 _registry: dict[str, type[ContextChannel]] = {}
+_background: set[asyncio.Task[Any]] = set()
 _registry_lock = threading.Lock()
 _tracked: frozenset[type[models.Model]] | None = None
 
@@ -287,12 +290,30 @@ class ContextChannel:
 def broadcast_system_message(message: Any, *, maintenance: bool = False) -> None:
     """Send a ``system`` (or ``maintenance``) message to every client of every channel.
 
-    ``maintenance`` tells clients to expect a restart and reconnect.
+    ``maintenance`` tells clients to expect a restart and reconnect. With a
+    channel layer that spans processes (``CHANNEL_LAYERS`` on Redis) the message
+    reaches the clients of every process; otherwise those of this process.
+    Callable from sync and async code; it does not wait for delivery.
     """
     from ._backend import get_backend
+    from ._layers import SYSTEM_EVENT, SYSTEM_GROUP, cross_process_layer
 
     kind = Reply.MAINTENANCE if maintenance else Reply.SYSTEM
-    get_backend().broadcast_all(_codec.encode({"type": kind, "source": kind, "message": message}))
+    frame = _codec.encode({"type": kind, "source": kind, "message": message})
+    backend = get_backend()
+    layer = None if backend.spans_processes else cross_process_layer()
+    if layer is None:
+        backend.broadcast_all(frame)
+        return
+    event = {"type": SYSTEM_EVENT, "frame": frame}
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        async_to_sync(layer.group_send)(SYSTEM_GROUP, event)
+    else:
+        task = loop.create_task(layer.group_send(SYSTEM_GROUP, event))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
 
 
 def _check_list_options(cls: type[ContextChannel], meta: Any) -> None:

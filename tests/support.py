@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import decimal
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from rxdjango import _codec
-from rxdjango.testing import ChannelCommunicator
+from rxdjango.testing import ChannelCommunicator, timeout
 
 from jobs.channels import JobChannel
 from jobs.models import Asset, Deadline, Job, JobSpec, Label, Note, Participant, Project, Task
@@ -98,3 +107,56 @@ async def records_until(client: ChannelCommunicator, predicate, units: float = 1
 
 def type_name(record: dict) -> str:
     return record["_instance_type"].rsplit(".", 1)[-1]
+
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(extra_env: dict[str, str] | None = None) -> Iterator[str]:
+    """uvicorn serving the test project in a subprocess, on the test's database.
+
+    Yields the ``ws://`` base URL; the server is stopped on exit.
+    """
+    port = _free_port()
+    env = {**os.environ, **(extra_env or {})}
+    if connection.vendor == "postgresql":
+        env["PGDATABASE"] = connection.settings_dict["NAME"]
+    else:
+        env["RX_SQLITE_NAME"] = str(connection.settings_dict["NAME"])
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "testproject.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=TESTS_DIR,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + timeout(4)
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("uvicorn did not start") from None
+                time.sleep(0.05)
+        yield f"ws://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout(2))

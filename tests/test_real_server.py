@@ -3,75 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
+import uuid
 
 import orjson
 import pytest
 import websockets
 from channels.db import database_sync_to_async as db
-from django.db import connection
+from django.core.management import call_command
+from django.test.utils import override_settings
 
 from rxdjango.testing import timeout
 
 from jobs.models import Task
 from jobs.serializers import JobSerializer
-from support import expected_state
+from support import expected_state, running_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-TESTS_DIR = Path(__file__).resolve().parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
 def server(transactional_db):
-    """uvicorn serving the test project, on the database the test writes to."""
-    port = _free_port()
-    env = dict(os.environ)
-    settings = connection.settings_dict
-    if connection.vendor == "postgresql":
-        env["PGDATABASE"] = settings["NAME"]
-    else:
-        env["RX_SQLITE_NAME"] = str(settings["NAME"])
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "testproject.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=TESTS_DIR,
-        env=env,
-    )
-    deadline = time.monotonic() + timeout(4)
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        process.kill()
-        pytest.fail("uvicorn did not start")
-    yield f"ws://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout(2))
+    with running_server() as url:
+        yield url
 
 
 async def test_big_initial_state_arrives_in_frames_under_one_mebibyte(server, world):
@@ -101,3 +54,29 @@ async def test_big_initial_state_arrives_in_frames_under_one_mebibyte(server, wo
     expected = await db(expected_state)(JobSerializer, world.job, world.alice)
     job = next(r for r in records if r["_instance_type"].endswith("JobSerializer"))
     assert job["tasks"] == [t["id"] for t in expected["tasks"]]
+
+
+async def test_system_message_command_reaches_another_process(world, transactional_db):
+    prefix = f"rx-test-{uuid.uuid4().hex[:8]}"
+    layer_env = {"RX_TEST_CHANNEL_LAYER": "redis", "RX_TEST_LAYER_PREFIX": prefix}
+    layers = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"], "prefix": prefix},
+        }
+    }
+    with running_server(layer_env) as url:
+        async with websockets.connect(f"{url}/ws/job/{world.job.pk}/") as ws:
+            await ws.send(orjson.dumps({"token": world.tokens["alice"]}).decode())
+            while True:
+                frame = orjson.loads(await asyncio.wait_for(ws.recv(), timeout()))
+                if isinstance(frame, list) and frame[-1]["_operation"] == "end_initial_state":
+                    break
+            with override_settings(CHANNEL_LAYERS=layers):
+                await db(call_command)("broadcast_system_message", "going down", "--maintenance")
+            message = orjson.loads(await asyncio.wait_for(ws.recv(), timeout()))
+            assert message == {
+                "type": "maintenance",
+                "source": "maintenance",
+                "message": "going down",
+            }

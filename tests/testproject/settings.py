@@ -45,3 +45,15 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 ROOT_URLCONF = "testproject.urls"
 ASGI_APPLICATION = "testproject.asgi.application"
+
+if os.environ.get("RX_TEST_CHANNEL_LAYER") == "redis":
+    # A channel layer shared by processes (used by the cross-process tests).
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {
+                "hosts": [os.environ.get("REDIS_URL_FOR_TESTS", "redis://127.0.0.1:6379/0")],
+                "prefix": os.environ.get("RX_TEST_LAYER_PREFIX", "rxdjango-tests"),
+            },
+        }
+    }

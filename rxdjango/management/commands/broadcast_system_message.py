@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from rxdjango._backend import get_backend
+from rxdjango._layers import cross_process_layer
 from rxdjango.channels import broadcast_system_message
 
 
@@ -24,12 +25,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if not get_backend().spans_processes:
+        if not get_backend().spans_processes and cross_process_layer() is None:
             raise CommandError(
                 "The embedded backend delivers only to clients of the process that sends; "
-                "this command runs in its own process and would reach nobody. Call "
-                "rxdjango.channels.broadcast_system_message() from the server process, or "
-                "configure the Redis backend (REDIS_URL)."
+                "this command runs in its own process and would reach nobody. Configure "
+                "CHANNEL_LAYERS with a layer that spans processes (channels_redis), or call "
+                "rxdjango.channels.broadcast_system_message() from the server process."
             )
         broadcast_system_message(options["message"], maintenance=options["maintenance"])
         self.stdout.write("sent")

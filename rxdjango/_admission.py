@@ -1,0 +1,93 @@
+"""Admitting a client: token, permission, then the anchors it will watch.
+
+The checks run in the order the protocol fixes: token (400/401), then
+``has_permission`` (403), then the anchor's existence (404).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from channels.db import database_sync_to_async
+from django.core.exceptions import ValidationError
+from django.db.models import Model, QuerySet
+
+from ._auth import user_for_token
+from ._hooks import call_hook
+from ._protocol import Status
+from ._state_model import pk_repr
+
+if TYPE_CHECKING:
+    from ._consumer import ChannelConsumer
+    from .channels import ContextChannel
+
+__all__ = ["Admission", "AuthFailure", "admit", "existing_id"]
+
+
+class AuthFailure(Exception):
+    """The client is refused with ``status`` (400, 401, 403 or 404)."""
+
+    def __init__(self, status: Status) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+@dataclass
+class Admission:
+    user: Any
+    channel: ContextChannel
+    anchors: list[Any]
+    last_update: float | None
+
+
+async def admit(
+    channel_class: type[ContextChannel],
+    scope: dict[str, Any],
+    frame: Any,
+    connection: ChannelConsumer,
+) -> Admission:
+    """Check the auth frame; raises AuthFailure, or whatever a user hook raises."""
+    token = frame.get("token") if isinstance(frame, dict) else None
+    if not isinstance(token, str):
+        raise AuthFailure(Status.BAD_REQUEST)
+    last_update = frame.get("lastUpdate")
+    if isinstance(last_update, bool) or not isinstance(last_update, int | float):
+        last_update = None
+    user = await database_sync_to_async(user_for_token)(token)
+    if user is None:
+        raise AuthFailure(Status.UNAUTHORIZED)
+    kwargs = dict(scope.get("url_route", {}).get("kwargs", {}))
+    allowed = await call_hook(channel_class.has_permission, user, **kwargs)
+    if allowed is not True:
+        raise AuthFailure(Status.FORBIDDEN)
+    channel = channel_class(connection, user, kwargs)
+    model = channel_class.state_model().anchor_model
+    if channel_class.many:
+        found = await call_hook(channel.list_instances, **kwargs)
+        anchors = await database_sync_to_async(listed_ids)(model, found)
+    else:
+        instance_id = await call_hook(channel.get_instance_id, **kwargs)
+        existing = await database_sync_to_async(existing_id)(model, instance_id)
+        if existing is None:
+            raise AuthFailure(Status.NOT_FOUND)
+        anchors = existing
+    return Admission(user, channel, anchors, last_update)
+
+
+def listed_ids(model: type[Model], found: Any) -> list[Any]:
+    """Wire pks of what ``list_instances`` returned (a queryset or ids), in order."""
+    if isinstance(found, QuerySet):
+        return [pk_repr(pk) for pk in found.values_list("pk", flat=True)]
+    return [pk_repr(model._meta.pk.to_python(pk)) for pk in found]
+
+
+def existing_id(model: type[Model], instance_id: Any) -> list[Any] | None:
+    """``[wire pk]`` if a row with that pk exists, else None (invalid ids included)."""
+    try:
+        pk = model._meta.pk.to_python(instance_id)
+    except (ValidationError, ValueError, TypeError):
+        return None
+    if pk is None or not model._default_manager.filter(pk=pk).exists():
+        return None
+    return [pk_repr(pk)]
