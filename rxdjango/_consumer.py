@@ -18,7 +18,7 @@ import asyncio
 import functools
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -39,6 +39,7 @@ from ._hub import Retained
 from ._layers import SYSTEM_EVENT, SYSTEM_GROUP, cross_process_layer, get_layer
 from ._protocol import CloseCode, Operation, Reply, Status, auth_reply, end_marker, error_frame
 from ._state_model import pk_repr
+from ._writes import Write, is_write, parse_write, perform_write, refusal
 from .conf import rx_settings
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         self.user_id: Any = None
         self.loop: asyncio.AbstractEventLoop
         self._outbox: asyncio.Queue[str | _Close] = asyncio.Queue()
-        self._calls: asyncio.Queue[Call] = asyncio.Queue()
+        self._calls: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._held: dict[Any, list[str]] = {}
         self._anchors: list[Any] = []
         self._loop_thread: int | None = None
@@ -283,17 +284,36 @@ class ChannelConsumer(AsyncWebsocketConsumer):
             elif call.spec.detached:
                 self._spawn(self._run_and_reply(call))
             else:
-                self._calls.put_nowait(call)
+                self._calls.put_nowait(functools.partial(self._run_and_reply, call))
+        elif is_write(frame):
+            write = parse_write(
+                frame, self.channel_class.state_model(), self.channel_class.writable()
+            )
+            if isinstance(write, Write):
+                self._calls.put_nowait(functools.partial(self._write, write))
+            else:
+                self.send_frame(write)
         elif isinstance(frame, dict) and "token" in frame:
             self.send_frame(error_frame("already authenticated"))
         else:
             self.send_frame(error_frame("unknown message"))
 
     async def _call_worker(self) -> None:
-        """Ordinary actions, one at a time, in the order the client called them."""
+        """Ordinary actions and writes, one at a time, in the order the client sent them."""
         while True:
-            call = await self._calls.get()
-            await self._run_and_reply(call)
+            job = await self._calls.get()
+            await job()
+
+    async def _write(self, write: Write) -> None:
+        assert self.channel is not None
+        try:
+            reply = await database_sync_to_async(perform_write)(
+                self.channel, list(self._anchors), write
+            )
+        except Exception:
+            logger.exception("rxdjango: write %s failed", write.operation)
+            reply = refusal(write.write_id, Status.SERVER_ERROR, "internal error")
+        self.send_frame(reply)
 
     async def _run_and_reply(self, call: Call) -> None:
         assert self.channel is not None

@@ -61,6 +61,7 @@ class ContextChannel:
     _actions: ClassVar[dict[str, ActionSpec]] = {}
     _consumers: ClassVar[dict[str, tuple[str, ...]]] = {}
     _runtime_defaults: ClassVar[dict[str, Any] | None] = None
+    _writable: ClassVar[dict[str, frozenset[str]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -169,6 +170,20 @@ class ContextChannel:
         self._runtime_state[name] = value
         self._connection.send_frame({"type": Reply.RUNTIME_VAR, "var": name, "value": value})
 
+    # -- write authorization (the third layer, after Meta.writable and the context) ------
+
+    def can_save(self, instance: Any, data: dict[str, Any]) -> Any:
+        """Whether this user may apply ``data`` to ``instance`` (row locked). Only True allows."""
+        return False
+
+    def can_create(self, model_class: type, parent: Any, data: dict[str, Any]) -> Any:
+        """Whether this user may create a ``model_class`` child of ``parent``. Only True allows."""
+        return False
+
+    def can_delete(self, instance: Any) -> Any:
+        """Whether this user may delete ``instance`` (row locked). Only True allows."""
+        return False
+
     # -- list channels ------------------------------------------------------------------
 
     def is_visible(self, instance_id: Any) -> Any:
@@ -204,9 +219,18 @@ class ContextChannel:
         """The flattened shape of ``Meta.state`` (built once, when apps are ready)."""
         if cls._state_model is None:
             from ._state_model import StateModel
+            from ._writes import check_writable
 
-            cls._state_model = StateModel(cls.Meta.state, cls.__qualname__)
+            state_model = StateModel(cls.Meta.state, cls.__qualname__)
+            cls._writable = check_writable(cls, state_model)
+            cls._state_model = state_model
         return cls._state_model
+
+    @classmethod
+    def writable(cls) -> dict[str, frozenset[str]]:
+        """``Meta.writable`` as {instance type: allowed operations}."""
+        cls.state_model()
+        return cls._writable
 
     @classmethod
     def get_registered_channels(cls) -> set[type[ContextChannel]]:

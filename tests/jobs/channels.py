@@ -1,7 +1,15 @@
 from rxdjango.channels import ContextChannel
+from rxdjango.operations import CREATE, DELETE, SAVE
 
 from .models import Job, Participant
-from .serializers import JobBriefSerializer, JobSerializer, LabelDetailSerializer
+from .serializers import (
+    AssetSerializer,
+    JobBriefSerializer,
+    JobSerializer,
+    LabelDetailSerializer,
+    NoteSerializer,
+    TaskSerializer,
+)
 
 
 class JobChannel(ContextChannel):
@@ -9,12 +17,27 @@ class JobChannel(ContextChannel):
 
     class Meta:
         state = JobSerializer()
+        writable = {
+            JobSerializer: [SAVE],
+            TaskSerializer: [SAVE, CREATE, DELETE],
+            NoteSerializer: [SAVE, CREATE, DELETE],
+            AssetSerializer: [CREATE],
+        }
 
     @staticmethod
     def has_permission(user, job_id):
         if user.is_staff:
             return True
         return Participant.objects.filter(user=user, project__jobs__pk=job_id).exists()
+
+    def can_save(self, instance, data):
+        return data.get("title") != "forbidden"
+
+    def can_create(self, model_class, parent, data):
+        return "forbidden" not in (data.get("title"), data.get("name"), data.get("text"))
+
+    def can_delete(self, instance):
+        return not getattr(instance, "done", False)
 
 
 class ProjectJobsChannel(ContextChannel):

@@ -65,7 +65,7 @@ class Asset(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     job = models.ForeignKey(Job, on_delete=models.CASCADE)
-    name = models.CharField(max_length=100)
+    name = models.CharField(max_length=100, unique=True)
 
     class Meta:
         ordering = ["name"]
@@ -85,7 +85,8 @@ class Note(models.Model):
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="notes")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
-    text = models.TextField()
+    text = models.CharField(max_length=200)
 
     class Meta:
         ordering = ["id"]
+        unique_together = [("job", "owner", "text")]

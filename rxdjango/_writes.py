@@ -1,0 +1,366 @@
+"""Client writes (optimistic updates): save, create and delete over the socket.
+
+Checks, in the order the protocol fixes; the first that fails answers:
+
+1. the instance type is in the state tree (400);
+2. the type and operation are declared in ``Meta.writable`` (403) — before
+   any database access;
+3. the instance (the parent, for a create) belongs to one of the connection's
+   anchors, read from the database, and to the user for ``user_key`` layers (400);
+4. the data passes the serializer's validation, DB validators included (400,
+   with DRF's detail);
+5. every foreign key in the data points inside the connection's anchors (400);
+6. ``can_save`` / ``can_create`` / ``can_delete`` returns exactly True (403).
+
+Steps 3 to 6 and the write itself run in one transaction, with the row (or the
+parent) locked by ``select_for_update``. A refusal rolls everything back.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import async_to_sync
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
+from django.db import IntegrityError, models, router, transaction
+from rest_framework import serializers
+
+from ._membership import anchors_holding
+from ._protocol import Status, error_frame
+from ._state_model import EdgeKind, Layer, StateModel, pk_repr
+from .exceptions import ChannelDeclarationError
+from .operations import CREATE, DELETE, OPERATIONS
+
+if TYPE_CHECKING:
+    from .channels import ContextChannel
+
+__all__ = ["Write", "WriteRefused", "check_writable", "is_write", "parse_write", "perform_write"]
+
+logger = logging.getLogger("rxdjango")
+
+WRITE_RESPONSE = "writeResponse"
+
+
+class WriteRefused(Exception):
+    """A check failed: answer ``status`` with ``message`` (and DRF's ``detail``)."""
+
+    def __init__(self, status: int, message: str, detail: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Write:
+    write_id: Any
+    operation: str
+    layer: Layer
+    instance_id: Any = None
+    parent: Layer | None = None
+    parent_id: Any = None
+    relation: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+# -- declaration ------------------------------------------------------------------------
+
+
+def check_writable(cls: type, state_model: StateModel) -> dict[str, frozenset[str]]:
+    """``Meta.writable`` as {instance type: operations}; raises on declaration mistakes."""
+    declared = getattr(cls.Meta, "writable", None) or {}
+    if not isinstance(declared, dict):
+        raise ChannelDeclarationError(
+            f"{cls.__qualname__}.Meta.writable must be a dict "
+            "{SerializerClass: [SAVE, CREATE, DELETE]}"
+        )
+    by_class = {layer.serializer_class: layer for layer in state_model.layers.values()}
+    result: dict[str, frozenset[str]] = {}
+    for serializer_class, operations in declared.items():
+        layer = by_class.get(serializer_class)
+        if layer is None:
+            name = getattr(serializer_class, "__name__", repr(serializer_class))
+            raise ChannelDeclarationError(
+                f"{cls.__qualname__}.Meta.writable: {name} is not a serializer of this "
+                "channel's state tree"
+            )
+        if isinstance(operations, str) or not isinstance(operations, Iterable):
+            raise ChannelDeclarationError(
+                f"{cls.__qualname__}.Meta.writable[{serializer_class.__name__}] must be a list "
+                "of operations from rxdjango.operations"
+            )
+        operations = list(operations)
+        wrong = [op for op in operations if op not in OPERATIONS]
+        if wrong:
+            raise ChannelDeclarationError(
+                f"{cls.__qualname__}.Meta.writable[{serializer_class.__name__}]: {wrong[0]!r} "
+                "is not SAVE, CREATE or DELETE (from rxdjango.operations)"
+            )
+        result[layer.instance_type] = frozenset(operations)
+    return result
+
+
+# -- parsing ------------------------------------------------------------------------------
+
+
+def is_write(frame: Any) -> bool:
+    return isinstance(frame, dict) and frame.get("type") == "write"
+
+
+def response(write_id: Any, **extra: Any) -> dict[str, Any]:
+    return {"type": WRITE_RESPONSE, "writeId": write_id, **extra}
+
+
+def refusal(write_id: Any, status: int, message: str, detail: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": int(status), "message": message}
+    if detail is not None:
+        error["detail"] = detail
+    return response(write_id, success=False, error=error)
+
+
+def parse_write(
+    frame: dict[str, Any], state_model: StateModel, writable: dict[str, frozenset[str]]
+) -> Write | dict[str, Any]:
+    """Steps 1 and 2 (no database access): a Write, or the frame to answer with."""
+    write_id = frame.get("writeId")
+    if write_id is None or isinstance(write_id, bool) or not isinstance(write_id, int | str):
+        return error_frame("a write needs a writeId")
+    operation = frame.get("operation")
+    if operation not in OPERATIONS:
+        return refusal(write_id, Status.BAD_REQUEST, f"unknown operation {operation!r}")
+    instance_type = frame.get("instanceType")
+    layer = state_model.layers.get(instance_type) if isinstance(instance_type, str) else None
+    if layer is None:
+        return refusal(write_id, Status.BAD_REQUEST, f"unknown instance type {instance_type!r}")
+    if operation not in writable.get(layer.instance_type, ()):
+        return refusal(
+            write_id, Status.FORBIDDEN, f"{operation} is not allowed on {layer.instance_type}"
+        )
+    data = frame.get("data", {})
+    if not isinstance(data, dict):
+        return refusal(write_id, Status.BAD_REQUEST, "data must be an object")
+    if operation == CREATE:
+        parent_type = frame.get("parentType")
+        parent = state_model.layers.get(parent_type) if isinstance(parent_type, str) else None
+        relation = frame.get("relationName")
+        if parent is None or "parentId" not in frame or not isinstance(relation, str):
+            return refusal(
+                write_id, Status.BAD_REQUEST, "a create needs parentType, parentId and relationName"
+            )
+        return Write(write_id, operation, layer, None, parent, frame["parentId"], relation, data)
+    if "instanceId" not in frame:
+        return refusal(write_id, Status.BAD_REQUEST, f"a {operation} needs instanceId")
+    return Write(write_id, operation, layer, frame["instanceId"], data=data)
+
+
+# -- performing -----------------------------------------------------------------------------
+
+
+def perform_write(channel: ContextChannel, anchors: list[Any], write: Write) -> dict[str, Any]:
+    """Steps 3 to 6 and the write, in one transaction (synchronous ORM code)."""
+    model = write.layer.model
+    try:
+        with transaction.atomic(using=router.db_for_write(model)):
+            instance_id = _perform(channel, anchors, write)
+    except WriteRefused as refused:
+        return refusal(write.write_id, refused.status, refused.message, refused.detail)
+    except IntegrityError:
+        # A constraint no validator caught (e.g. a concurrent insert won the race).
+        return refusal(write.write_id, Status.BAD_REQUEST, "the data conflicts with existing rows")
+    if write.operation == CREATE:
+        return response(write.write_id, success=True, instanceId=instance_id)
+    return response(write.write_id, success=True)
+
+
+def _perform(channel: ContextChannel, anchors: list[Any], write: Write) -> Any:
+    state_model = type(channel).state_model()
+    if write.operation == CREATE:
+        return _create(channel, state_model, anchors, write)
+    instance = _locked(write.layer, write.instance_id)
+    _check_held(channel, state_model, write.layer, instance, anchors)
+    if write.operation == DELETE:
+        _check_allowed(channel.can_delete, instance)
+        instance.delete()
+        return None
+    serializer = _validated(write.layer, channel, write.data, instance=instance)
+    _check_foreign_keys(state_model, anchors, write.layer, serializer.validated_data)
+    _check_allowed(channel.can_save, instance, write.data)
+    serializer.save()
+    return None
+
+
+def _create(
+    channel: ContextChannel, state_model: StateModel, anchors: list[Any], write: Write
+) -> Any:
+    assert write.parent is not None
+    edge = next((e for e in write.parent.edges if e.name == write.relation), None)
+    if edge is None or edge.child is not write.layer:
+        raise WriteRefused(
+            Status.BAD_REQUEST,
+            f"{write.relation!r} is not a relation of {write.parent.instance_type} "
+            f"to {write.layer.instance_type}",
+        )
+    if edge.kind is not EdgeKind.REVERSE or not edge.many:
+        raise WriteRefused(
+            Status.BAD_REQUEST, f"children cannot be created through {write.relation!r}"
+        )
+    parent = _locked(write.parent, write.parent_id)
+    _check_held(channel, state_model, write.parent, parent, anchors)
+    data = dict(write.data)
+    fixed: dict[str, Any] = {edge.child_lookup: parent}
+    # Fields the server decides; put in the data too, so unique_together sees them.
+    data_fixed: dict[str, Any] = {edge.child_lookup: parent.pk}
+    owner_field = _owner_field(write.layer)
+    if owner_field is not None:
+        fixed[owner_field] = channel.user
+        data_fixed[owner_field] = channel.user_id
+    serializer = _validated(write.layer, channel, {**data, **data_fixed})
+    _check_foreign_keys(state_model, anchors, write.layer, serializer.validated_data, fixed)
+    _check_allowed(channel.can_create, write.layer.model, parent, write.data)
+    created = serializer.save(**fixed)
+    return pk_repr(created.pk)
+
+
+def _locked(layer: Layer, raw_pk: Any) -> models.Model:
+    try:
+        pk = layer.model._meta.pk.to_python(raw_pk)
+        return layer.model._default_manager.select_for_update().get(pk=pk)
+    except (ObjectDoesNotExist, ValidationError, ValueError, TypeError):
+        raise WriteRefused(
+            Status.BAD_REQUEST, f"{layer.instance_type} {raw_pk!r} is not in this context"
+        ) from None
+
+
+def _check_held(
+    channel: ContextChannel,
+    state_model: StateModel,
+    layer: Layer,
+    instance: models.Model,
+    anchors: list[Any],
+) -> None:
+    holders = anchors_holding(state_model, layer, [instance.pk])
+    if not holders & set(anchors):
+        raise WriteRefused(
+            Status.BAD_REQUEST,
+            f"{layer.instance_type} {pk_repr(instance.pk)!r} is not in this context",
+        )
+    owner = layer.owner_of(instance)
+    if owner is not None and owner != channel.user_id:
+        raise WriteRefused(
+            Status.BAD_REQUEST,
+            f"{layer.instance_type} {pk_repr(instance.pk)!r} is not in this context",
+        )
+
+
+def _owner_field(layer: Layer) -> str | None:
+    if layer.user_key_attname is None:
+        return None
+    for model_field in layer.model._meta.concrete_fields:
+        if model_field.attname == layer.user_key_attname:
+            return model_field.name
+    return None
+
+
+def _validated(
+    layer: Layer,
+    channel: ContextChannel,
+    data: dict[str, Any],
+    instance: models.Model | None = None,
+) -> serializers.ModelSerializer:
+    serializer_class = _write_serializer_class(layer)
+    serializer = serializer_class(
+        instance, data=data, partial=instance is not None, context={"channel": channel}
+    )
+    owner_field = _owner_field(layer)
+    changes_owner = (
+        owner_field is not None and data.get(owner_field, channel.user_id) != channel.user_id
+    )
+    if instance is not None and changes_owner:
+        raise WriteRefused(Status.BAD_REQUEST, f"{owner_field} cannot be changed")
+    if not serializer.is_valid():
+        raise WriteRefused(Status.BAD_REQUEST, "invalid data", serializer.errors)
+    return serializer
+
+
+_write_serializers: dict[str, type[serializers.ModelSerializer]] = {}
+
+
+def _write_serializer_class(layer: Layer) -> type[serializers.ModelSerializer]:
+    """The layer's serializer with nested relations replaced for writing.
+
+    A single forward relation (``developer = ParticipantSerializer()``) is
+    written as the related pk; list relations are not writable through data.
+    """
+    cached = _write_serializers.get(layer.instance_type)
+    if cached is not None:
+        return cached
+    edges = list(layer.edges)
+
+    def get_fields(self: serializers.ModelSerializer) -> dict[str, serializers.Field]:
+        fields = super(write_class, self).get_fields()
+        for edge in edges:
+            if edge.kind is EdgeKind.FORWARD:
+                model_field = next(
+                    f for f in layer.model._meta.concrete_fields if f.attname == edge.parent_attname
+                )
+                extra = {} if model_field.name == edge.name else {"source": model_field.name}
+                fields[edge.name] = serializers.PrimaryKeyRelatedField(
+                    queryset=edge.child.model._default_manager.all(),
+                    allow_null=model_field.null,
+                    required=False,
+                    **extra,
+                )
+            else:
+                fields.pop(edge.name, None)
+        return fields
+
+    write_class = type(
+        f"Write{layer.serializer_class.__name__}",
+        (layer.serializer_class,),
+        {"get_fields": get_fields, "__module__": layer.serializer_class.__module__},
+    )
+    _write_serializers[layer.instance_type] = write_class
+    return write_class
+
+
+def _check_foreign_keys(
+    state_model: StateModel,
+    anchors: list[Any],
+    layer: Layer,
+    validated: dict[str, Any],
+    fixed: dict[str, Any] | None = None,
+) -> None:
+    """Every related row named in the data must lie inside the connection's anchors."""
+    for name, value in validated.items():
+        if fixed and name in fixed:
+            continue
+        try:
+            model_field = layer.model._meta.get_field(name)
+        except Exception:
+            continue
+        if not model_field.is_relation or value is None:
+            continue
+        targets = list(value) if model_field.many_to_many else [value]
+        target_layers = state_model.layers_for_model(model_field.related_model)
+        if not target_layers:
+            continue  # a model outside the state: the serializer's queryset decides
+        for target in targets:
+            pk = target.pk if isinstance(target, models.Model) else target
+            if not any(
+                anchors_holding(state_model, target_layer, [pk]) & set(anchors)
+                for target_layer in target_layers
+            ):
+                raise WriteRefused(
+                    Status.BAD_REQUEST, f"{name} points outside this context", {name: ["outside"]}
+                )
+
+
+def _check_allowed(hook: Any, *args: Any) -> None:
+    """Run a can_* hook (plain or coroutine) inside the transaction; only True allows."""
+    allowed = async_to_sync(hook)(*args) if inspect.iscoroutinefunction(hook) else hook(*args)
+    if allowed is not True:
+        raise WriteRefused(Status.FORBIDDEN, "not allowed")
