@@ -490,6 +490,10 @@ class ExplodingJobChannel(ContextChannel):
     async def can_save(self, instance, data):
         if data.get("title") == "boom":
             raise RuntimeError("internal detail")
+        if data.get("title") == "side effect":
+            # Runs inside the write's transaction: this row is rolled back with it.
+            await sync_to_async(Label.objects.create)(name="written by the hook")
+            return False
         # A coroutine hook may use the ORM inside the write's transaction, through
         # asgiref's sync_to_async (which stays in the transaction's thread).
         return await sync_to_async(
@@ -540,6 +544,16 @@ async def test_a_write_that_raises_answers_500_and_the_socket_stays(world, caplo
     )
     assert reply["error"] == {"code": 500, "message": "internal error"}
     assert "internal detail" in caplog.text
+    await refused(
+        client,
+        403,
+        writeId=9,
+        operation="save",
+        instanceType=TASK,
+        instanceId=world.tasks[0].pk,
+        data={"title": "side effect"},
+    )
+    assert not await db(Label.objects.filter(name="written by the hook").exists)()
     ok = await write(
         client,
         writeId=2,
