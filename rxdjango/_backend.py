@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._cache import AnchorCache, AnchorRef, AnchorStatus, MemoryCache
+from ._cache import AnchorCache, AnchorRef, AnchorStatus, Change, MemoryCache
 from ._hub import Hub, Subscriber, hub
 from ._loader import FlatRecord, load_subtrees
 from ._propagation import Propagator
@@ -31,10 +31,18 @@ LOAD_LEASE_SECONDS = 60.0
 
 @dataclass
 class Snapshot:
-    """An anchor's records at ``tstamp``."""
+    """What a (re)connecting client of an anchor needs, as of ``tstamp``.
+
+    A full snapshot holds every record; with ``resync`` the client must first
+    drop what it held for the anchor. A catch-up (``partial``) holds only the
+    records changed since the client's ``lastUpdate`` and the ``deleted`` ones.
+    """
 
     records: list[FlatRecord]
     tstamp: float
+    partial: bool = False
+    resync: bool = False
+    deleted: list[Change] = field(default_factory=list)
 
 
 class Backend(Protocol):
@@ -58,8 +66,14 @@ class Backend(Protocol):
     ) -> None:
         """Propagate committed changes ({instance type: pks}) to cached anchors."""
 
-    def snapshot(self, channel: type[ContextChannel], anchor_pk: Any) -> Snapshot | None:
-        """The anchor's records (loading them once if cold); None if it does not exist."""
+    def snapshot(
+        self, channel: type[ContextChannel], anchor_pk: Any, since: float | None = None
+    ) -> Snapshot | None:
+        """The anchor's records (loading them once if cold); None if it does not exist.
+
+        With ``since`` (the client's ``lastUpdate``), only what changed since when
+        the history proves it complete, else a full snapshot marked ``resync``.
+        """
 
     def subscribe(self, ref: AnchorRef, subscriber: Subscriber) -> None:
         """Deliver the anchor's future frames to ``subscriber`` (non-blocking)."""
@@ -94,10 +108,14 @@ class EmbeddedBackend:
         #: Number of anchor loads from the database (observable by tests and benchmarks).
         self.loads = 0
         self.spans_processes = False
+        self._last_tstamp = 0.0
+        self._clock_lock = threading.Lock()
 
-    @staticmethod
-    def clock() -> float:
-        return time.time()
+    def clock(self) -> float:
+        """Wall-clock seconds, strictly increasing in this process (catch-up relies on it)."""
+        with self._clock_lock:
+            self._last_tstamp = max(time.time(), self._last_tstamp + 1e-6)
+            return self._last_tstamp
 
     # -- changes ----------------------------------------------------------------
 
@@ -139,12 +157,18 @@ class EmbeddedBackend:
 
     # -- loading ----------------------------------------------------------------
 
-    def snapshot(self, channel: type[ContextChannel], anchor_pk: Any) -> Snapshot | None:
+    def snapshot(
+        self, channel: type[ContextChannel], anchor_pk: Any, since: float | None = None
+    ) -> Snapshot | None:
         """The anchor's records, loading them if no process has them cached.
 
         Returns None when the anchor row does not exist. Concurrent callers for a
         cold anchor wait for one loader; if it fails or its lease runs out,
         another caller loads instead of waiting forever.
+
+        With ``since``, a single-instance channel gets only the changes since then
+        when the anchor's history proves them complete; otherwise (history trimmed,
+        anchor reloaded, list channel) a full snapshot marked ``resync``.
         """
         ref: AnchorRef = (channel.channel_id, anchor_pk)
         state_model = channel.state_model()
@@ -155,7 +179,7 @@ class EmbeddedBackend:
                 anchor = self.cache.get(ref)
                 if anchor is not None and anchor.status is AnchorStatus.HOT:
                     anchor.idle_since = None
-                    return Snapshot(list(anchor.records.values()), self.clock())
+                    return self._snapshot_of(channel, anchor, since)
                 if anchor is not None and anchor.lease_until > time.monotonic():
                     wait = anchor.lease_until - time.monotonic()
                     waiting_on: AnchorCache | None = anchor
@@ -167,12 +191,15 @@ class EmbeddedBackend:
                 continue
             result = self._load(channel, anchor, ref)
             if result is not _RETRY:
+                if isinstance(result, Snapshot) and since is not None:
+                    result.resync = True  # a fresh load proves nothing about the past
                 return result
 
     def _load(
         self, channel: type[ContextChannel], anchor: AnchorCache, ref: AnchorRef
     ) -> Snapshot | object | None:
         tstamp = self.clock()
+        anchor.complete_after = tstamp
         try:
             records = load_subtrees(channel.state_model(), [anchor.root], tstamp)
         except BaseException:
@@ -198,6 +225,25 @@ class EmbeddedBackend:
             if current is None:
                 return None
             return Snapshot(list(current.records.values()), self.clock())
+
+    def _snapshot_of(
+        self, channel: type[ContextChannel], anchor: AnchorCache, since: float | None
+    ) -> Snapshot:
+        """Full snapshot, or catch-up since ``since`` (call with the cache lock held)."""
+        now = self.clock()
+        if since is None:
+            return Snapshot(list(anchor.records.values()), now)
+        changes = None if channel.many else anchor.changes_since(since)
+        if changes is None:
+            return Snapshot(list(anchor.records.values()), now, resync=True)
+        changed: dict[Key, Change] = {}
+        for change in changes:
+            changed[change.key] = change
+        current = [anchor.records[key] for key in changed if key in anchor.records]
+        deleted = [
+            change for change in changes if change.deleted and change.key not in anchor.records
+        ]
+        return Snapshot(current, now, partial=True, deleted=deleted)
 
     # -- subscriptions -------------------------------------------------------------
 

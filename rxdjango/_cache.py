@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -22,10 +23,20 @@ from typing import Any
 from ._loader import FlatRecord
 from ._state_model import Key
 
-__all__ = ["AnchorCache", "AnchorRef", "AnchorStatus", "MemoryCache"]
+__all__ = ["AnchorCache", "AnchorRef", "AnchorStatus", "Change", "MemoryCache"]
 
 #: (channel id, anchor pk as sent on the wire)
 AnchorRef = tuple[str, Any]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One record change in an anchor's history (for reconnect catch-up)."""
+
+    tstamp: float
+    key: Key
+    deleted: bool
+    owner: Any
 
 
 class AnchorStatus(StrEnum):
@@ -49,6 +60,21 @@ class AnchorCache:
     lease_until: float = 0.0
     loaded: threading.Event = field(default_factory=threading.Event)
     idle_since: float | None = None
+    #: Recent changes, oldest first; complete for every change after ``complete_after``.
+    history: deque[Change] = field(default_factory=deque)
+    complete_after: float = 0.0
+
+    def remember(self, changes: Iterable[Change], limit: int) -> None:
+        """Append to the history, forgetting the oldest beyond ``limit`` entries."""
+        self.history.extend(changes)
+        while len(self.history) > limit:
+            self.complete_after = max(self.complete_after, self.history.popleft().tstamp)
+
+    def changes_since(self, since: float) -> list[Change] | None:
+        """Changes at or after ``since``; None if the history cannot prove completeness."""
+        if since <= self.complete_after:
+            return None
+        return [change for change in self.history if change.tstamp >= since]
 
     def reachable(self) -> set[Key]:
         """Keys reachable from the anchor's root through references."""

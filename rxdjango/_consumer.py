@@ -18,7 +18,7 @@ import asyncio
 import functools
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -31,7 +31,7 @@ from django.core.exceptions import ValidationError
 
 from . import _codec
 from ._admission import AuthFailure, admit, existing_id
-from ._backend import get_backend
+from ._backend import Snapshot, get_backend
 from ._cache import AnchorRef
 from ._dispatch import Call, is_call, parse_call, run_call
 from ._hooks import call_hook
@@ -353,7 +353,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
             self.send_frame({"type": Reply.INITIAL_ANCHORS, "anchorIds": anchors})
             for anchor in anchors:
                 self._anchors.append(anchor)
-                await self._start_anchor(anchor)
+                await self._start_anchor(anchor, since=last_update)
         except Exception:
             self._fail_internally("starting a client")
             return
@@ -371,28 +371,46 @@ class ChannelConsumer(AsyncWebsocketConsumer):
     def _ref(self, anchor: Any) -> AnchorRef:
         return (self.channel_class.channel_id, anchor)
 
-    async def _start_anchor(self, anchor: Any) -> None:
-        """Subscribe, then send the anchor's state, its end marker, and what arrived meanwhile."""
+    async def _start_anchor(self, anchor: Any, since: float | None = None) -> None:
+        """Subscribe, then send the anchor's state (or what changed ``since``), its end
+        marker, and what arrived meanwhile."""
         ref = self._ref(anchor)
         backend = get_backend()
         self._held[anchor] = []
         backend.subscribe(ref, self)
-        snapshot = await database_sync_to_async(backend.snapshot)(self.channel_class, anchor)
+        snapshot = await database_sync_to_async(backend.snapshot)(self.channel_class, anchor, since)
         tstamp = backend.clock()
         if snapshot is not None:
             tstamp = snapshot.tstamp
-            items = (
-                _codec.encode_bytes(
-                    {**record.data, "_tstamp": record.tstamp, "_operation": Operation.INITIAL_STATE}
-                )
-                for record in snapshot.records
-                if record.owner is None or record.owner == self.user_id
-            )
-            for frame in _codec.chunk_array(items, int(rx_settings.RX_FRAME_SIZE)):
+            if snapshot.resync:
+                self.send_frame({"type": Reply.RESYNC, "anchorId": anchor})
+            for frame in _codec.chunk_array(
+                self._snapshot_items(snapshot), int(rx_settings.RX_FRAME_SIZE)
+            ):
                 self.send_frame(frame)
         self.send_frame([end_marker(tstamp)])
         for frame in self._held.pop(anchor, []):
             self.send_frame(frame)
+
+    def _snapshot_items(self, snapshot: Snapshot) -> Iterator[bytes]:
+        """Encoded records of a snapshot that this user may see."""
+        operation = Operation.CREATE if snapshot.partial else Operation.INITIAL_STATE
+        for record in snapshot.records:
+            if record.owner is None or record.owner == self.user_id:
+                yield _codec.encode_bytes(
+                    {**record.data, "_tstamp": record.tstamp, "_operation": operation}
+                )
+        for change in snapshot.deleted:
+            if change.owner is None or change.owner == self.user_id:
+                yield _codec.encode_bytes(
+                    {
+                        "id": change.key[1],
+                        "_instance_type": change.key[0],
+                        "_tstamp": change.tstamp,
+                        "_operation": Operation.DELETE,
+                        "_deleted": True,
+                    }
+                )
 
     # -- list channels --------------------------------------------------------------------
 

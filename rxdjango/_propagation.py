@@ -26,10 +26,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import _codec
-from ._cache import AnchorCache, AnchorRef, AnchorStatus, MemoryCache
+from ._cache import AnchorCache, AnchorRef, AnchorStatus, Change, MemoryCache
 from ._loader import FlatRecord, fetch_layer, load_subtrees, parent_links
 from ._protocol import Operation
 from ._state_model import EdgeKind, Key, StateModel
+from .conf import rx_settings
 
 __all__ = ["Delta", "Propagator", "diff_fields", "encode_delta"]
 
@@ -164,6 +165,14 @@ class Propagator:
                 retained[record.key] = holders
         for owner, frame in encode_delta(delta, tstamp):
             self.publish(anchor.ref, frame, owner, retained)
+        anchor.remember(
+            [
+                *(Change(tstamp, r.key, False, r.owner) for r in delta.creates),
+                *(Change(tstamp, r.key, False, r.owner) for r, _ in delta.updates),
+                *(Change(tstamp, r.key, True, r.owner) for r in delta.deletes),
+            ],
+            int(rx_settings.RX_HISTORY_SIZE),
+        )
         if self.cache.get(anchor.ref) is not anchor:
             self.anchor_deleted(anchor.ref)
 

@@ -21,6 +21,8 @@ DEFAULTS: dict[str, Any] = {
     "RX_CACHE_TTL": ONE_WEEK,
     # Target size in bytes of one initial-state frame (servers close frames over 1 MiB).
     "RX_FRAME_SIZE": 256 * 1024,
+    # Changes remembered per anchor for reconnect catch-up.
+    "RX_HISTORY_SIZE": 1000,
     # Largest client frame accepted, in bytes.
     "RX_MAX_MESSAGE_SIZE": 1024 * 1024,
     # Production backend; None selects the embedded in-memory backend.

@@ -48,6 +48,7 @@ class ClientState:
         self.end_markers = 0
         self.controls: list[dict[str, Any]] = []
         self.notifications: list[dict[str, Any]] = []
+        self._last_update: float | None = None
         self.received: list[dict[str, Any]] = []
 
     def apply(self, frame: Any) -> None:
@@ -59,10 +60,17 @@ class ClientState:
                 self.anchors.insert(0, frame["anchorId"])
             elif frame.get("type") == Reply.APPEND_ANCHOR:
                 self.anchors.append(frame["anchorId"])
+            elif frame.get("type") == Reply.RESYNC:
+                self._drop_anchor(frame["anchorId"])
             return
         root_type = self.state_model.root.instance_type
         for record in frame:
             operation = record.get("_operation")
+            tstamp = record.get("_tstamp")
+            if isinstance(tstamp, float) and (
+                self._last_update is None or tstamp > self._last_update
+            ):
+                self._last_update = tstamp
             if operation == Operation.END_INITIAL_STATE:
                 self.end_markers += 1
                 continue
@@ -79,6 +87,24 @@ class ClientState:
                 self.records.setdefault(key, {}).update(record)
             else:
                 self.records[key] = dict(record)
+
+    @property
+    def last_update(self) -> float | None:
+        """The highest ``_tstamp`` seen: what a reconnecting client sends as ``lastUpdate``."""
+        return self._last_update
+
+    def _drop_anchor(self, anchor: Any) -> None:
+        """Forget every record reachable from ``anchor`` (on ``resync``)."""
+        stack = [(self.state_model.root.instance_type, anchor)]
+        while stack:
+            key = stack.pop()
+            record = self.records.pop(key, None)
+            if record is None:
+                continue
+            for edge in self.state_model.layers[key[0]].edges:
+                value = record.get(edge.name)
+                children = value if isinstance(value, list) else [value]
+                stack.extend((edge.child.instance_type, c) for c in children if c is not None)
 
     def tree(self, anchor: Any = None) -> Any:
         """The nested state of ``anchor`` (of the only anchor if None)."""
@@ -124,6 +150,7 @@ class ChannelCommunicator(ApplicationCommunicator):
         last_update: float | None = None,
         channel: type[ContextChannel] | None = None,
         headers: list[tuple[bytes, bytes]] | None = None,
+        state: ClientState | None = None,
     ) -> None:
         path, _, query = path.partition("?")
         scope = {
@@ -137,7 +164,7 @@ class ChannelCommunicator(ApplicationCommunicator):
         super().__init__(application, scope)
         self.token = token
         self.last_update = last_update
-        self.state = ClientState(channel) if channel is not None else None
+        self.state = state or (ClientState(channel) if channel is not None else None)
         self.close_code: int | None = None
 
     async def connect(self) -> bool:
@@ -178,6 +205,7 @@ class ChannelCommunicator(ApplicationCommunicator):
     async def initial_state(self) -> ClientState:
         """Read frames until every initial anchor has sent its end marker."""
         assert self.state is not None, "pass channel= to track state"
+        self.state.end_markers = 0
         seen_anchors = False
         while True:
             frame = await self.receive_frame()
