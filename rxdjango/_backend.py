@@ -178,7 +178,7 @@ class EmbeddedBackend:
                 self._expire_idle()
                 anchor = self.cache.get(ref)
                 if anchor is not None and anchor.status is AnchorStatus.HOT:
-                    anchor.idle_since = None
+                    self.cache.mark_watched(anchor)
                     return self._snapshot_of(channel, anchor, since)
                 if anchor is not None and anchor.lease_until > time.monotonic():
                     wait = anchor.lease_until - time.monotonic()
@@ -261,8 +261,8 @@ class EmbeddedBackend:
             if _optimized(ref[0]):
                 # Meta.optimize_anchors: an anchor nobody watches is not kept up to date.
                 self.cache.drop(ref)
-            elif anchor.idle_since is None:
-                anchor.idle_since = time.monotonic()
+            else:
+                self.cache.mark_idle(anchor)
 
     def clear(self, ref: AnchorRef) -> bool:
         """Drop a hot anchor. If clients watch it, reload it and send them the difference."""

@@ -97,6 +97,7 @@ class MemoryCache:
         self._anchors: dict[AnchorRef, AnchorCache] = {}
         self._index: dict[Key, set[AnchorRef]] = {}
         self._by_channel: dict[str, set[AnchorRef]] = {}
+        self._idle: set[AnchorRef] = set()
 
     # -- anchors ----------------------------------------------------------------
 
@@ -107,19 +108,31 @@ class MemoryCache:
         return [self._anchors[ref] for ref in self._by_channel.get(channel_id, ())]
 
     def idle_anchors(self) -> list[AnchorCache]:
-        return [a for a in self._anchors.values() if a.idle_since is not None]
+        return [self._anchors[ref] for ref in self._idle if ref in self._anchors]
+
+    def mark_idle(self, anchor: AnchorCache) -> None:
+        """Nobody watches ``anchor`` any more: its TTL starts now."""
+        if anchor.idle_since is None:
+            anchor.idle_since = time.monotonic()
+            self._idle.add(anchor.ref)
+
+    def mark_watched(self, anchor: AnchorCache) -> None:
+        anchor.idle_since = None
+        self._idle.discard(anchor.ref)
 
     def begin_heating(self, ref: AnchorRef, root: Key, lease_seconds: float) -> AnchorCache:
         anchor = AnchorCache(ref=ref, root=root, lease_until=time.monotonic() + lease_seconds)
         self._drop_entries(ref)
+        self._idle.discard(ref)
         self._anchors[ref] = anchor
         self._by_channel.setdefault(ref[0], set()).add(ref)
         return anchor
 
     def drop(self, ref: AnchorRef) -> None:
         """Forget an anchor; a later client loads it again."""
-        anchor = self._anchors.pop(ref, None)
         self._drop_entries(ref)
+        anchor = self._anchors.pop(ref, None)
+        self._idle.discard(ref)
         refs = self._by_channel.get(ref[0])
         if refs is not None:
             refs.discard(ref)

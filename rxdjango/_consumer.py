@@ -394,12 +394,15 @@ class ChannelConsumer(AsyncWebsocketConsumer):
 
     def _snapshot_items(self, snapshot: Snapshot) -> Iterator[bytes]:
         """Encoded records of a snapshot that this user may see."""
-        operation = Operation.CREATE if snapshot.partial else Operation.INITIAL_STATE
         for record in snapshot.records:
-            if record.owner is None or record.owner == self.user_id:
+            if record.owner is not None and record.owner != self.user_id:
+                continue
+            if snapshot.partial:
                 yield _codec.encode_bytes(
-                    {**record.data, "_tstamp": record.tstamp, "_operation": operation}
+                    {**record.data, "_tstamp": record.tstamp, "_operation": Operation.CREATE}
                 )
+            else:
+                yield record.initial_state_bytes()
         for change in snapshot.deleted:
             if change.owner is None or change.owner == self.user_id:
                 yield _codec.encode_bytes(

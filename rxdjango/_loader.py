@@ -14,6 +14,8 @@ from typing import Any
 
 from django.db import models
 
+from . import _codec
+from ._protocol import Operation
 from ._state_model import Edge, EdgeKind, Key, Layer, StateModel, pk_repr
 
 __all__ = ["FlatRecord", "fetch_layer", "load_subtrees", "parent_links"]
@@ -35,6 +37,19 @@ class FlatRecord:
     #: or related property), as of when it was read: a change here means a parent's
     #: list of ids changed.
     parent_links: frozenset[Key] = frozenset()
+    _initial: bytes | None = field(default=None, repr=False, compare=False)
+
+    def initial_state_bytes(self) -> bytes:
+        """The record encoded as ``initial_state``, computed once per record.
+
+        Records are never mutated after they are built (a change replaces the
+        record), so the encoding can be shared by every client that loads it.
+        """
+        if self._initial is None:
+            self._initial = _codec.encode_bytes(
+                {**self.data, "_tstamp": self.tstamp, "_operation": Operation.INITIAL_STATE}
+            )
+        return self._initial
 
 
 def _chunks(values: list[Any]) -> Iterable[list[Any]]:

@@ -154,7 +154,11 @@ def test_clear_cache_drops_a_hot_anchor(world_sync):
     backend = get_backend()
     assert JobChannel.clear_cache(world.job.pk) is False  # not cached
     backend.snapshot(JobChannel, world.job.pk)
+    ref = (JobChannel.channel_id, world.job.pk)
+    task_key = ("jobs.serializers.TaskSerializer", world.tasks[0].pk)
+    assert ref in backend.cache.anchors_containing(task_key)
     assert JobChannel.clear_cache(str(world.job.pk)) is True
+    assert ref not in backend.cache.anchors_containing(task_key), "no stale index entries"
     assert JobChannel.clear_cache(world.job.pk) is False
     backend.snapshot(JobChannel, world.job.pk)
     assert backend.loads == 2
