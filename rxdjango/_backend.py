@@ -17,6 +17,7 @@ from ._cache import AnchorCache, AnchorRef, AnchorStatus, Change, MemoryCache
 from ._hub import Hub, Subscriber, hub
 from ._loader import FlatRecord, load_subtrees
 from ._propagation import Propagator
+from ._protocol import CloseCode
 from ._state_model import Key, pk_repr
 from .conf import rx_settings
 
@@ -148,7 +149,21 @@ class EmbeddedBackend:
                 if anchor.status is AnchorStatus.HEATING:
                     for instance_type, pks in touched.items():
                         anchor.journal.setdefault(instance_type, set()).update(pks)
-            self.propagator(channel).apply(touched, self.clock(), only)
+            try:
+                self.propagator(channel).apply(touched, self.clock(), only)
+            except Exception:
+                self._recover(channel)
+                raise
+
+    def _recover(self, channel: type[ContextChannel]) -> None:
+        """Propagation failed midway: no cached anchor of ``channel`` can be trusted.
+
+        Drop them all and close their clients with 4408; they reconnect, reload and
+        receive ``resync`` with the full state, so nothing is lost. Lock held.
+        """
+        for anchor in self.cache.anchors_of(channel.channel_id):
+            self.cache.drop(anchor.ref)
+            self.hub.close_topic(anchor.ref, CloseCode.TIMEOUT)
 
     def _publish(
         self, ref: AnchorRef, frame: str, owner: Any, retained: dict[Key, frozenset[Any]]

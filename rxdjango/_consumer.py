@@ -210,6 +210,11 @@ class ChannelConsumer(AsyncWebsocketConsumer):
             self._anchors.remove(anchor)
             get_backend().unsubscribe(self._ref(anchor), self)
 
+    def close_soon(self, code: int) -> None:
+        if self.lifecycle in (Lifecycle.STARTING, Lifecycle.LIVE):
+            self._close_after_queued(code)
+            self._move(Lifecycle.CLOSING)
+
     def offer_anchors(self, anchors: list[Any]) -> None:
         if self.lifecycle in (Lifecycle.STARTING, Lifecycle.LIVE) and self.channel is not None:
             self._spawn(self._consider_offers(anchors))

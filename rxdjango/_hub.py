@@ -48,6 +48,9 @@ class Subscriber(Protocol):
     def offer_anchors(self, anchors: list[Any]) -> None:
         """New anchor instances were committed (list channels with auto_update)."""
 
+    def close_soon(self, code: int) -> None:
+        """Close after the frames already queued (the client reconnects)."""
+
 
 class Hub:
     """Subscriptions of this process's connections: by topic and user, by channel, all."""
@@ -123,6 +126,12 @@ class Hub:
     def anchor_gone(self, topic: Topic) -> None:
         anchor = topic[1]
         _schedule(self._subscribers(topic, None), lambda s: s.anchor_deleted(anchor))
+
+    def close_topic(self, topic: Topic, code: int) -> int:
+        """Close every connection watching ``topic``; returns how many."""
+        targets = self._subscribers(topic, None)
+        _schedule(targets, lambda s: s.close_soon(code))
+        return len(targets)
 
     def offer(self, channel_id: str, anchors: list[Any]) -> None:
         with self._lock:

@@ -176,3 +176,37 @@ async def test_clear_cache_resyncs_clients_that_watch_the_anchor(application, wo
     expected = await db(expected_state)(JobSerializer, world.job, world.alice)
     assert client.state.tree() == expected
     await client.disconnect()
+
+
+@pytest.mark.rx_errors_expected
+async def test_a_failed_propagation_makes_clients_reload_instead_of_going_stale(
+    application, world, monkeypatch
+):
+    from rxdjango import _propagation
+
+    client = await connect(application, f"/ws/job/{world.job.pk}/", world.tokens["alice"])
+    original = _propagation.fetch_layer
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(_propagation, "fetch_layer", failing)
+
+    def rename():
+        task = Task.objects.get(pk=world.tasks[0].pk)
+        task.title = "changed while propagation fails"
+        task.save()  # the commit succeeds; propagating it does not
+
+    await db(rename)()
+    assert await client.receive_close() == 4408
+    monkeypatch.setattr(_propagation, "fetch_layer", original)
+    again = await connect(
+        application,
+        f"/ws/job/{world.job.pk}/",
+        world.tokens["alice"],
+        last_update=client.state.last_update,
+    )
+    assert {"type": "resync", "anchorId": world.job.pk} in again.state.controls
+    expected = await db(expected_state)(JobSerializer, world.job, world.alice)
+    assert again.state.tree() == expected
+    await again.disconnect()
