@@ -267,7 +267,11 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         if self.lifecycle in (Lifecycle.CLOSING, Lifecycle.CLOSED):
             return
         raw = text_data if text_data is not None else bytes_data or b""
-        if len(raw) > rx_settings.RX_MAX_MESSAGE_SIZE:
+        limit = int(rx_settings.RX_MAX_MESSAGE_SIZE)
+        # Characters first (cheap); UTF-8 may be up to 4 bytes per character.
+        if len(raw) > limit or (
+            isinstance(raw, str) and len(raw) * 4 > limit and len(raw.encode()) > limit
+        ):
             self.send_frame(error_frame("frame too large"))
             return
         try:

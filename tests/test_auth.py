@@ -102,6 +102,10 @@ async def test_bad_frames_after_auth_get_errors_and_the_socket_stays_open(applic
         await client.send_frame({"padding": "x" * 100})
         reply = await client.receive_frame()
         assert reply["type"] == "error" and reply["error"]["message"] == "frame too large"
+        # The limit counts bytes: 30 characters of 3 bytes each are 90 bytes.
+        await client.send_frame({"p": "€" * 30})
+        reply = await client.receive_frame()
+        assert reply["type"] == "error" and reply["error"]["message"] == "frame too large"
 
     def rename():
         task = Task.objects.get(pk=world.tasks[0].pk)
