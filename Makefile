@@ -29,7 +29,7 @@ test: venv services lint
 ## Serve the test project's channels on http://127.0.0.1:$(DEMO_PORT) with the embedded defaults.
 demo: venv
 	cd tests && RX_TEST_DB=sqlite DJANGO_SETTINGS_MODULE=testproject.settings ../$(PY) -m django migrate -v 0
-	cd tests && RX_TEST_DB=sqlite DJANGO_SETTINGS_MODULE=testproject.settings ../$(PY) -m django seed_demo
+	cd tests && RX_TEST_DB=sqlite DJANGO_SETTINGS_MODULE=testproject.settings ../$(PY) -m django seed_demo --port $(DEMO_PORT)
 	cd tests && RX_TEST_DB=sqlite ../$(VENV)/bin/uvicorn testproject.asgi:application --host 127.0.0.1 --port $(DEMO_PORT)
 
 clean:
