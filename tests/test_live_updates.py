@@ -21,13 +21,7 @@ def job_path(job) -> str:
 
 async def assert_converged(client, job, user):
     expected = await db(expected_state)(JobSerializer, job, user)
-    got = client.state.tree()
-    if got != expected:
-        import json
-
-        print("GOT", json.dumps(got, indent=0))
-        print("EXP", json.dumps(expected, indent=0))
-    assert got == expected
+    assert client.state.tree() == expected
 
 
 async def test_update_carries_only_changed_fields(application, world):
