@@ -16,7 +16,7 @@ from django.db.models import Model, QuerySet
 from ._auth import user_for_token
 from ._hooks import call_hook
 from ._protocol import Status
-from ._state_model import pk_repr
+from ._state_model import pk_repr, wire_pk
 
 if TYPE_CHECKING:
     from ._consumer import ChannelConsumer
@@ -79,7 +79,7 @@ def listed_ids(model: type[Model], found: Any) -> list[Any]:
     """Wire pks of what ``list_instances`` returned (a queryset or ids), in order."""
     if isinstance(found, QuerySet):
         return [pk_repr(pk) for pk in found.values_list("pk", flat=True)]
-    return [pk_repr(model._meta.pk.to_python(pk)) for pk in found]
+    return [wire_pk(model, pk) for pk in found]
 
 
 def existing_id(model: type[Model], instance_id: Any) -> list[Any] | None:

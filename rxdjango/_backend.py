@@ -288,11 +288,10 @@ class EmbeddedBackend:
             if self.hub.count(ref) == 0:
                 self.cache.drop(ref)
                 return True
-        from .channels import ContextChannel
+        from .channels import channel_by_id
 
-        channel = next(
-            c for c in ContextChannel.get_registered_channels() if c.channel_id == ref[0]
-        )
+        channel = channel_by_id(ref[0])
+        assert channel is not None, "a cached anchor belongs to a registered channel"
         tstamp = self.clock()
         fresh = load_subtrees(channel.state_model(), [anchor.root], tstamp)
         with self.cache.lock:
@@ -323,24 +322,21 @@ class EmbeddedBackend:
 
     def _expire_idle(self) -> None:
         """Drop anchors nobody has watched for their channel's TTL (no cron needed)."""
-        from .channels import ContextChannel
+        from .channels import channel_by_id
 
         now = time.monotonic()
-        ttls = {c.channel_id: c.get_cache_ttl() for c in ContextChannel.get_registered_channels()}
-        default_ttl = rx_settings.RX_CACHE_TTL
         for anchor in self.cache.idle_anchors():
-            ttl = ttls.get(anchor.ref[0], default_ttl)
+            channel = channel_by_id(anchor.ref[0])
+            ttl = channel.get_cache_ttl() if channel is not None else rx_settings.RX_CACHE_TTL
             if anchor.idle_since is not None and now - anchor.idle_since >= ttl:
                 self.cache.drop(anchor.ref)
 
 
 def _optimized(channel_id: str) -> bool:
-    from .channels import ContextChannel
+    from .channels import channel_by_id
 
-    return any(
-        c.channel_id == channel_id and getattr(c.Meta, "optimize_anchors", False)
-        for c in ContextChannel.get_registered_channels()
-    )
+    channel = channel_by_id(channel_id)
+    return channel is not None and bool(getattr(channel.Meta, "optimize_anchors", False))
 
 
 _RETRY = object()

@@ -37,8 +37,17 @@ from ._dispatch import Call, is_call, parse_call, run_call
 from ._hooks import call_hook
 from ._hub import Retained
 from ._layers import SYSTEM_EVENT, SYSTEM_GROUP, cross_process_layer, get_layer
-from ._protocol import CloseCode, Operation, Reply, Status, auth_reply, end_marker, error_frame
-from ._state_model import pk_repr
+from ._protocol import (
+    CloseCode,
+    Operation,
+    Reply,
+    Status,
+    auth_reply,
+    delete_record,
+    end_marker,
+    error_frame,
+)
+from ._state_model import wire_pk
 from ._writes import Write, is_write, parse_write, perform_write, refusal
 from .conf import rx_settings
 
@@ -414,15 +423,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
                 yield record.initial_state_bytes()
         for change in snapshot.deleted:
             if change.owner is None or change.owner == self.user_id:
-                yield _codec.encode_bytes(
-                    {
-                        "id": change.key[1],
-                        "_instance_type": change.key[0],
-                        "_tstamp": change.tstamp,
-                        "_operation": Operation.DELETE,
-                        "_deleted": True,
-                    }
-                )
+                yield _codec.encode_bytes(delete_record(*change.key, change.tstamp))
 
     # -- list channels --------------------------------------------------------------------
 
@@ -442,9 +443,9 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         return True
 
     async def remove_anchor(self, instance_id: Any) -> bool:
-        model = self.channel_class.state_model().anchor_model
+        state_model = self.channel_class.state_model()
         try:
-            anchor = pk_repr(model._meta.pk.to_python(instance_id))
+            anchor = wire_pk(state_model.anchor_model, instance_id)
         except (ValidationError, ValueError, TypeError):
             return False
         if anchor not in self._anchors:
@@ -452,18 +453,8 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         self._anchors.remove(anchor)
         self._held.pop(anchor, None)
         get_backend().unsubscribe(self._ref(anchor), self)
-        root_type = self.channel_class.state_model().root.instance_type
-        self.send_frame(
-            [
-                {
-                    "id": anchor,
-                    "_instance_type": root_type,
-                    "_tstamp": get_backend().clock(),
-                    "_operation": Operation.DELETE,
-                    "_deleted": True,
-                }
-            ]
-        )
+        root_type = state_model.root.instance_type
+        self.send_frame([delete_record(root_type, anchor, get_backend().clock())])
         return True
 
     async def clear_anchors(self) -> None:

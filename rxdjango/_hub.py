@@ -96,11 +96,9 @@ class Hub:
         with self._lock:
             return sum(len(s) for s in self._topics.get(topic, {}).values())
 
-    def connection_count(self, channel_id: str | None = None) -> int:
+    def connection_count(self, channel_id: str) -> int:
         with self._lock:
-            if channel_id is not None:
-                return len(self._channels.get(channel_id, ()))
-            return sum(len(c) for c in self._channels.values())
+            return len(self._channels.get(channel_id, ()))
 
     # -- delivery -------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from typing import Any
 from . import _codec
 from ._cache import AnchorCache, AnchorRef, AnchorStatus, Change, MemoryCache
 from ._loader import FlatRecord, fetch_layer, load_subtrees, parent_links
-from ._protocol import Operation
+from ._protocol import Operation, delete_record
 from ._state_model import EdgeKind, Key, StateModel
 from .conf import rx_settings
 
@@ -55,6 +55,21 @@ class Delta:
     def __bool__(self) -> bool:
         return bool(self.creates or self.updates or self.deletes)
 
+    def add_change(self, cached: FlatRecord, record: FlatRecord) -> bool:
+        """Add what turns ``cached`` into ``record``; False if nothing changed.
+
+        A record that changes owner leaves the old owner (delete) and reaches the
+        new one whole (create); otherwise only the changed fields travel.
+        """
+        if cached.owner != record.owner:
+            self.deletes.append(cached)
+            self.creates.append(record)
+            return True
+        changes = diff_fields(cached.data, record.data)
+        if changes:
+            self.updates.append((record, changes))
+        return bool(changes)
+
 
 def encode_delta(delta: Delta, tstamp: float) -> list[tuple[Any, str]]:
     """(owner, frame) pairs: public records first (owner None), then per owner."""
@@ -72,13 +87,7 @@ def encode_delta(delta: Delta, tstamp: float) -> list[tuple[Any, str]]:
         }
         groups.setdefault(record.owner, []).append(_codec.encode_bytes(wire))
     for record in delta.deletes:
-        wire = {
-            "id": record.key[1],
-            "_instance_type": record.key[0],
-            "_tstamp": tstamp,
-            "_operation": Operation.DELETE,
-            "_deleted": True,
-        }
+        wire = delete_record(*record.key, tstamp)
         groups.setdefault(record.owner, []).append(_codec.encode_bytes(wire))
     return [(owner, _codec.join_array(items)) for owner, items in groups.items() if items]
 
@@ -140,13 +149,8 @@ class Propagator:
             cached = self.cache.put(anchor, record)
             if cached is None:
                 delta.creates.append(record)
-            elif cached.owner != record.owner:
-                delta.deletes.append(cached)
-                delta.creates.append(record)
             else:
-                changes = diff_fields(cached.data, record.data)
-                if changes:
-                    delta.updates.append((record, changes))
+                delta.add_change(cached, record)
         for key in [k for k in anchor.records if k not in fresh]:
             removed = self.cache.remove(anchor, key)
             if removed is not None:
@@ -235,13 +239,12 @@ class Propagator:
         holders = anchor.referrers.get(key, set())
         if record is None:
             return set(holders)
-        if cached is not None and cached.parent_links == record.parent_links:
-            layer = self.state_model.layers[key[0]]
-            if not any(
-                edge.kind is not EdgeKind.FORWARD and edge.order_sensitive
-                for edge in layer.incoming
-            ):
-                return set()
+        if (
+            cached is not None
+            and cached.parent_links == record.parent_links
+            and not self.state_model.layers[key[0]].reorders_parents
+        ):
+            return set()
         old_links = cached.parent_links if cached is not None else frozenset()
         found = set(holders) | old_links | record.parent_links
         return {parent for parent in found if parent in anchor.records}
@@ -263,17 +266,11 @@ class Propagator:
                 delta.deletes.append(cached)
                 lost_refs = True
                 continue
-            changes = diff_fields(cached.data, record.data)
-            if not changes and cached.owner == record.owner:
+            if not delta.add_change(cached, record):
                 if cached.parent_links != record.parent_links:
                     self.cache.put(anchor, replace(record, tstamp=cached.tstamp))
                 continue
             self.cache.put(anchor, record)
-            if cached.owner != record.owner:
-                delta.deletes.append(cached)
-                delta.creates.append(record)
-            else:
-                delta.updates.append((record, changes))
             old_refs, new_refs = set(cached.refs), set(record.refs)
             entering |= {ref for ref in new_refs - old_refs if ref not in anchor.records}
             lost_refs = lost_refs or bool(old_refs - new_refs)

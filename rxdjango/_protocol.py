@@ -5,7 +5,16 @@ from __future__ import annotations
 from enum import IntEnum, StrEnum
 from typing import Any
 
-__all__ = ["CloseCode", "Operation", "Reply", "Status", "end_marker", "error_frame"]
+__all__ = [
+    "CloseCode",
+    "Operation",
+    "Reply",
+    "Status",
+    "auth_reply",
+    "delete_record",
+    "end_marker",
+    "error_frame",
+]
 
 
 class Operation(StrEnum):
@@ -71,6 +80,17 @@ def auth_reply(status: Status) -> dict[str, Any]:
 
 def error_frame(message: str, code: int = Status.BAD_REQUEST) -> dict[str, Any]:
     return {"type": Reply.ERROR, "error": {"code": int(code), "message": message}}
+
+
+def delete_record(instance_type: str, pk: Any, tstamp: float) -> dict[str, Any]:
+    """The wire record announcing that ``(instance_type, pk)`` is gone for this client."""
+    return {
+        "id": pk,
+        "_instance_type": instance_type,
+        "_tstamp": tstamp,
+        "_operation": Operation.DELETE,
+        "_deleted": True,
+    }
 
 
 def end_marker(tstamp: float) -> dict[str, Any]:

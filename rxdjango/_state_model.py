@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from django.db import models
@@ -22,7 +23,16 @@ from rest_framework import serializers
 from .exceptions import ChannelDeclarationError
 from .relations import RelatedProperty
 
-__all__ = ["Edge", "EdgeKind", "Key", "Layer", "StateModel", "instance_type_of", "pk_repr"]
+__all__ = [
+    "Edge",
+    "EdgeKind",
+    "Key",
+    "Layer",
+    "StateModel",
+    "instance_type_of",
+    "pk_repr",
+    "wire_pk",
+]
 
 #: A record's identity inside an anchor: (instance type, primary key as sent).
 Key = tuple[str, Any]
@@ -33,6 +43,14 @@ def pk_repr(value: Any) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
     return value
+
+
+def wire_pk(model: type[models.Model], value: Any) -> Any:
+    """``value`` (a route kwarg, a client id) as ``model``'s pk, as it travels on the wire.
+
+    Raises ValidationError, ValueError or TypeError when it cannot be such a pk.
+    """
+    return pk_repr(model._meta.pk.to_python(value))
 
 
 def instance_type_of(serializer_class: type) -> str:
@@ -64,7 +82,7 @@ class Edge:
     #: M2M: the ManyToManyField (on whichever side declares it).
     m2m_field: Any = None
 
-    @property
+    @cached_property
     def order_sensitive(self) -> bool:
         """Whether saving a child can reorder the parent's list of ids."""
         ordering = [str(o).lstrip("-") for o in (self.child.model._meta.ordering or [])]
@@ -88,6 +106,13 @@ class Layer:
     def __repr__(self) -> str:
         return f"<Layer {self.instance_type}>"
 
+    @cached_property
+    def reorders_parents(self) -> bool:
+        """Whether saving one of these records can reorder a parent's list of ids."""
+        return any(
+            edge.kind is not EdgeKind.FORWARD and edge.order_sensitive for edge in self.incoming
+        )
+
     def owner_of(self, obj: models.Model) -> Any:
         """The ``user_key`` value of ``obj`` (None for public layers)."""
         if self.user_key_attname is None:
@@ -107,8 +132,8 @@ class StateModel:
 
     def __init__(self, state: serializers.BaseSerializer, owner: str) -> None:
         self.owner = owner
-        self.many = isinstance(state, serializers.ListSerializer)
-        root_serializer = state.child if self.many else state
+        many = isinstance(state, serializers.ListSerializer)
+        root_serializer = state.child if many else state
         if not isinstance(root_serializer, serializers.ModelSerializer):
             raise ChannelDeclarationError(
                 f"{owner}: Meta.state must be a ModelSerializer instance, "

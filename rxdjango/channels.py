@@ -285,9 +285,9 @@ class ContextChannel:
 
     @classmethod
     def _anchor_pk(cls, anchor_id: Any) -> Any:
-        from ._state_model import pk_repr
+        from ._state_model import wire_pk
 
-        return pk_repr(cls.state_model().anchor_model._meta.pk.to_python(anchor_id))
+        return wire_pk(cls.state_model().anchor_model, anchor_id)
 
     @classmethod
     def clear_cache(cls, anchor_id: Any) -> bool:
@@ -372,6 +372,12 @@ def _register(cls: type[ContextChannel]) -> None:
     with _registry_lock:
         _registry[cls.channel_id] = cls
         _tracked = None
+
+
+def channel_by_id(channel_id: str) -> type[ContextChannel] | None:
+    """The registered channel class with this id (internal)."""
+    with _registry_lock:
+        return _registry.get(channel_id)
 
 
 def _unregister(cls: type[ContextChannel]) -> None:
