@@ -9,7 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,19 +111,17 @@ def type_name(record: dict) -> str:
 TESTS_DIR = Path(__file__).resolve().parent
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def running_server(extra_env: dict[str, str] | None = None) -> Iterator[str]:
     """uvicorn serving the test project in a subprocess, on the test's database.
 
     Yields the ``ws://`` base URL; the server is stopped on exit.
     """
-    port = _free_port()
+    # The test binds and listens itself and hands the socket to uvicorn: connections
+    # queue in the backlog until the server accepts them, so there is no port race
+    # and nothing to poll for.
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
     env = {**os.environ, **(extra_env or {})}
     if connection.vendor == "postgresql":
         env["PGDATABASE"] = connection.settings_dict["NAME"]
@@ -136,26 +133,17 @@ def running_server(extra_env: dict[str, str] | None = None) -> Iterator[str]:
             "-m",
             "uvicorn",
             "testproject.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
+            "--fd",
+            str(listener.fileno()),
             "--log-level",
             "warning",
         ],
         cwd=TESTS_DIR,
         env=env,
+        pass_fds=[listener.fileno()],
     )
+    listener.close()  # the server process holds its own copy
     try:
-        deadline = time.monotonic() + timeout(4)
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("uvicorn did not start") from None
-                time.sleep(0.05)
         yield f"ws://127.0.0.1:{port}"
     finally:
         process.terminate()
