@@ -13,10 +13,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._cache import AnchorCache, AnchorRef, AnchorStatus, Change, MemoryCache
+from . import _loader
+from ._cache import AnchorCache, AnchorStatus, MemoryCache, MemoryStore, MemoryView
 from ._hub import Hub, Subscriber, hub
-from ._loader import FlatRecord, load_subtrees
-from ._propagation import Propagator
+from ._loader import FlatRecord
+from ._propagation import AnchorRef, Change, Propagator
 from ._protocol import CloseCode
 from ._state_model import Key, pk_repr
 from .conf import rx_settings
@@ -24,7 +25,14 @@ from .conf import rx_settings
 if TYPE_CHECKING:
     from .channels import ContextChannel
 
-__all__ = ["Backend", "EmbeddedBackend", "Snapshot", "get_backend", "reset_backend"]
+__all__ = [
+    "Backend",
+    "EmbeddedBackend",
+    "Snapshot",
+    "get_backend",
+    "reset_backend",
+    "snapshot_since",
+]
 
 #: Seconds a loader may take before another client may take over the load.
 LOAD_LEASE_SECONDS = 60.0
@@ -44,6 +52,19 @@ class Snapshot:
     partial: bool = False
     resync: bool = False
     deleted: list[Change] = field(default_factory=list)
+
+
+def snapshot_since(
+    records: dict[Key, FlatRecord], changes: list[Change] | None, now: float
+) -> Snapshot:
+    """A catch-up from the anchor's ``changes`` since the client's last update, or,
+    when the history cannot prove those complete (None), the full state with resync."""
+    if changes is None:
+        return Snapshot(list(records.values()), now, resync=True)
+    changed = {change.key for change in changes}
+    current = [records[key] for key in changed if key in records]
+    deleted = [change for change in changes if change.deleted and change.key not in records]
+    return Snapshot(current, now, partial=True, deleted=deleted)
 
 
 class Backend(Protocol):
@@ -99,11 +120,26 @@ class Backend(Protocol):
     def offer_created(self, channel: type[ContextChannel], pks: set[Any]) -> None:
         """Committed new anchor rows, for list channels with ``auto_update``."""
 
+    # -- inspection (tests, benchmarks, the expire command) -----------------------------
+
+    def is_cached(self, ref: AnchorRef) -> bool:
+        """Whether the anchor is hot in the cache."""
+
+    def holders(self, key: Key) -> set[AnchorRef]:
+        """The cached anchors that hold the record ``key``."""
+
+    def local_watchers(self, ref: AnchorRef) -> int:
+        """Connections of this process subscribed to the anchor."""
+
+    def close(self) -> None:
+        """Release connections and threads (tests switch backends)."""
+
 
 class EmbeddedBackend:
     def __init__(self, fanout: Hub) -> None:
         self.cache = MemoryCache()
         self.hub = fanout
+        self.store = MemoryStore(self.cache, fanout)
         self._propagators: dict[str, Propagator] = {}
         self._propagators_lock = threading.Lock()
         #: Number of anchor loads from the database (observable by tests and benchmarks).
@@ -124,13 +160,7 @@ class EmbeddedBackend:
         with self._propagators_lock:
             propagator = self._propagators.get(channel.channel_id)
             if propagator is None:
-                propagator = Propagator(
-                    channel.state_model(),
-                    channel.channel_id,
-                    self.cache,
-                    self._publish,
-                    self.hub.anchor_gone,
-                )
+                propagator = Propagator(channel.state_model(), channel.channel_id, self.store)
                 self._propagators[channel.channel_id] = propagator
             return propagator
 
@@ -164,11 +194,6 @@ class EmbeddedBackend:
         for anchor in self.cache.anchors_of(channel.channel_id):
             self.cache.drop(anchor.ref)
             self.hub.close_topic(anchor.ref, CloseCode.TIMEOUT)
-
-    def _publish(
-        self, ref: AnchorRef, frame: str, owner: Any, retained: dict[Key, frozenset[Any]]
-    ) -> None:
-        self.hub.publish(ref, frame, owner, retained)
 
     # -- loading ----------------------------------------------------------------
 
@@ -216,7 +241,7 @@ class EmbeddedBackend:
         tstamp = self.clock()
         anchor.complete_after = tstamp
         try:
-            records = load_subtrees(channel.state_model(), [anchor.root], tstamp)
+            records = _loader.load_subtrees(channel.state_model(), [anchor.root], tstamp)
         except BaseException:
             with self.cache.lock:
                 if self.cache.get(ref) is anchor:
@@ -249,16 +274,7 @@ class EmbeddedBackend:
         if since is None:
             return Snapshot(list(anchor.records.values()), now)
         changes = None if channel.many else anchor.changes_since(since)
-        if changes is None:
-            return Snapshot(list(anchor.records.values()), now, resync=True)
-        changed: dict[Key, Change] = {}
-        for change in changes:
-            changed[change.key] = change
-        current = [anchor.records[key] for key in changed if key in anchor.records]
-        deleted = [
-            change for change in changes if change.deleted and change.key not in anchor.records
-        ]
-        return Snapshot(current, now, partial=True, deleted=deleted)
+        return snapshot_since(anchor.records, changes, now)
 
     # -- subscriptions -------------------------------------------------------------
 
@@ -293,10 +309,11 @@ class EmbeddedBackend:
         channel = channel_by_id(ref[0])
         assert channel is not None, "a cached anchor belongs to a registered channel"
         tstamp = self.clock()
-        fresh = load_subtrees(channel.state_model(), [anchor.root], tstamp)
+        fresh = _loader.load_subtrees(channel.state_model(), [anchor.root], tstamp)
         with self.cache.lock:
             if self.cache.get(ref) is anchor:
-                self.propagator(channel).replace_all(anchor, fresh, self.clock())
+                view = MemoryView(self.store, anchor)
+                self.propagator(channel).replace_all(view, fresh, self.clock())
         return True
 
     def register(self, channel_id: str, subscriber: Subscriber) -> None:
@@ -320,6 +337,21 @@ class EmbeddedBackend:
         if existing:
             self.hub.offer(channel.channel_id, [pk_repr(pk) for pk in existing])
 
+    def is_cached(self, ref: AnchorRef) -> bool:
+        with self.cache.lock:
+            anchor = self.cache.get(ref)
+            return anchor is not None and anchor.status is AnchorStatus.HOT
+
+    def holders(self, key: Key) -> set[AnchorRef]:
+        with self.cache.lock:
+            return set(self.cache.anchors_containing(key))
+
+    def local_watchers(self, ref: AnchorRef) -> int:
+        return self.hub.count(ref)
+
+    def close(self) -> None:
+        pass
+
     def _expire_idle(self) -> None:
         """Drop anchors nobody has watched for their channel's TTL (no cron needed)."""
         from .channels import channel_by_id
@@ -340,20 +372,28 @@ def _optimized(channel_id: str) -> bool:
 
 
 _RETRY = object()
-_backend: EmbeddedBackend | None = None
+_backend: Backend | None = None
 _backend_lock = threading.Lock()
 
 
 def get_backend() -> Backend:
+    """The process's backend: Redis when ``REDIS_URL`` is set, else the embedded one."""
     global _backend
     with _backend_lock:
         if _backend is None:
-            _backend = EmbeddedBackend(hub)
+            if rx_settings.REDIS_URL:
+                from ._redis_backend import RedisBackend
+
+                _backend = RedisBackend(hub, str(rx_settings.REDIS_URL))
+            else:
+                _backend = EmbeddedBackend(hub)
         return _backend
 
 
 def reset_backend() -> None:
-    """Forget every cached anchor (used between tests)."""
+    """Forget this process's backend and its local cache (used between tests)."""
     global _backend
     with _backend_lock:
+        if _backend is not None:
+            _backend.close()
         _backend = None

@@ -18,25 +18,14 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from ._loader import FlatRecord
+from ._propagation import AnchorRef, Change, Retained
 from ._state_model import Key
+from .conf import rx_settings
 
-__all__ = ["AnchorCache", "AnchorRef", "AnchorStatus", "Change", "MemoryCache"]
-
-#: (channel id, anchor pk as sent on the wire)
-AnchorRef = tuple[str, Any]
-
-
-@dataclass(frozen=True)
-class Change:
-    """One record change in an anchor's history (for reconnect catch-up)."""
-
-    tstamp: float
-    key: Key
-    deleted: bool
-    owner: Any
+__all__ = ["AnchorCache", "AnchorStatus", "MemoryCache", "MemoryStore", "Publisher"]
 
 
 class AnchorStatus(StrEnum):
@@ -72,21 +61,17 @@ class AnchorCache:
 
     def changes_since(self, since: float) -> list[Change] | None:
         """Changes at or after ``since``; None if the history cannot prove completeness."""
-        if since <= self.complete_after:
-            return None
-        return [change for change in self.history if change.tstamp >= since]
+        return changes_since(self.history, self.complete_after, since)
 
-    def reachable(self) -> set[Key]:
-        """Keys reachable from the anchor's root through references."""
-        seen: set[Key] = set()
-        stack = [self.root]
-        while stack:
-            key = stack.pop()
-            if key in seen or key not in self.records:
-                continue
-            seen.add(key)
-            stack.extend(self.records[key].refs)
-        return seen
+
+def changes_since(
+    history: Iterable[Change], complete_after: float, since: float
+) -> list[Change] | None:
+    """Changes at or after ``since``; None if a history complete only after
+    ``complete_after`` cannot prove it holds all of them."""
+    if since <= complete_after:
+        return None
+    return [change for change in history if change.tstamp >= since]
 
 
 class MemoryCache:
@@ -151,6 +136,9 @@ class MemoryCache:
     def anchors_containing(self, key: Key) -> set[AnchorRef]:
         return self._index.get(key, set())
 
+    def anchors_containing_many(self, keys: Iterable[Key]) -> dict[Key, set[AnchorRef]]:
+        return {key: set(self._index[key]) for key in keys if key in self._index}
+
     def put(self, anchor: AnchorCache, record: FlatRecord) -> FlatRecord | None:
         """Store ``record`` in ``anchor``; returns the record it replaced."""
         previous = anchor.records.get(record.key)
@@ -187,3 +175,76 @@ class MemoryCache:
             holders.discard(ref)
             if not holders:
                 del self._index[key]
+
+
+class Publisher(Protocol):
+    """Where a memory store's frames go (the in-process hub)."""
+
+    def publish(
+        self, topic: AnchorRef, frame: str, owner: Any = None, retained: Retained | None = None
+    ) -> int: ...
+
+    def anchor_gone(self, topic: AnchorRef) -> None: ...
+
+
+class MemoryStore:
+    """The :class:`~rxdjango._propagation.AnchorStore` of the embedded backend."""
+
+    def __init__(self, cache: MemoryCache, publisher: Publisher) -> None:
+        self.cache = cache
+        self.publisher = publisher
+
+    def anchors_containing(self, keys: Iterable[Key]) -> dict[Key, set[AnchorRef]]:
+        return self.cache.anchors_containing_many(keys)
+
+    def open(self, ref: AnchorRef) -> MemoryView | None:
+        anchor = self.cache.get(ref)
+        if anchor is None or anchor.status is not AnchorStatus.HOT:
+            return None
+        return MemoryView(self, anchor)
+
+
+class MemoryView:
+    """A hot in-memory anchor; changes apply at once (the caller holds the cache lock)."""
+
+    def __init__(self, store: MemoryStore, anchor: AnchorCache) -> None:
+        self.store = store
+        self.anchor = anchor
+        self.ref = anchor.ref
+        self.root = anchor.root
+
+    def prefetch(self, keys: Iterable[Key]) -> None:
+        pass
+
+    def get(self, key: Key) -> FlatRecord | None:
+        return self.anchor.records.get(key)
+
+    def holds(self, keys: Iterable[Key]) -> set[Key]:
+        return {key for key in keys if key in self.anchor.records}
+
+    def referrers_of(self, key: Key) -> set[Key]:
+        return self.anchor.referrers.get(key, set())
+
+    def put(self, record: FlatRecord) -> FlatRecord | None:
+        return self.store.cache.put(self.anchor, record)
+
+    def remove(self, key: Key) -> FlatRecord | None:
+        return self.store.cache.remove(self.anchor, key)
+
+    def all_records(self) -> dict[Key, FlatRecord]:
+        return dict(self.anchor.records)
+
+    def drop(self) -> None:
+        self.store.cache.drop(self.ref)
+
+    def save(self) -> None:
+        pass
+
+    def emit(
+        self, frames: list[tuple[Any, str]], retained: Retained, changes: list[Change]
+    ) -> None:
+        for owner, frame in frames:
+            self.store.publisher.publish(self.ref, frame, owner, retained)
+        self.anchor.remember(changes, int(rx_settings.RX_HISTORY_SIZE))
+        if self.store.cache.get(self.ref) is not self.anchor:
+            self.store.publisher.anchor_gone(self.ref)

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["chunk_array", "decode", "encode", "encode_bytes", "join_array"]
+__all__ = ["chunk_array", "decode", "encode", "encode_bytes", "join_array", "native"]
 
 
 def _default(value: Any) -> Any:
@@ -38,6 +38,22 @@ def encode(value: Any) -> str:
 def decode(text: str | bytes) -> Any:
     """Decode a JSON frame; raises ``ValueError`` on invalid JSON."""
     return orjson.loads(text)
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def native(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with every value in its JSON form (what a client would decode).
+
+    Cached records are compared with fresh ones to find changed fields; holding
+    both in JSON form makes that comparison exact whether the cache lives in
+    this process or in Redis (where a tuple comes back as a list, a datetime as
+    a string).
+    """
+    if all(isinstance(value, _PLAIN) for value in record.values()):
+        return record
+    return orjson.loads(encode_bytes(record))
 
 
 def join_array(encoded_items: Iterable[bytes]) -> str:

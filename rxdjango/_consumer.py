@@ -32,11 +32,11 @@ from django.core.exceptions import ValidationError
 from . import _codec
 from ._admission import AuthFailure, admit, existing_id
 from ._backend import Snapshot, get_backend
-from ._cache import AnchorRef
 from ._dispatch import Call, is_call, parse_call, run_call
 from ._hooks import call_hook
 from ._hub import Retained
 from ._layers import SYSTEM_EVENT, SYSTEM_GROUP, cross_process_layer, get_layer
+from ._propagation import AnchorRef
 from ._protocol import (
     CloseCode,
     Operation,

@@ -8,7 +8,7 @@ layer's own fields need. All functions here are synchronous ORM code.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,7 +99,7 @@ def fetch_layer(layer: Layer, pks: Iterable[Any], tstamp: float = 0.0) -> dict[A
             lists[edge.name] = _child_ids(edge, object_pks)
     records: dict[Any, FlatRecord] = {}
     for obj in objects:
-        data = layer.serialize_fields(obj)
+        data = _codec.native(layer.serialize_fields(obj))
         refs: list[Key] = []
         for edge in layer.edges:
             child_type = edge.child.instance_type
@@ -172,10 +172,12 @@ def load_subtrees(
     roots: Iterable[Key],
     tstamp: float = 0.0,
     known: Iterable[Key] = (),
+    held: Callable[[set[Key]], set[Key]] | None = None,
 ) -> dict[Key, FlatRecord]:
     """Every record reachable from ``roots``, each loaded once.
 
-    Keys in ``known`` are not loaded again, nor followed (the caller has them).
+    Keys in ``known``, or that ``held`` (asked once per layer visited) says the
+    caller already has, are not loaded again, nor followed.
     """
     loaded: dict[Key, FlatRecord] = {}
     skip = set(known)
@@ -190,6 +192,10 @@ def load_subtrees(
                 continue
             kind = current.instance_type
             wanted = {pk for pk in wanted if (kind, pk) not in loaded and (kind, pk) not in skip}
+            if held is not None and wanted:
+                already = held({(kind, pk) for pk in wanted})
+                skip |= already
+                wanted -= {pk for _, pk in already}
             for record in fetch_layer(current, wanted, tstamp).values():
                 loaded[record.key] = record
                 for ref in record.refs:

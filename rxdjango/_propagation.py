@@ -16,27 +16,93 @@ Given the keys of instances that changed in one committed transaction, the
 5. encodes each anchor's delta once (once per owner for ``user_key`` records)
    and publishes it.
 
-Must run with the cache lock held, in synchronous (ORM-safe) code.
+The propagator works on an :class:`AnchorStore` (the embedded memory cache or
+Redis); the caller serializes propagation per channel (a lock) and runs it in
+synchronous (ORM-safe) code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from . import _codec
-from ._cache import AnchorCache, AnchorRef, AnchorStatus, Change, MemoryCache
 from ._loader import FlatRecord, fetch_layer, load_subtrees, parent_links
 from ._protocol import Operation, delete_record
 from ._state_model import EdgeKind, Key, StateModel
-from .conf import rx_settings
 
-__all__ = ["Delta", "Propagator", "diff_fields", "encode_delta"]
+__all__ = [
+    "AnchorRef",
+    "AnchorStore",
+    "AnchorView",
+    "Change",
+    "Delta",
+    "Propagator",
+    "diff_fields",
+    "encode_delta",
+]
 
-#: publish(anchor ref, frame, owner or None, retained): ``retained`` maps the key of a
-#: deleted record to the other anchors (pks) of the channel that still hold it.
-Publish = Callable[[AnchorRef, str, Any, dict[Key, frozenset[Any]]], None]
+#: (channel id, anchor pk as sent on the wire)
+AnchorRef = tuple[str, Any]
+#: The key of a deleted record → pks of the other anchors of the channel still holding it.
+Retained = dict[Key, frozenset[Any]]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One record change in an anchor's history (for reconnect catch-up)."""
+
+    tstamp: float
+    key: Key
+    deleted: bool
+    owner: Any
+
+
+class AnchorView(Protocol):
+    """One hot anchor's records, as one propagation reads and changes them."""
+
+    ref: AnchorRef
+    root: Key
+
+    def prefetch(self, keys: Iterable[Key]) -> None:
+        """Hint: ``keys`` (and who references them) are about to be read."""
+
+    def get(self, key: Key) -> FlatRecord | None: ...
+
+    def holds(self, keys: Iterable[Key]) -> set[Key]:
+        """The subset of ``keys`` this anchor holds."""
+
+    def referrers_of(self, key: Key) -> set[Key]:
+        """Keys of the held records that reference ``key``."""
+
+    def put(self, record: FlatRecord) -> FlatRecord | None:
+        """Hold ``record``; returns the record it replaced."""
+
+    def remove(self, key: Key) -> FlatRecord | None: ...
+
+    def all_records(self) -> dict[Key, FlatRecord]: ...
+
+    def drop(self) -> None:
+        """The anchor row is gone: forget the anchor."""
+
+    def save(self) -> None:
+        """Make the changes visible to :meth:`AnchorStore.anchors_containing`."""
+
+    def emit(
+        self, frames: list[tuple[Any, str]], retained: Retained, changes: list[Change]
+    ) -> None:
+        """Deliver ``frames`` ((owner or None, frame)) to the anchor's clients in every
+        process, record ``changes`` in its history, and tell its clients if it was dropped."""
+
+
+class AnchorStore(Protocol):
+    """Where hot anchors live: found by the keys they hold, opened by reference."""
+
+    def anchors_containing(self, keys: Iterable[Key]) -> dict[Key, set[AnchorRef]]: ...
+
+    def open(self, ref: AnchorRef) -> AnchorView | None:
+        """A view of ``ref`` if it is hot, else None."""
 
 
 def diff_fields(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -93,98 +159,98 @@ def encode_delta(delta: Delta, tstamp: float) -> list[tuple[Any, str]]:
 
 
 class Propagator:
-    """Applies committed changes to the cached anchors of one channel."""
+    """Applies committed changes to the hot anchors of one channel."""
 
-    def __init__(
-        self,
-        state_model: StateModel,
-        channel_id: str,
-        cache: MemoryCache,
-        publish: Publish,
-        anchor_deleted: Callable[[AnchorRef], None],
-    ) -> None:
+    def __init__(self, state_model: StateModel, channel_id: str, store: AnchorStore) -> None:
         self.state_model = state_model
         self.channel_id = channel_id
-        self.cache = cache
-        self.publish = publish
-        self.anchor_deleted = anchor_deleted
+        self.store = store
 
     def apply(
         self, touched: dict[str, set[Any]], tstamp: float, only: AnchorRef | None = None
     ) -> None:
         """Propagate changes to instances ``touched`` ({instance type: pks})."""
+        views = _Views(self.store, self.channel_id, only)
         fetched: dict[Key, FlatRecord | None] = {}
-        self._fetch(self._relevant(touched, only), fetched, tstamp)
-        involved: dict[AnchorRef, AnchorCache] = {}
-        parents: set[Key] = set()
+        self._fetch(self._relevant(touched, views), fetched, tstamp)
+        links = {link for r in fetched.values() if r is not None for link in r.parent_links}
+        holders = self.store.anchors_containing([*fetched, *links])
+        candidates: dict[Key, set[AnchorRef]] = {}
         for key, record in fetched.items():
-            candidates = set(self.cache.anchors_containing(key))
+            found = set(holders.get(key, ()))
             if record is not None:
                 for link in record.parent_links:
-                    candidates |= self.cache.anchors_containing(link)
-            for ref in candidates:
-                anchor = self._hot_anchor(ref, only)
-                if anchor is None:
-                    continue
-                involved[ref] = anchor
-                parents |= self._parents_to_refresh(anchor, key, record)
+                    found |= holders.get(link, set())
+            candidates[key] = found
+        involved: dict[AnchorRef, AnchorView] = {}
+        for refs in candidates.values():
+            for ref in refs:
+                view = views.open(ref)
+                if view is not None:
+                    involved[ref] = view
         if not involved:
             return
+        for view in involved.values():
+            view.prefetch(fetched)
+        parents: set[Key] = set()
+        for key, record in fetched.items():
+            for ref in candidates[key]:
+                if ref in involved:
+                    parents |= self._parents_to_refresh(involved[ref], key, record)
         missing: dict[str, set[Any]] = {}
         for key in parents - fetched.keys():
             missing.setdefault(key[0], set()).add(key[1])
         self._fetch(missing, fetched, tstamp)
-        deltas = [
-            (anchor, self._reconcile(anchor, fetched, tstamp)) for anchor in involved.values()
-        ]
-        # Published once every anchor is reconciled, so a delete knows where its record
-        # still lives (an instance moved between two anchors of one list channel).
-        for anchor, delta in deltas:
-            self._publish(anchor, delta, tstamp)
+        deltas = []
+        for view in involved.values():
+            view.prefetch(parents)
+            deltas.append((view, self._reconcile(view, fetched, tstamp)))
+        for view, _ in deltas:
+            view.save()
+        # Published once every anchor is reconciled and saved, so a delete knows where
+        # its record still lives (an instance moved between two anchors of one list).
+        for view, delta in deltas:
+            self._publish(view, delta, tstamp)
 
-    def replace_all(self, anchor: AnchorCache, fresh: dict[Key, FlatRecord], tstamp: float) -> None:
-        """Make ``anchor`` hold exactly ``fresh`` and send its clients the difference."""
+    def replace_all(self, view: AnchorView, fresh: dict[Key, FlatRecord], tstamp: float) -> None:
+        """Make the anchor hold exactly ``fresh`` and send its clients the difference."""
         delta = Delta()
+        held = view.all_records()
         for record in fresh.values():
-            cached = self.cache.put(anchor, record)
+            cached = view.put(record)
             if cached is None:
                 delta.creates.append(record)
             else:
                 delta.add_change(cached, record)
-        for key in [k for k in anchor.records if k not in fresh]:
-            removed = self.cache.remove(anchor, key)
+        for key in [k for k in held if k not in fresh]:
+            removed = view.remove(key)
             if removed is not None:
                 delta.deletes.append(removed)
-        self._publish(anchor, delta, tstamp)
+        view.save()
+        self._publish(view, delta, tstamp)
 
-    def _publish(self, anchor: AnchorCache, delta: Delta, tstamp: float) -> None:
-        retained: dict[Key, frozenset[Any]] = {}
-        for record in delta.deletes:
-            holders = frozenset(
-                ref[1]
-                for ref in self.cache.anchors_containing(record.key)
-                if ref[0] == self.channel_id and ref != anchor.ref
-            )
-            if holders:
-                retained[record.key] = holders
-        for owner, frame in encode_delta(delta, tstamp):
-            self.publish(anchor.ref, frame, owner, retained)
-        anchor.remember(
-            [
-                *(Change(tstamp, r.key, False, r.owner) for r in delta.creates),
-                *(Change(tstamp, r.key, False, r.owner) for r, _ in delta.updates),
-                *(Change(tstamp, r.key, True, r.owner) for r in delta.deletes),
-            ],
-            int(rx_settings.RX_HISTORY_SIZE),
-        )
-        if self.cache.get(anchor.ref) is not anchor:
-            self.anchor_deleted(anchor.ref)
+    def _publish(self, view: AnchorView, delta: Delta, tstamp: float) -> None:
+        retained: Retained = {}
+        if delta.deletes:
+            holders = self.store.anchors_containing([r.key for r in delta.deletes])
+            for record in delta.deletes:
+                others = frozenset(
+                    ref[1]
+                    for ref in holders.get(record.key, ())
+                    if ref[0] == self.channel_id and ref != view.ref
+                )
+                if others:
+                    retained[record.key] = others
+        changes = [
+            *(Change(tstamp, r.key, False, r.owner) for r in delta.creates),
+            *(Change(tstamp, r.key, False, r.owner) for r, _ in delta.updates),
+            *(Change(tstamp, r.key, True, r.owner) for r in delta.deletes),
+        ]
+        view.emit(encode_delta(delta, tstamp), retained, changes)
 
     # -- steps -----------------------------------------------------------------
 
-    def _relevant(
-        self, touched: dict[str, set[Any]], only: AnchorRef | None
-    ) -> dict[str, set[Any]]:
+    def _relevant(self, touched: dict[str, set[Any]], views: _Views) -> dict[str, set[Any]]:
         """Keep the instances a hot anchor of this channel holds or may now hold.
 
         An instance no anchor holds matters only if one of its parents is held
@@ -196,22 +262,23 @@ class Propagator:
             layer = self.state_model.layers.get(instance_type)
             if layer is None:
                 continue
-            held = {pk for pk in pks if self._held((instance_type, pk), only)}
+            keys = [(instance_type, pk) for pk in pks]
+            holders = self.store.anchors_containing(keys)
+            held = {key[1] for key in keys if views.any_hot(holders.get(key, ()))}
             unheld = set(pks) - held
             if unheld and any(
                 edge.kind in (EdgeKind.REVERSE, EdgeKind.PROPERTY) for edge in layer.incoming
             ):
-                for pk, links in parent_links(layer, unheld).items():
-                    if any(self._held(link, only) for link in links):
+                links = parent_links(layer, unheld)
+                link_holders = self.store.anchors_containing(
+                    {link for found in links.values() for link in found}
+                )
+                for pk, found in links.items():
+                    if any(views.any_hot(link_holders.get(link, ())) for link in found):
                         held.add(pk)
             if held:
                 relevant[instance_type] = held
         return relevant
-
-    def _held(self, key: Key, only: AnchorRef | None) -> bool:
-        return any(
-            self._hot_anchor(ref, only) is not None for ref in self.cache.anchors_containing(key)
-        )
 
     def _fetch(
         self, wanted: dict[str, set[Any]], into: dict[Key, FlatRecord | None], tstamp: float
@@ -224,19 +291,11 @@ class Propagator:
             for pk in pks:
                 into[(instance_type, pk)] = records.get(pk)
 
-    def _hot_anchor(self, ref: AnchorRef, only: AnchorRef | None) -> AnchorCache | None:
-        if ref[0] != self.channel_id or (only is not None and ref != only):
-            return None
-        anchor = self.cache.get(ref)
-        if anchor is None or anchor.status is not AnchorStatus.HOT:
-            return None
-        return anchor
-
     def _parents_to_refresh(
-        self, anchor: AnchorCache, key: Key, record: FlatRecord | None
+        self, view: AnchorView, key: Key, record: FlatRecord | None
     ) -> set[Key]:
-        cached = anchor.records.get(key)
-        holders = anchor.referrers.get(key, set())
+        cached = view.get(key)
+        holders = view.referrers_of(key)
         if record is None:
             return set(holders)
         if (
@@ -246,61 +305,95 @@ class Propagator:
         ):
             return set()
         old_links = cached.parent_links if cached is not None else frozenset()
-        found = set(holders) | old_links | record.parent_links
-        return {parent for parent in found if parent in anchor.records}
+        return view.holds(set(holders) | old_links | record.parent_links)
 
     def _reconcile(
-        self, anchor: AnchorCache, fetched: dict[Key, FlatRecord | None], tstamp: float
+        self, view: AnchorView, fetched: dict[Key, FlatRecord | None], tstamp: float
     ) -> Delta:
         delta = Delta()
         entering: set[Key] = set()
-        lost_refs = False
+        orphans: set[Key] = set()  # lost a referrer: removed unless another one remains
         for key, record in fetched.items():
-            cached = anchor.records.get(key)
+            cached = view.get(key)
             if cached is None:
                 continue
             if record is None:
-                if key == anchor.root:
-                    return self._anchor_deleted(anchor, cached)
-                self.cache.remove(anchor, key)
+                if key == view.root:
+                    view.drop()
+                    return Delta(deletes=[cached])
+                view.remove(key)
                 delta.deletes.append(cached)
-                lost_refs = True
+                orphans.update(cached.refs)
                 continue
             if not delta.add_change(cached, record):
                 if cached.parent_links != record.parent_links:
-                    self.cache.put(anchor, replace(record, tstamp=cached.tstamp))
+                    view.put(replace(record, tstamp=cached.tstamp))
                 continue
-            self.cache.put(anchor, record)
+            view.put(record)
             old_refs, new_refs = set(cached.refs), set(record.refs)
-            entering |= {ref for ref in new_refs - old_refs if ref not in anchor.records}
-            lost_refs = lost_refs or bool(old_refs - new_refs)
+            entering |= new_refs - old_refs
+            orphans |= old_refs - new_refs
+        entering -= view.holds(entering)
         if entering:
             available = {k: r for k, r in fetched.items() if r is not None and k in entering}
-            for record in self._load(entering, available, anchor, tstamp):
-                self.cache.put(anchor, record)
+            for record in self._load(entering, available, view, tstamp):
+                view.put(record)
                 delta.creates.append(record)
-        if lost_refs:
-            alive = anchor.reachable()
-            for key in [k for k in anchor.records if k not in alive]:
-                removed = self.cache.remove(anchor, key)
-                if removed is not None:
-                    delta.deletes.append(removed)
+        self._collect(view, orphans, delta)
         return delta
+
+    def _collect(self, view: AnchorView, orphans: set[Key], delta: Delta) -> None:
+        """Remove the records no held record references any more, and what only they held.
+
+        The state is a tree of serializers, so references never form a cycle and a
+        record nobody references is unreachable from the anchor's root.
+        """
+        stack = list(orphans)
+        while stack:
+            key = stack.pop()
+            if key == view.root or view.referrers_of(key):
+                continue
+            removed = view.remove(key)
+            if removed is not None:
+                delta.deletes.append(removed)
+                stack.extend(removed.refs)
 
     def _load(
         self,
         roots: set[Key],
         available: dict[Key, FlatRecord],
-        anchor: AnchorCache,
+        view: AnchorView,
         tstamp: float,
     ) -> Iterable[FlatRecord]:
-        """Records of the subtrees under ``roots`` that ``anchor`` does not hold yet."""
-        known = set(anchor.records) | set(available)
-        follow = {ref for record in available.values() for ref in record.refs} - known
-        loaded = load_subtrees(self.state_model, (roots - set(available)) | follow, tstamp, known)
+        """Records of the subtrees under ``roots`` that the anchor does not hold yet."""
+        follow = {ref for record in available.values() for ref in record.refs}
+        follow -= available.keys()
+        follow -= view.holds(follow)
+        loaded = load_subtrees(
+            self.state_model,
+            (roots - set(available)) | follow,
+            tstamp,
+            known=available,
+            held=view.holds,
+        )
         return [*available.values(), *loaded.values()]
 
-    def _anchor_deleted(self, anchor: AnchorCache, root: FlatRecord) -> Delta:
-        """The anchor row is gone: its clients get its delete, then nothing more."""
-        self.cache.drop(anchor.ref)
-        return Delta(deletes=[root])
+
+class _Views:
+    """The anchors one propagation opens, each opened once."""
+
+    def __init__(self, store: AnchorStore, channel_id: str, only: AnchorRef | None) -> None:
+        self.store = store
+        self.channel_id = channel_id
+        self.only = only
+        self._opened: dict[AnchorRef, AnchorView | None] = {}
+
+    def open(self, ref: AnchorRef) -> AnchorView | None:
+        if ref[0] != self.channel_id or (self.only is not None and ref != self.only):
+            return None
+        if ref not in self._opened:
+            self._opened[ref] = self.store.open(ref)
+        return self._opened[ref]
+
+    def any_hot(self, refs: Iterable[AnchorRef]) -> bool:
+        return any(self.open(ref) is not None for ref in refs)

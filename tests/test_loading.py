@@ -9,7 +9,7 @@ import pytest
 from channels.db import database_sync_to_async as db
 from django.db import connections
 
-from rxdjango import _backend
+from rxdjango import _loader
 from rxdjango._backend import get_backend
 from rxdjango.testing import timeout
 
@@ -51,14 +51,14 @@ def _in_thread(target, results: dict, name: str) -> threading.Thread:
 def test_waiters_wait_for_the_loader_then_share_its_result(world_sync, monkeypatch):
     world = world_sync
     started, release = threading.Event(), threading.Event()
-    original = _backend.load_subtrees
+    original = _loader.load_subtrees
 
     def slow_load(*args, **kwargs):
         started.set()
         assert release.wait(timeout())
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(_backend, "load_subtrees", slow_load)
+    monkeypatch.setattr(_loader, "load_subtrees", slow_load)
     backend = get_backend()
     results: dict = {}
     loader = _in_thread(lambda: backend.snapshot(JobChannel, world.job.pk), results, "loader")
@@ -79,7 +79,7 @@ def test_waiters_wait_for_the_loader_then_share_its_result(world_sync, monkeypat
 def test_a_failed_loader_does_not_leave_others_waiting(world_sync, monkeypatch):
     world = world_sync
     started, release = threading.Event(), threading.Event()
-    original = _backend.load_subtrees
+    original = _loader.load_subtrees
     calls = []
 
     def failing_first(*args, **kwargs):
@@ -90,7 +90,7 @@ def test_a_failed_loader_does_not_leave_others_waiting(world_sync, monkeypatch):
             raise RuntimeError("loader died")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(_backend, "load_subtrees", failing_first)
+    monkeypatch.setattr(_loader, "load_subtrees", failing_first)
     backend = get_backend()
     results: dict = {}
     loader = _in_thread(lambda: backend.snapshot(JobChannel, world.job.pk), results, "loader")
@@ -105,7 +105,7 @@ def test_a_failed_loader_does_not_leave_others_waiting(world_sync, monkeypatch):
 
 
 async def test_change_committed_during_the_load_is_not_lost(application, world, monkeypatch):
-    original = _backend.load_subtrees
+    original = _loader.load_subtrees
     pk = world.tasks[1].pk
 
     def load_then_change(*args, **kwargs):
@@ -116,7 +116,7 @@ async def test_change_committed_during_the_load_is_not_lost(application, world, 
         task.save()
         return records
 
-    monkeypatch.setattr(_backend, "load_subtrees", load_then_change)
+    monkeypatch.setattr(_loader, "load_subtrees", load_then_change)
     client = await connect(application, f"/ws/job/{world.job.pk}/", world.tokens["alice"])
     titles = {t["id"]: t["title"] for t in client.state.tree()["tasks"]}
     while titles[pk] != "changed mid-load":
