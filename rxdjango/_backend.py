@@ -34,9 +34,6 @@ __all__ = [
     "snapshot_since",
 ]
 
-#: Seconds a loader may take before another client may take over the load.
-LOAD_LEASE_SECONDS = 60.0
-
 
 @dataclass
 class Snapshot:
@@ -127,6 +124,9 @@ class Backend(Protocol):
 
     def holders(self, key: Key) -> set[AnchorRef]:
         """The cached anchors that hold the record ``key``."""
+
+    def is_idle(self, ref: AnchorRef) -> bool:
+        """Whether the anchor is hot and no client of any process watches it."""
 
     def local_watchers(self, ref: AnchorRef) -> int:
         """Connections of this process subscribed to the anchor."""
@@ -224,7 +224,8 @@ class EmbeddedBackend:
                     wait = anchor.lease_until - time.monotonic()
                     waiting_on: AnchorCache | None = anchor
                 else:
-                    anchor = self.cache.begin_heating(ref, root, LOAD_LEASE_SECONDS)
+                    lease = float(rx_settings.RX_LOAD_TIMEOUT)
+                    anchor = self.cache.begin_heating(ref, root, lease)
                     waiting_on = None
             if waiting_on is not None:
                 waiting_on.loaded.wait(wait)
@@ -346,6 +347,11 @@ class EmbeddedBackend:
         with self.cache.lock:
             return set(self.cache.anchors_containing(key))
 
+    def is_idle(self, ref: AnchorRef) -> bool:
+        with self.cache.lock:
+            anchor = self.cache.get(ref)
+            return anchor is not None and anchor.idle_since is not None
+
     def local_watchers(self, ref: AnchorRef) -> int:
         return self.hub.count(ref)
 
@@ -388,6 +394,11 @@ def get_backend() -> Backend:
             else:
                 _backend = EmbeddedBackend(hub)
         return _backend
+
+
+def current_backend() -> Backend | None:
+    """The backend if one was created (never creates one)."""
+    return _backend
 
 
 def reset_backend() -> None:

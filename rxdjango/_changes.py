@@ -95,9 +95,10 @@ def flush(
     from ._backend import get_backend
     from .channels import ContextChannel
 
-    try:
-        backend = get_backend()
-        for channel in ContextChannel.get_registered_channels():
+    backend = get_backend()
+    for channel in ContextChannel.get_registered_channels():
+        # One channel's failure (logged; its clients reload) does not starve the others.
+        try:
             per_type = _touched_layers(channel, touched)
             if per_type:
                 backend.process(channel, per_type)
@@ -105,8 +106,10 @@ def flush(
                 new_anchors = created.get(channel.state_model().anchor_model._meta.concrete_model)
                 if new_anchors:
                     backend.offer_created(channel, new_anchors)
-    except Exception:
-        logger.exception("rxdjango: failed to propagate committed changes")
+        except Exception:
+            logger.exception(
+                "rxdjango: failed to propagate committed changes to %s", channel.channel_id
+            )
 
 
 def _touched_layers(

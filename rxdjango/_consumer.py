@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -397,7 +398,6 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         self._held[anchor] = []
         backend.subscribe(ref, self)
         snapshot = await database_sync_to_async(backend.snapshot)(self.channel_class, anchor, since)
-        tstamp = backend.clock()
         if snapshot is not None:
             tstamp = snapshot.tstamp
             if snapshot.resync:
@@ -406,6 +406,8 @@ class ChannelConsumer(AsyncWebsocketConsumer):
                 self._snapshot_items(snapshot), int(rx_settings.RX_FRAME_SIZE)
             ):
                 self.send_frame(frame)
+        else:
+            tstamp = await _server_time()
         self.send_frame([end_marker(tstamp)])
         for frame in self._held.pop(anchor, []):
             self.send_frame(frame)
@@ -454,7 +456,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         self._held.pop(anchor, None)
         get_backend().unsubscribe(self._ref(anchor), self)
         root_type = state_model.root.instance_type
-        self.send_frame([delete_record(root_type, anchor, get_backend().clock())])
+        self.send_frame([delete_record(root_type, anchor, await _server_time())])
         return True
 
     async def clear_anchors(self) -> None:
@@ -463,6 +465,11 @@ class ChannelConsumer(AsyncWebsocketConsumer):
 
 
 _INVALID = object()
+
+
+async def _server_time() -> float:
+    """The backend's clock, which may be a network call: kept off the event loop."""
+    return await sync_to_async(get_backend().clock, thread_sensitive=False)()
 
 
 def _without_retained(frame: str, retained: Retained, other_anchors: set[Any]) -> str | None:

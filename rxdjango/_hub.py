@@ -131,6 +131,20 @@ class Hub:
         _schedule(targets, lambda s: s.close_soon(code))
         return len(targets)
 
+    def close_all(self, code: int) -> int:
+        """Close every connection of this process (it may have missed frames)."""
+        with self._lock:
+            targets = {s for connections in self._channels.values() for s in connections}
+            for users in self._topics.values():
+                for subscribers in users.values():
+                    targets.update(subscribers)
+        _schedule(targets, lambda s: s.close_soon(code))
+        return len(targets)
+
+    def topics(self) -> list[Topic]:
+        with self._lock:
+            return list(self._topics)
+
     def offer(self, channel_id: str, anchors: list[Any]) -> None:
         with self._lock:
             targets = list(self._channels.get(channel_id, ()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib import import_module
+from importlib.util import find_spec
 
 from django.apps import AppConfig, apps
 from django.core import checks
@@ -52,13 +53,12 @@ def check_settings(app_configs: object = None, **kwargs: object) -> list[checks.
                 id="rxdjango.E001",
             )
         )
-    if rx_settings.REDIS_URL:
+    if rx_settings.REDIS_URL and find_spec("redis") is None:
         errors.append(
-            checks.Warning(
-                "REDIS_URL is set, but this version of RxDjango only has the embedded "
-                "backend: changes reach the clients of the process that committed them.",
-                hint="Run a single ASGI process, or unset REDIS_URL to silence this warning.",
-                id="rxdjango.W001",
+            checks.Error(
+                "REDIS_URL is set, but the redis package is not installed.",
+                hint="pip install 'rxdjango[redis]'",
+                id="rxdjango.E002",
             )
         )
     return errors

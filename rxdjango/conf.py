@@ -27,6 +27,12 @@ DEFAULTS: dict[str, Any] = {
     "RX_MAX_MESSAGE_SIZE": 1024 * 1024,
     # Production backend; None selects the embedded in-memory backend.
     "REDIS_URL": None,
+    # Prefix of every Redis key and pub/sub channel the library uses.
+    "RX_REDIS_PREFIX": "rx",
+    # Seconds between a process's Redis heartbeats (watch leases, data-loss checks).
+    "RX_REDIS_HEARTBEAT": 5.0,
+    # Seconds one process may spend loading an anchor before another takes over.
+    "RX_LOAD_TIMEOUT": 60.0,
 }
 
 

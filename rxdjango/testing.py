@@ -30,7 +30,13 @@ def timeout(units: float = 1.0) -> float:
 
 
 def reset_state() -> None:
-    """Forget all cached anchors; call between tests whose database is flushed."""
+    """Forget all cached anchors (in Redis too); call between tests whose database is
+    flushed."""
+    from ._backend import current_backend
+
+    backend = current_backend()
+    if backend is not None and hasattr(backend, "forget_everything"):
+        backend.forget_everything()
     reset_backend()
 
 

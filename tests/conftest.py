@@ -34,6 +34,17 @@ def _no_silent_errors(request, caplog):
 
 
 @pytest.fixture
+def embedded_backend():
+    """Run this test on the embedded backend, whatever the suite's backend is."""
+    from django.test import override_settings
+
+    reset_state()
+    with override_settings(REDIS_URL=None):
+        yield
+        reset_state()
+
+
+@pytest.fixture
 def application():
     from testproject.asgi import application
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import decimal
@@ -9,11 +10,13 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.db import connection
 from rest_framework.authtoken.models import Token
@@ -102,6 +105,16 @@ async def records_until(client: ChannelCommunicator, predicate, units: float = 1
         seen.extend(frame)
         if any(predicate(r) for r in frame):
             return seen
+
+
+async def until(predicate: Callable[[], bool], units: float = 1.0) -> None:
+    """Wait until ``predicate()`` (run in a thread: it may query Redis or the database)
+    holds; fails after ``units`` test timeouts. For work another thread does later."""
+    check = database_sync_to_async(predicate)
+    deadline = time.monotonic() + timeout(units)
+    while not await check():
+        assert time.monotonic() < deadline, f"{predicate} never held"
+        await asyncio.sleep(0.01)
 
 
 def type_name(record: dict) -> str:

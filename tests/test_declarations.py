@@ -156,13 +156,19 @@ def test_import_error_inside_channels_module_surfaces(tmp_path, monkeypatch):
             sys.modules.pop(name, None)
 
 
-def test_system_checks_name_the_fix():
+def test_system_checks_name_the_fix(monkeypatch):
+    from rxdjango import apps as rx_apps
     from rxdjango.apps import check_settings
 
     assert check_settings() == []
-    with override_settings(REDIS_URL="redis://127.0.0.1:6379/0"):
-        (warning,) = check_settings()
-    assert warning.id == "rxdjango.W001" and "embedded" in warning.msg
+    with override_settings(REDIS_URL="redis://127.0.0.1:6379/0"), monkeypatch.context() as patch:
+        assert check_settings() == [], "the Redis backend is available"
+        real_find_spec = rx_apps.find_spec
+        patch.setattr(
+            rx_apps, "find_spec", lambda name: None if name == "redis" else real_find_spec(name)
+        )
+        (missing,) = check_settings()
+    assert missing.id == "rxdjango.E002" and "rxdjango[redis]" in missing.hint
     with override_settings(
         INSTALLED_APPS=[
             "django.contrib.auth",

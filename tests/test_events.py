@@ -216,7 +216,9 @@ async def test_system_and_maintenance_messages_reach_every_channel(world):
     await label_client.disconnect()
 
 
-def test_system_message_command_refuses_to_pretend_with_the_embedded_backend(world_sync):
+def test_system_message_command_refuses_to_pretend_with_the_embedded_backend(
+    world_sync, embedded_backend
+):
     with pytest.raises(CommandError, match="its own process"):
         call_command("broadcast_system_message", "hello")
 

@@ -15,7 +15,7 @@ from rxdjango.channels import ContextChannel
 from jobs.channels import ProjectJobsChannel
 from jobs.models import Job, Task
 from jobs.serializers import JobBriefSerializer
-from support import connect, expected_state
+from support import connect, expected_state, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -151,9 +151,9 @@ async def test_add_remove_clear_with_prepend_ordering(world):
     await _call(client, 8, "clear_all", [])  # twice: the bookkeeping must not drift
     assert client.state.anchors == []
     for job in (world.job, world.other_job, third):
-        assert backend.hub.count((ManagedJobsChannel.channel_id, job.pk)) == 0
-        anchor = backend.cache.get((ManagedJobsChannel.channel_id, job.pk))
-        assert anchor is None or anchor.idle_since is not None
+        ref = (ManagedJobsChannel.channel_id, job.pk)
+        assert backend.local_watchers(ref) == 0
+        await until(lambda ref=ref: not backend.is_cached(ref) or backend.is_idle(ref))
     assert (await _call(client, 9, "add", [third.pk]))["result"] is True
     assert client.state.anchors == [third.pk]
     await _assert_tree(client)

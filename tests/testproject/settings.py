@@ -46,6 +46,12 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 ROOT_URLCONF = "testproject.urls"
 ASGI_APPLICATION = "testproject.asgi.application"
 
+if os.environ.get("RX_TEST_BACKEND") == "redis":
+    # The production backend: cache and fan-out on Redis, shared by every process.
+    REDIS_URL = os.environ.get("REDIS_URL_FOR_TESTS", "redis://127.0.0.1:6379/0")
+    # One key prefix per test run (inherited by server subprocesses), so runs never collide.
+    RX_REDIS_PREFIX = os.environ.setdefault("RX_TEST_REDIS_PREFIX", f"rx-test-{os.getpid()}")
+
 if os.environ.get("RX_TEST_CHANNEL_LAYER") == "redis":
     # A channel layer shared by processes (used by the cross-process tests).
     CHANNEL_LAYERS = {

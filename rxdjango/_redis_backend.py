@@ -1,0 +1,716 @@
+"""The production backend: instance cache and fan-out on one Redis, many processes.
+
+Selected when ``REDIS_URL`` is set. Every ASGI process (and every process
+that commits changes: management commands, task workers) shares the cache;
+a change is propagated once, by the process that committed it, and
+published once per anchor.
+
+Invariants:
+
+* Propagation, the end of a load and dropping an anchor take the channel's
+  lock, so records, history and frames of one channel change in one order.
+* An anchor is hot only in the current *epoch*. The epoch changes when Redis
+  lost data (FLUSHALL, restart) or a change could not be applied; every
+  process then closes its clients with 4408, and they reload with ``resync``.
+* Nothing counts watchers: each process keeps a lease per watched anchor,
+  renewed by its heartbeat, so a crashed process stops counting by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from enum import Enum
+from queue import Empty, SimpleQueue
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from . import _codec, _loader
+from ._backend import Snapshot, snapshot_since
+from ._cache import changes_since
+from ._hub import Hub, Subscriber
+from ._propagation import AnchorRef, Propagator
+from ._protocol import CloseCode
+from ._redis_fanout import Listener, envelope
+from ._redis_store import (
+    Keys,
+    RedisStore,
+    decode_change,
+    decode_record,
+    encode_record,
+    field_key,
+    key_field,
+    ref_member,
+)
+from ._state_model import Key, pk_repr
+from .conf import rx_settings
+from .exceptions import RxDjangoError
+
+if TYPE_CHECKING:
+    from .channels import ContextChannel
+
+__all__ = ["RedisBackend"]
+
+logger = logging.getLogger("rxdjango")
+
+#: Longest a propagation may hold a channel's lock before Redis frees it.
+LOCK_TIMEOUT = 60.0
+#: Change batches kept per channel for loaders to replay.
+JOURNAL_SIZE = 10_000
+#: Records written per command when a load lands.
+WRITE_CHUNK = 1000
+#: How long ``snapshot`` waits for the pub/sub subscription before giving up.
+READY_TIMEOUT = 10.0
+
+#: Strictly increasing server time shared by every process. KEYS: clock.
+CLOCK_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+if now <= last then now = last + 0.000001 end
+local text = string.format('%.6f', now)
+redis.call('SET', KEYS[1], text)
+return text
+"""
+
+#: The epoch of this Redis run. KEYS: epoch. ARGV: run id, candidate, known epoch
+#: to replace ('' to keep any epoch minted for this run).
+EPOCH_SCRIPT = """
+local current = redis.call('GET', KEYS[1])
+local prefix = ARGV[1] .. ':'
+if current and string.sub(current, 1, string.len(prefix)) == prefix then
+  if ARGV[3] == '' or current ~= ARGV[3] then return current end
+end
+local fresh = prefix .. ARGV[2]
+redis.call('SET', KEYS[1], fresh)
+return fresh
+"""
+
+#: Decide who loads a cold anchor. KEYS: meta. ARGV: epoch, token, lease ms, root.
+#: Returns {'hot'}, {'wait', ms}, {'stale'} (hot in an old epoch) or {'load'}.
+BEGIN_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local m = redis.call('HMGET', KEYS[1], 'status', 'epoch', 'lease_until')
+if m[2] == ARGV[1] then
+  if m[1] == 'hot' then return {'hot'} end
+  if m[1] == 'heating' and tonumber(m[3]) > now then return {'wait', tonumber(m[3]) - now} end
+elseif m[1] == 'hot' then
+  return {'stale'}
+end
+redis.call('HSET', KEYS[1], 'status', 'heating', 'epoch', ARGV[1], 'token', ARGV[2],
+  'lease_until', now + tonumber(ARGV[3]), 'root', ARGV[4])
+return {'load'}
+"""
+
+#: Note when the last watcher of this process left. KEYS: meta, watch. ARGV: process, now ms.
+RELEASE_SCRIPT = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'last_seen', ARGV[2]) end
+return redis.call('ZCOUNT', KEYS[2], ARGV[2], '+inf')
+"""
+
+_RETRY = object()
+
+
+class RedisBackend:
+    """Cache, loading, expiry and fan-out for a deployment of many processes."""
+
+    spans_processes = True
+
+    def __init__(self, fanout: Hub, url: str) -> None:
+        self.hub = fanout
+        self.url = url
+        self.keys = Keys(str(rx_settings.RX_REDIS_PREFIX))
+        self.redis = redis.Redis.from_url(
+            url,
+            socket_keepalive=True,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
+        self.process_id = uuid.uuid4().hex
+        #: Anchor loads from the database done by this process.
+        self.loads = 0
+        self._clock = self.redis.register_script(CLOCK_SCRIPT)
+        self._epoch_script = self.redis.register_script(EPOCH_SCRIPT)
+        self._begin = self.redis.register_script(BEGIN_SCRIPT)
+        self._release = self.redis.register_script(RELEASE_SCRIPT)
+        self._watched: set[AnchorRef] = set()
+        self._watched_lock = threading.Lock()
+        self._releases: SimpleQueue[AnchorRef] = SimpleQueue()
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._needs_new_epoch = False
+        self._offset_ms = 0.0
+        self.epoch = ""
+        self._publisher = ThreadPoolExecutor(1, thread_name_prefix="rxdjango-publish")
+        self.listener = Listener(url, self.keys, fanout, self._on_control, self._on_reconnect)
+        self.listener.start()
+        self._maintenance = threading.Thread(
+            target=self._maintain, name="rxdjango-redis-maintenance", daemon=True
+        )
+        self._maintenance.start()
+
+    # -- time and epochs ------------------------------------------------------------
+
+    def clock(self) -> float:
+        """Redis server time, strictly increasing across every process."""
+        return float(self._clock(keys=[self.keys.clock]))
+
+    def _now_ms(self) -> float:
+        return time.time() * 1000 + self._offset_ms
+
+    def _ensure_epoch(self, replace: bool = False) -> None:
+        """Adopt the current epoch, starting one if Redis lost it (or ``replace``)."""
+        run_id = str(self.redis.info("server")["run_id"])
+        known = self.epoch if replace else ""
+        epoch = self._epoch_script(
+            keys=[self.keys.epoch], args=[run_id, uuid.uuid4().hex, known]
+        ).decode()
+        if replace:
+            self.redis.publish(self.keys.control, envelope("epoch", None, ""))
+        if epoch != self.epoch:
+            first = not self.epoch
+            self.epoch = epoch
+            if not first:
+                logger.warning("rxdjango: Redis cache epoch changed; clients reload")
+                self.hub.close_all(CloseCode.TIMEOUT)
+
+    def _ready(self) -> None:
+        if not self.epoch:
+            self._ensure_epoch()
+        if not self.listener.ready.wait(READY_TIMEOUT):
+            raise RxDjangoError(f"Redis pub/sub at {self.url} is not reachable")
+
+    def _on_reconnect(self) -> None:
+        """The pub/sub connection came back: frames may have been missed meanwhile."""
+        try:
+            self._ensure_epoch()
+        except RedisError:
+            logger.warning("rxdjango: could not check the Redis epoch after a reconnect")
+        self.hub.close_all(CloseCode.TIMEOUT)
+
+    def _on_control(self, header: dict[str, Any], payload: str) -> None:
+        kind = header.get("k")
+        if kind == "all":
+            self.hub.publish_all(payload)
+        elif kind == "epoch":
+            self._wake.set()
+            try:
+                self._ensure_epoch()
+            except RedisError:
+                logger.warning("rxdjango: could not read the new Redis epoch")
+
+    # -- locking ----------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self, channel_id: str) -> Iterator[None]:
+        lock = self.redis.lock(
+            self.keys.lock(channel_id),
+            timeout=LOCK_TIMEOUT,
+            sleep=0.002,
+            blocking_timeout=LOCK_TIMEOUT,
+            thread_local=False,
+        )
+        if not lock.acquire():
+            raise RxDjangoError(f"timed out waiting for the Redis lock of {channel_id}")
+        try:
+            yield
+        finally:
+            try:
+                lock.release()
+            except RedisError:
+                logger.warning("rxdjango: the lock of %s expired before release", channel_id)
+
+    def _propagator(self, channel: type[ContextChannel]) -> Propagator:
+        store = RedisStore(self.redis, self.keys, self.epoch, envelope)
+        return Propagator(channel.state_model(), channel.channel_id, store)
+
+    # -- changes ----------------------------------------------------------------------
+
+    def process(
+        self,
+        channel: type[ContextChannel],
+        touched: dict[str, set[Any]],
+        only: AnchorRef | None = None,
+    ) -> None:
+        """Propagate a committed batch to the channel's hot anchors, in any process."""
+        channel_id = channel.channel_id
+        try:
+            if not self.epoch:
+                self._ensure_epoch()
+            if not self.redis.scard(self.keys.anchors(channel_id)):
+                return  # nothing cached, nothing loading: nobody to tell
+            with self._locked(channel_id):
+                tstamp = self.clock()
+                encoded = {kind: sorted(pks, key=repr) for kind, pks in touched.items()}
+                self.redis.xadd(
+                    self.keys.journal(channel_id),
+                    {"t": _codec.encode_bytes(encoded)},
+                    maxlen=JOURNAL_SIZE,
+                    approximate=True,
+                )
+                try:
+                    self._propagator(channel).apply(touched, tstamp, only)
+                except RedisError:
+                    raise
+                except Exception:
+                    self._recover(channel)
+                    raise
+        except RedisError:
+            # The cache may now miss this change: once Redis answers again, a new
+            # epoch makes every client reload.
+            self._needs_new_epoch = True
+            self._wake.set()
+            raise
+
+    def _recover(self, channel: type[ContextChannel]) -> None:
+        """Propagation failed midway: drop the channel's anchors, close their clients
+        with 4408 (they reconnect and reload with resync). Channel lock held."""
+        for ref in self._anchor_refs(channel.channel_id):
+            self._purge(ref)
+            self.redis.publish(
+                self.keys.pub(ref[0]), envelope("close", ref[1], str(int(CloseCode.TIMEOUT)))
+            )
+
+    # -- loading ------------------------------------------------------------------------
+
+    def snapshot(
+        self, channel: type[ContextChannel], anchor_pk: Any, since: float | None = None
+    ) -> Snapshot | None:
+        """The anchor's records: from Redis if hot, else loaded by exactly one process.
+
+        Other callers wait while the loader holds its lease (``RX_LOAD_TIMEOUT``);
+        if it dies or fails, the next caller loads instead.
+        """
+        self._ready()
+        ref: AnchorRef = (channel.channel_id, anchor_pk)
+        meta = self.keys.meta(ref)
+        root = (channel.state_model().root.instance_type, anchor_pk)
+        lease_ms = int(float(rx_settings.RX_LOAD_TIMEOUT) * 1000)
+        pause = 0.005
+        loaded = False
+        while True:
+            token = uuid.uuid4().hex
+            decision = self._begin(keys=[meta], args=[self.epoch, token, lease_ms, key_field(root)])
+            verdict = decision[0].decode()
+            if verdict == "hot":
+                snapshot = self._read(channel, ref, since)
+                if snapshot is None:
+                    continue
+                if loaded and since is not None:
+                    snapshot.resync = True  # a fresh load proves nothing about the past
+                return snapshot
+            if verdict == "wait":
+                time.sleep(min(pause, int(decision[1]) / 1000))
+                pause = min(pause * 2, 0.2)
+                continue
+            if verdict == "stale":
+                with self._locked(ref[0]):
+                    self._purge(ref)
+                continue
+            result = self._load(channel, ref, root, token)
+            if result is None:
+                return None
+            loaded = loaded or result is not _RETRY
+
+    def _load(
+        self, channel: type[ContextChannel], ref: AnchorRef, root: Key, token: str
+    ) -> object | None:
+        """Load the anchor and make it hot; None if its row does not exist."""
+        channel_id = ref[0]
+        self.redis.sadd(self.keys.anchors(channel_id), orjson.dumps(ref[1]))
+        added_before, last_id = self._journal_position(channel_id)
+        tstamp = self.clock()
+        try:
+            records = _loader.load_subtrees(channel.state_model(), [root], tstamp)
+        except BaseException:
+            self._abandon(ref, token)
+            raise
+        with self._locked(channel_id):
+            status, owner = self.redis.hmget(self.keys.meta(ref), "status", "token")
+            if status != b"heating" or owner is None or owner.decode() != token:
+                return _RETRY  # cleared, or taken over after our lease ran out
+            if root not in records:
+                self._purge(ref)
+                return None
+            self._write_loaded(ref, records, tstamp)
+            self.loads += 1
+            replay = self._journal_since(channel_id, added_before, last_id)
+            if replay is None:
+                self._purge(ref)  # the journal overflowed while we read: load again
+                return _RETRY
+            if replay:
+                self._propagator(channel).apply(replay, self.clock(), only=ref)
+        return True
+
+    def _abandon(self, ref: AnchorRef, token: str) -> None:
+        """A failed loader gives its lease back at once (callers need not wait it out)."""
+        try:
+            status, owner = self.redis.hmget(self.keys.meta(ref), "status", "token")
+            if status == b"heating" and owner is not None and owner.decode() == token:
+                self.redis.hset(self.keys.meta(ref), "lease_until", 0)
+        except RedisError:
+            logger.warning("rxdjango: could not release the load lease of %s", ref)
+
+    def _journal_position(self, channel_id: str) -> tuple[int, str]:
+        try:
+            info = self.redis.xinfo_stream(self.keys.journal(channel_id))
+        except ResponseError:
+            return 0, "0-0"  # no journal yet
+        last = info["last-generated-id"]
+        return int(info["entries-added"]), last.decode() if isinstance(last, bytes) else last
+
+    def _journal_since(
+        self, channel_id: str, added_before: int, last_id: str
+    ) -> dict[str, set[Any]] | None:
+        """Change batches journaled after the mark; None if some were trimmed away."""
+        added_now, _ = self._journal_position(channel_id)
+        entries = self.redis.xrange(self.keys.journal(channel_id), min=f"({last_id}")
+        if added_now < added_before or len(entries) != added_now - added_before:
+            return None
+        touched: dict[str, set[Any]] = {}
+        for _, fields in entries:
+            for kind, pks in orjson.loads(fields[b"t"]).items():
+                touched.setdefault(kind, set()).update(pks)
+        return touched
+
+    def _write_loaded(self, ref: AnchorRef, records: dict[Key, Any], tstamp: float) -> None:
+        member = ref_member(ref)
+        pipe = self.redis.pipeline(transaction=False)
+        for key in records:
+            pipe.sadd(self.keys.index(key), member)
+        pipe.execute()
+        referrers: dict[Key, list[Key]] = {}
+        for record in records.values():
+            for target in record.refs:
+                referrers.setdefault(target, []).append(record.key)
+        encoded = [(key_field(k), encode_record(r)) for k, r in records.items()]
+        tx = self.redis.pipeline(transaction=True)
+        rec, refby = self.keys.rec(ref), self.keys.refby(ref)
+        tx.delete(rec, refby, self.keys.hist(ref))
+        for start in range(0, len(encoded), WRITE_CHUNK):
+            tx.hset(rec, mapping=dict(encoded[start : start + WRITE_CHUNK]))
+        items = [
+            (key_field(k), orjson.dumps(sorted(([t, pk] for t, pk in v), key=repr)))
+            for k, v in referrers.items()
+        ]
+        for start in range(0, len(items), WRITE_CHUNK):
+            tx.hset(refby, mapping=dict(items[start : start + WRITE_CHUNK]))
+        tx.hset(
+            self.keys.meta(ref),
+            mapping={
+                "status": "hot",
+                "epoch": self.epoch,
+                # Later than every change the load read: what a client that got this
+                # state has seen (the end marker), proven complete after the load.
+                "applied": repr(self.clock()),
+                "complete_after": repr(tstamp),
+                "last_seen": int(self._now_ms()),
+            },
+        )
+        tx.hdel(self.keys.meta(ref), "token", "lease_until")
+        tx.execute()
+
+    def _read(
+        self, channel: type[ContextChannel], ref: AnchorRef, since: float | None
+    ) -> Snapshot | None:
+        """One consistent read of a hot anchor (None if it stopped being hot)."""
+        tx = self.redis.pipeline(transaction=True)
+        tx.hmget(self.keys.meta(ref), "status", "epoch", "applied", "complete_after")
+        tx.hgetall(self.keys.rec(ref))
+        if since is not None:
+            tx.lrange(self.keys.hist(ref), 0, -1)
+        with self._watched_lock:
+            watched = ref in self._watched
+        if watched:  # from now on this process's heartbeat renews the lease
+            tx.zadd(self.keys.watch(ref), {self.process_id: self._watch_deadline()})
+        (status, epoch, applied, complete_after), raw_records, *rest = tx.execute()
+        if status != b"hot" or epoch is None or epoch.decode() != self.epoch:
+            return None
+        records = {field_key(k): decode_record(v) for k, v in raw_records.items()}
+        tstamp = float(applied)
+        if since is None:
+            return Snapshot(list(records.values()), tstamp)
+        changes = None
+        if not channel.many:
+            history = [decode_change(raw) for raw in rest[0]]
+            changes = changes_since(history, float(complete_after), since)
+        return snapshot_since(records, changes, tstamp)
+
+    # -- dropping -------------------------------------------------------------------------
+
+    def _purge(self, ref: AnchorRef) -> None:
+        """Forget the anchor's keys and index entries (channel lock held)."""
+        held = [field_key(k) for k in self.redis.hkeys(self.keys.rec(ref))]
+        self.redis.delete(*[k for k in self.keys.anchor_keys(ref) if not k.endswith(":watch")])
+        self.redis.srem(self.keys.anchors(ref[0]), orjson.dumps(ref[1]))
+        member = ref_member(ref)
+        pipe = self.redis.pipeline(transaction=False)
+        for key in held:
+            pipe.srem(self.keys.index(key), member)
+        pipe.execute()
+
+    def _anchor_refs(self, channel_id: str) -> list[AnchorRef]:
+        members = self.redis.smembers(self.keys.anchors(channel_id))
+        return [(channel_id, orjson.loads(m)) for m in members]
+
+    def clear(self, ref: AnchorRef) -> bool:
+        """Drop a hot anchor; if clients watch it anywhere, reload it and send them the
+        difference. A load in progress is invalidated (its clients get fresh data)."""
+        from .channels import channel_by_id
+
+        self._ready()
+        channel = channel_by_id(ref[0])
+        if channel is None:
+            return False
+        with self._locked(ref[0]):
+            status, epoch = self.redis.hmget(self.keys.meta(ref), "status", "epoch")
+            hot = status == b"hot" and epoch is not None and epoch.decode() == self.epoch
+            if not hot:
+                if status is not None:
+                    self._purge(ref)
+                return False
+            if not self._watched_anywhere(ref):
+                self._purge(ref)
+                return True
+        root = (channel.state_model().root.instance_type, ref[1])
+        fresh = _loader.load_subtrees(channel.state_model(), [root], self.clock())
+        with self._locked(ref[0]):
+            propagator = self._propagator(channel)
+            view = propagator.store.open(ref)
+            if view is not None:
+                propagator.replace_all(view, fresh, self.clock())
+        return True
+
+    def _watched_anywhere(self, ref: AnchorRef) -> bool:
+        return bool(self.redis.zcount(self.keys.watch(ref), self._now_ms(), "+inf"))
+
+    # -- subscriptions ----------------------------------------------------------------------
+
+    def subscribe(self, ref: AnchorRef, subscriber: Subscriber) -> None:
+        self.hub.subscribe(ref, subscriber)
+        with self._watched_lock:
+            self._watched.add(ref)
+
+    def unsubscribe(self, ref: AnchorRef, subscriber: Subscriber) -> None:
+        self.hub.unsubscribe(ref, subscriber)
+        if self.hub.count(ref) > 0:
+            return
+        with self._watched_lock:
+            self._watched.discard(ref)
+        self._releases.put(ref)
+        self._wake.set()
+
+    def register(self, channel_id: str, subscriber: Subscriber) -> None:
+        self.hub.register(channel_id, subscriber)
+
+    def unregister(self, channel_id: str, subscriber: Subscriber) -> None:
+        self.hub.unregister(channel_id, subscriber)
+
+    def notify(self, ref: AnchorRef, frame: str, user_id: Any = None) -> None:
+        message = envelope("frame", ref[1], frame, o=user_id)
+        self._publish(self.keys.pub(ref[0]), message)
+
+    def broadcast_all(self, frame: str) -> None:
+        self._publish(self.keys.control, envelope("all", None, frame))
+
+    def _publish(self, channel: str, message: bytes) -> None:
+        """Publish without blocking an event loop (from async code it is handed off)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self.redis.publish(channel, message)
+        else:
+            self._publisher.submit(self._publish_logged, channel, message)
+
+    def _publish_logged(self, channel: str, message: bytes) -> None:
+        try:
+            self.redis.publish(channel, message)
+        except RedisError:
+            logger.exception("rxdjango: could not publish on %s", channel)
+
+    def offer_created(self, channel: type[ContextChannel], pks: set[Any]) -> None:
+        model = channel.state_model().anchor_model
+        existing = sorted(model._default_manager.filter(pk__in=pks).values_list("pk", flat=True))
+        if existing:
+            payload = _codec.encode_bytes([pk_repr(pk) for pk in existing])
+            self.redis.publish(self.keys.pub(channel.channel_id), envelope("offer", None, payload))
+
+    # -- inspection --------------------------------------------------------------------------
+
+    def is_cached(self, ref: AnchorRef) -> bool:
+        status, epoch = self.redis.hmget(self.keys.meta(ref), "status", "epoch")
+        return status == b"hot" and epoch is not None and epoch.decode() == self.epoch
+
+    def holders(self, key: Key) -> set[AnchorRef]:
+        store = RedisStore(self.redis, self.keys, self.epoch, envelope)
+        return store.anchors_containing([key]).get(key, set())
+
+    def is_idle(self, ref: AnchorRef) -> bool:
+        return self.is_cached(ref) and not self._watched_anywhere(ref)
+
+    def local_watchers(self, ref: AnchorRef) -> int:
+        return self.hub.count(ref)
+
+    def forget_everything(self) -> None:
+        """Delete every key under the prefix (tests flush their database between runs)."""
+        batch = []
+        for name in self.redis.scan_iter(match=f"{self.keys.prefix}:*", count=1000):
+            batch.append(name)
+            if len(batch) >= 1000:
+                self.redis.delete(*batch)
+                batch = []
+        if batch:
+            self.redis.delete(*batch)
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+        self.listener.stop()
+        self._maintenance.join(timeout=5)
+        self._publisher.shutdown(wait=True)
+        self.redis.close()
+
+    # -- maintenance: heartbeats, releases, expiry -------------------------------------------
+
+    def _watch_deadline(self) -> float:
+        return self._now_ms() + 3000 * float(rx_settings.RX_REDIS_HEARTBEAT)
+
+    def _maintain(self) -> None:
+        next_beat = next_sweep = 0.0
+        while not self._stopped.is_set():
+            now = time.monotonic()
+            self._wake.wait(max(0.0, min(next_beat, next_sweep) - now))
+            self._wake.clear()
+            if self._stopped.is_set():
+                return
+            try:
+                self._drain_releases()
+                now = time.monotonic()
+                if now >= next_beat or self._needs_new_epoch:
+                    self._heartbeat()
+                    next_beat = now + float(rx_settings.RX_REDIS_HEARTBEAT)
+                if now >= next_sweep:
+                    self.expire()
+                    next_sweep = time.monotonic() + _sweep_interval()
+            except RedisError as error:
+                logger.warning("rxdjango: Redis maintenance failed (%s); retrying", error)
+                next_beat = time.monotonic() + 0.5
+            except Exception:
+                logger.exception("rxdjango: Redis maintenance failed")
+                next_beat = next_sweep = time.monotonic() + 1.0
+
+    def _heartbeat(self) -> None:
+        """Renew this process's watch leases and notice lost data or a new epoch."""
+        before = time.time()
+        seconds, micros = self.redis.time()
+        self._offset_ms = (seconds * 1000 + micros / 1000) - (before + time.time()) * 500
+        if self._needs_new_epoch:
+            self._needs_new_epoch = False
+            self._ensure_epoch(replace=True)
+        else:
+            self._ensure_epoch()
+        with self._watched_lock:
+            watched = list(self._watched)
+        if watched:
+            deadline = self._watch_deadline()
+            pipe = self.redis.pipeline(transaction=False)
+            for ref in watched:
+                pipe.zadd(self.keys.watch(ref), {self.process_id: deadline})
+            pipe.execute()
+
+    def _drain_releases(self) -> None:
+        from .channels import channel_by_id
+
+        while True:
+            try:
+                ref = self._releases.get_nowait()
+            except Empty:
+                return
+            with self._watched_lock:
+                if ref in self._watched:
+                    continue  # watched again meanwhile
+            now = int(self._now_ms())
+            live = self._release(
+                keys=[self.keys.meta(ref), self.keys.watch(ref)], args=[self.process_id, now]
+            )
+            channel = channel_by_id(ref[0])
+            optimized = channel is not None and getattr(channel.Meta, "optimize_anchors", False)
+            if optimized and not live:
+                # Meta.optimize_anchors: an anchor nobody watches is not kept up to date.
+                with self._locked(ref[0]):
+                    if not self._watched_anywhere(ref):
+                        self._purge(ref)
+
+    def expire(self, dry_run: bool = False) -> list[AnchorRef]:
+        """Drop (or only list) the anchors idle past their channel's cache TTL.
+
+        Idle means no process holds a live watch lease; the idle time starts when
+        the last watcher left or, for a process that died, when its lease ran out.
+        Anchors of an older epoch are garbage and expire too.
+        """
+        from .channels import ContextChannel
+
+        expired: list[AnchorRef] = []
+        for channel in ContextChannel.get_registered_channels():
+            ttl_ms = float(channel.get_cache_ttl()) * 1000
+            for ref in self._anchor_refs(channel.channel_id):
+                verdict = self._idleness(ref, ttl_ms)
+                if verdict is _Idle.EXPIRED:
+                    expired.append(ref)
+                if dry_run or verdict is _Idle.KEEP:
+                    continue
+                with self._locked(ref[0]):
+                    if self._idleness(ref, ttl_ms) is not _Idle.KEEP:
+                        self._purge(ref)
+                        self.redis.delete(self.keys.watch(ref))
+        return expired
+
+    def _idleness(self, ref: AnchorRef, ttl_ms: float) -> _Idle:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(self.keys.meta(ref), "status", "epoch", "last_seen", "lease_until")
+        pipe.zrange(self.keys.watch(ref), -1, -1, withscores=True)
+        (status, epoch, last_seen, lease_until), newest_watch = pipe.execute()
+        now = self._now_ms()
+        if status is None:
+            return _Idle.DEBRIS  # a set entry without data (a load that never started)
+        if status == b"heating":
+            return _Idle.KEEP if float(lease_until or 0) > now else _Idle.DEBRIS
+        if epoch is None or epoch.decode() != self.epoch:
+            return _Idle.EXPIRED  # cached in an older epoch: never served again
+        last = float(last_seen or 0)
+        if newest_watch:
+            if newest_watch[0][1] > now:
+                return _Idle.KEEP
+            last = max(last, newest_watch[0][1])
+        return _Idle.EXPIRED if now - last >= ttl_ms else _Idle.KEEP
+
+
+class _Idle(Enum):
+    KEEP = "keep"
+    EXPIRED = "expired"
+    #: Left by a loader that died; removed without being reported as an expiry.
+    DEBRIS = "debris"
+
+
+def _sweep_interval() -> float:
+    """Seconds between expiry sweeps: a quarter of the shortest TTL, at most a minute."""
+    from .channels import ContextChannel
+
+    ttls = [float(c.get_cache_ttl()) for c in ContextChannel.get_registered_channels()]
+    shortest = min(ttls, default=float(rx_settings.RX_CACHE_TTL))
+    return max(0.05, min(60.0, shortest / 4))

@@ -1,0 +1,381 @@
+"""The instance cache on Redis: key names, record encoding, and anchor views.
+
+Per anchor (all under one hash tag, so multi-key transactions and scripts run
+on Redis Cluster)::
+
+    <p>:{<channel>|<pk>}:rec     hash  record key -> header "\\n" initial_state JSON
+    <p>:{<channel>|<pk>}:refby   hash  record key -> keys of the records referencing it
+    <p>:{<channel>|<pk>}:meta    hash  status, epoch, root, lease, tstamps
+    <p>:{<channel>|<pk>}:hist    list  "<tstamp>|<change>" for reconnect catch-up
+    <p>:{<channel>|<pk>}:watch   zset  process id -> deadline of its heartbeat (ms)
+
+Per channel (hash tag of the channel)::
+
+    <p>:{<channel>}:anchors  set     anchor pks (JSON) with keys in Redis
+    <p>:{<channel>}:lock     string  serializes propagation, loads and drops
+    <p>:{<channel>}:journal  stream  every change batch (loaders replay what they missed)
+
+Across channels: ``<p>:idx:<record key>`` (set of anchor refs holding the
+record), ``<p>:epoch`` and ``<p>:clock``. Index entries are added before the
+anchor's records and removed after them, so a crash in between leaves an
+entry too many (ignored when the anchor does not hold the record), never one
+too few.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ._loader import FlatRecord
+from ._propagation import AnchorRef, Change, Retained
+from ._state_model import Key
+from .conf import rx_settings
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+__all__ = ["Keys", "RedisStore", "RedisView", "decode_record", "encode_record"]
+
+_WIRE_ONLY = ("_tstamp", "_operation")
+
+#: Appends history entries and trims them, remembering the newest forgotten tstamp
+#: (catch-up is proven complete only after it). KEYS: hist, meta. ARGV: limit,
+#: applied tstamp, entries...
+HISTORY_SCRIPT = """
+for i = 3, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+local n = redis.call('LLEN', KEYS[1])
+local limit = tonumber(ARGV[1])
+if n > limit then
+  local cut = redis.call('LINDEX', KEYS[1], n - limit - 1)
+  redis.call('LTRIM', KEYS[1], n - limit, -1)
+  redis.call('HSET', KEYS[2], 'complete_after', string.match(cut, '^([^|]+)'))
+end
+redis.call('HSET', KEYS[2], 'applied', ARGV[2])
+return n
+"""
+
+
+def key_field(key: Key) -> bytes:
+    return orjson.dumps([key[0], key[1]])
+
+
+def field_key(raw: bytes | str) -> Key:
+    instance_type, pk = orjson.loads(raw)
+    return (instance_type, pk)
+
+
+def ref_member(ref: AnchorRef) -> bytes:
+    return orjson.dumps([ref[0], ref[1]])
+
+
+def member_ref(raw: bytes | str) -> AnchorRef:
+    channel_id, pk = orjson.loads(raw)
+    return (channel_id, pk)
+
+
+def encode_record(record: FlatRecord) -> bytes:
+    header = orjson.dumps(
+        {
+            "o": record.owner,
+            "r": record.refs,
+            "p": sorted(record.parent_links, key=repr),
+            "t": record.tstamp,
+        }
+    )
+    return header + b"\n" + record.initial_state_bytes()
+
+
+def decode_record(raw: bytes) -> FlatRecord:
+    header_raw, wire = raw.split(b"\n", 1)
+    header = orjson.loads(header_raw)
+    data = orjson.loads(wire)
+    for name in _WIRE_ONLY:
+        data.pop(name, None)
+    key = (data["_instance_type"], data["id"])
+    return FlatRecord(
+        key=key,
+        data=data,
+        owner=header["o"],
+        refs=[(t, pk) for t, pk in header["r"]],
+        tstamp=header["t"],
+        parent_links=frozenset((t, pk) for t, pk in header["p"]),
+        _initial=wire,
+    )
+
+
+def encode_change(change: Change) -> bytes:
+    body = orjson.dumps([change.key[0], change.key[1], change.deleted, change.owner])
+    return f"{change.tstamp!r}|".encode() + body
+
+
+def decode_change(raw: bytes) -> Change:
+    tstamp, body = raw.split(b"|", 1)
+    instance_type, pk, deleted, owner = orjson.loads(body)
+    return Change(float(tstamp), (instance_type, pk), deleted, owner)
+
+
+class Keys:
+    """Names of every Redis key the library uses, under ``RX_REDIS_PREFIX``."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.epoch = f"{prefix}:epoch"
+        self.clock = f"{prefix}:clock"
+        self.control = f"{prefix}:ctl"
+        self.pub_pattern = f"{prefix}:pub:*"
+
+    def _anchor(self, ref: AnchorRef, part: str) -> str:
+        return f"{self.prefix}:{{{ref[0]}|{orjson.dumps(ref[1]).decode()}}}:{part}"
+
+    def rec(self, ref: AnchorRef) -> str:
+        return self._anchor(ref, "rec")
+
+    def refby(self, ref: AnchorRef) -> str:
+        return self._anchor(ref, "refby")
+
+    def meta(self, ref: AnchorRef) -> str:
+        return self._anchor(ref, "meta")
+
+    def hist(self, ref: AnchorRef) -> str:
+        return self._anchor(ref, "hist")
+
+    def watch(self, ref: AnchorRef) -> str:
+        return self._anchor(ref, "watch")
+
+    def anchor_keys(self, ref: AnchorRef) -> list[str]:
+        return [self.rec(ref), self.refby(ref), self.meta(ref), self.hist(ref), self.watch(ref)]
+
+    def anchors(self, channel_id: str) -> str:
+        return f"{self.prefix}:{{{channel_id}}}:anchors"
+
+    def lock(self, channel_id: str) -> str:
+        return f"{self.prefix}:{{{channel_id}}}:lock"
+
+    def journal(self, channel_id: str) -> str:
+        return f"{self.prefix}:{{{channel_id}}}:journal"
+
+    def index(self, key: Key) -> str:
+        return f"{self.prefix}:idx:" + key_field(key).decode()
+
+    def pub(self, channel_id: str) -> str:
+        return f"{self.prefix}:pub:{channel_id}"
+
+
+class RedisStore:
+    """The :class:`~rxdjango._propagation.AnchorStore` on Redis.
+
+    Used only while holding the channel's lock, so views may read, compute and
+    write without other writers interleaving.
+    """
+
+    def __init__(self, redis: Redis, keys: Keys, epoch: str, envelope: Any) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.epoch = epoch
+        #: envelope(kind, anchor pk, payload, **extra) -> bytes published on the channel
+        self.envelope = envelope
+
+    def anchors_containing(self, keys: Iterable[Key]) -> dict[Key, set[AnchorRef]]:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for key in wanted:
+            pipe.smembers(self.keys.index(key))
+        found: dict[Key, set[AnchorRef]] = {}
+        for key, members in zip(wanted, pipe.execute(), strict=True):
+            if members:
+                found[key] = {member_ref(m) for m in members}
+        return found
+
+    def open(self, ref: AnchorRef) -> RedisView | None:
+        status, epoch, root = self.redis.hmget(self.keys.meta(ref), "status", "epoch", "root")
+        if status != b"hot" or epoch is None or epoch.decode() != self.epoch or root is None:
+            return None
+        return RedisView(self, ref, field_key(root))
+
+
+class RedisView:
+    """A hot anchor in Redis: reads on demand (batched), writes once, atomically.
+
+    Record and reference changes are kept here until :meth:`emit`, which writes
+    them, appends the history and publishes the frames in one transaction.
+    """
+
+    def __init__(self, store: RedisStore, ref: AnchorRef, root: Key) -> None:
+        self.store = store
+        self.redis = store.redis
+        self.keys = store.keys
+        self.ref = ref
+        self.root = root
+        self._records: dict[Key, FlatRecord | None] = {}
+        self._refby_base: dict[Key, set[Key]] = {}
+        #: referrer changes not yet written: target -> {referrer: present?}
+        self._refby_ops: dict[Key, dict[Key, bool]] = {}
+        self._written: set[Key] = set()
+        self._removed: set[Key] = set()
+        self._dropped = False
+
+    # -- reads ------------------------------------------------------------------
+
+    def prefetch(self, keys: Iterable[Key]) -> None:
+        records = [k for k in dict.fromkeys(keys) if k not in self._records]
+        referrers = [k for k in dict.fromkeys(keys) if k not in self._refby_base]
+        if not records and not referrers:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        if records:
+            pipe.hmget(self.keys.rec(self.ref), [key_field(k) for k in records])
+        if referrers:
+            pipe.hmget(self.keys.refby(self.ref), [key_field(k) for k in referrers])
+        results = pipe.execute()
+        if records:
+            for key, raw in zip(records, results.pop(0), strict=True):
+                self._records[key] = decode_record(raw) if raw is not None else None
+        if referrers:
+            for key, raw in zip(referrers, results.pop(0), strict=True):
+                self._refby_base[key] = _decode_keys(raw)
+
+    def get(self, key: Key) -> FlatRecord | None:
+        if key not in self._records:
+            self.prefetch([key])
+        return self._records[key]
+
+    def holds(self, keys: Iterable[Key]) -> set[Key]:
+        wanted = set(keys)
+        self.prefetch(wanted)
+        return {key for key in wanted if self._records.get(key) is not None}
+
+    def referrers_of(self, key: Key) -> set[Key]:
+        if key not in self._refby_base:
+            self.prefetch([key])
+        current = set(self._refby_base[key])
+        for referrer, present in self._refby_ops.get(key, {}).items():
+            if present:
+                current.add(referrer)
+            else:
+                current.discard(referrer)
+        return current
+
+    def all_records(self) -> dict[Key, FlatRecord]:
+        for raw_key, raw in self.redis.hgetall(self.keys.rec(self.ref)).items():
+            key = field_key(raw_key)
+            if key not in self._records:
+                self._records[key] = decode_record(raw)
+        return {key: record for key, record in self._records.items() if record is not None}
+
+    # -- changes ----------------------------------------------------------------
+
+    def put(self, record: FlatRecord) -> FlatRecord | None:
+        previous = self.get(record.key)
+        if previous is not None:
+            for target in previous.refs:
+                self._refby_ops.setdefault(target, {})[record.key] = False
+        for target in record.refs:
+            self._refby_ops.setdefault(target, {})[record.key] = True
+        self._records[record.key] = record
+        self._written.add(record.key)
+        self._removed.discard(record.key)
+        return previous
+
+    def remove(self, key: Key) -> FlatRecord | None:
+        record = self.get(key)
+        if record is None:
+            return None
+        for target in record.refs:
+            self._refby_ops.setdefault(target, {})[key] = False
+        self._records[key] = None
+        self._removed.add(key)
+        self._written.discard(key)
+        return record
+
+    def drop(self) -> None:
+        self._dropped = True
+
+    def save(self) -> None:
+        """Index the records this anchor now holds (before they are written)."""
+        if self._written:
+            member = ref_member(self.ref)
+            pipe = self.redis.pipeline(transaction=False)
+            for key in self._written:
+                pipe.sadd(self.keys.index(key), member)
+            pipe.execute()
+
+    def emit(
+        self, frames: list[tuple[Any, str]], retained: Retained, changes: list[Change]
+    ) -> None:
+        if self._dropped:
+            self._emit_dropped(frames)
+            return
+        targets = [t for t in self._refby_ops if t not in self._refby_base]
+        self.prefetch(targets)
+        rec, refby = self.keys.rec(self.ref), self.keys.refby(self.ref)
+        tx = self.redis.pipeline(transaction=True)
+        if self._written:
+            tx.hset(
+                rec,
+                mapping={
+                    key_field(k): encode_record(r)
+                    for k in self._written
+                    if (r := self._records[k]) is not None
+                },
+            )
+        if self._removed:
+            tx.hdel(rec, *[key_field(k) for k in self._removed])
+        for target in self._refby_ops:
+            referrers = self.referrers_of(target)
+            if referrers:
+                tx.hset(refby, key_field(target), _encode_keys(referrers))
+            else:
+                tx.hdel(refby, key_field(target))
+        if changes:
+            tx.eval(
+                HISTORY_SCRIPT,
+                2,
+                self.keys.hist(self.ref),
+                self.keys.meta(self.ref),
+                int(rx_settings.RX_HISTORY_SIZE),
+                repr(changes[0].tstamp),
+                *[encode_change(c) for c in changes],
+            )
+        channel = self.keys.pub(self.ref[0])
+        for owner, frame in frames:
+            tx.publish(
+                channel, self.store.envelope("frame", self.ref[1], frame, o=owner, r=retained)
+            )
+        tx.execute()
+        if self._removed:
+            self._unindex(self._removed)
+
+    def _emit_dropped(self, frames: list[tuple[Any, str]]) -> None:
+        """The anchor row is gone: its clients get its delete, then the anchor is forgotten."""
+        held = [field_key(k) for k in self.redis.hkeys(self.keys.rec(self.ref))]
+        channel = self.keys.pub(self.ref[0])
+        tx = self.redis.pipeline(transaction=True)
+        tx.delete(*self.keys.anchor_keys(self.ref))
+        for owner, frame in frames:
+            tx.publish(channel, self.store.envelope("frame", self.ref[1], frame, o=owner))
+        tx.publish(channel, self.store.envelope("gone", self.ref[1], ""))
+        tx.execute()
+        self.redis.srem(self.keys.anchors(self.ref[0]), orjson.dumps(self.ref[1]))
+        self._unindex(held)
+
+    def _unindex(self, keys: Iterable[Key]) -> None:
+        member = ref_member(self.ref)
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.srem(self.keys.index(key), member)
+        pipe.execute()
+
+
+def _encode_keys(keys: Iterable[Key]) -> bytes:
+    return orjson.dumps(sorted(([k[0], k[1]] for k in keys), key=repr))
+
+
+def _decode_keys(raw: bytes | None) -> set[Key]:
+    if raw is None:
+        return set()
+    return {(t, pk) for t, pk in orjson.loads(raw)}
