@@ -21,10 +21,12 @@ lint: venv
 	$(VENV)/bin/ruff check rxdjango tests
 	$(VENV)/bin/ruff format --check rxdjango tests
 
-## Run every test: lint, then the suite on PostgreSQL, then on SQLite (the embedded default).
+## Run every test: lint, then the suite on PostgreSQL, on SQLite (the embedded default),
+## and on PostgreSQL with the Redis backend.
 test: venv services lint
 	$(VENV)/bin/pytest
 	RX_TEST_DB=sqlite $(VENV)/bin/pytest -q
+	RX_TEST_BACKEND=redis $(VENV)/bin/pytest -q
 
 ## Serve the test project's channels on http://127.0.0.1:$(DEMO_PORT) with the embedded defaults.
 demo: venv

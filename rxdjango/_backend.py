@@ -297,10 +297,16 @@ class EmbeddedBackend:
                 self.cache.mark_idle(anchor)
 
     def clear(self, ref: AnchorRef) -> bool:
-        """Drop a hot anchor. If clients watch it, reload it and send them the difference."""
+        """Drop a hot anchor. If clients watch it, reload it and send them the difference.
+        A load in progress is discarded and done again."""
         with self.cache.lock:
             anchor = self.cache.get(ref)
-            if anchor is None or anchor.status is not AnchorStatus.HOT:
+            if anchor is None:
+                return False
+            if anchor.status is not AnchorStatus.HOT:
+                # A load in progress may have read rows from before the clear: its
+                # loader finds the anchor gone and loads again.
+                self.cache.drop(ref)
                 return False
             if self.hub.count(ref) == 0:
                 self.cache.drop(ref)
@@ -383,14 +389,15 @@ _backend_lock = threading.Lock()
 
 
 def get_backend() -> Backend:
-    """The process's backend: Redis when ``REDIS_URL`` is set, else the embedded one."""
+    """The process's backend: Redis when ``REDIS_URL`` (or ``RX_REDIS_CLIENT``) is set,
+    else the embedded one."""
     global _backend
     with _backend_lock:
         if _backend is None:
-            if rx_settings.REDIS_URL:
-                from ._redis_backend import RedisBackend
+            if rx_settings.REDIS_URL or rx_settings.RX_REDIS_CLIENT:
+                from ._redis_backend import redis_backend
 
-                _backend = RedisBackend(hub, str(rx_settings.REDIS_URL))
+                _backend = redis_backend(hub)
             else:
                 _backend = EmbeddedBackend(hub)
         return _backend

@@ -131,19 +131,22 @@ class Hub:
         _schedule(targets, lambda s: s.close_soon(code))
         return len(targets)
 
-    def close_all(self, code: int) -> int:
-        """Close every connection of this process (it may have missed frames)."""
+    def connections(self) -> set[Subscriber]:
+        """Every connection of this process (registered or subscribed)."""
         with self._lock:
-            targets = {s for connections in self._channels.values() for s in connections}
+            found = {s for connections in self._channels.values() for s in connections}
             for users in self._topics.values():
                 for subscribers in users.values():
-                    targets.update(subscribers)
+                    found.update(subscribers)
+        return found
+
+    def close_all(self, code: int, only: set[Subscriber] | None = None) -> int:
+        """Close every connection of this process (or those of ``only`` still open)."""
+        targets = self.connections()
+        if only is not None:
+            targets &= only
         _schedule(targets, lambda s: s.close_soon(code))
         return len(targets)
-
-    def topics(self) -> list[Topic]:
-        with self._lock:
-            return list(self._topics)
 
     def offer(self, channel_id: str, anchors: list[Any]) -> None:
         with self._lock:

@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from enum import Enum
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import redis
+from django.utils.module_loading import import_string
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
@@ -62,7 +63,7 @@ from .exceptions import RxDjangoError
 if TYPE_CHECKING:
     from .channels import ContextChannel
 
-__all__ = ["RedisBackend"]
+__all__ = ["RedisBackend", "redis_backend"]
 
 logger = logging.getLogger("rxdjango")
 
@@ -131,16 +132,11 @@ class RedisBackend:
 
     spans_processes = True
 
-    def __init__(self, fanout: Hub, url: str) -> None:
+    def __init__(self, fanout: Hub, connect: Callable[[], redis.Redis], where: str) -> None:
         self.hub = fanout
-        self.url = url
+        self.where = where
         self.keys = Keys(str(rx_settings.RX_REDIS_PREFIX))
-        self.redis = redis.Redis.from_url(
-            url,
-            socket_keepalive=True,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        )
+        self.redis = connect()
         self.process_id = uuid.uuid4().hex
         #: Anchor loads from the database done by this process.
         self.loads = 0
@@ -157,12 +153,25 @@ class RedisBackend:
         self._offset_ms = 0.0
         self.epoch = ""
         self._publisher = ThreadPoolExecutor(1, thread_name_prefix="rxdjango-publish")
-        self.listener = Listener(url, self.keys, fanout, self._on_control, self._on_reconnect)
-        self.listener.start()
+        self.listener = Listener(
+            connect, self.keys, fanout, self._on_control, self._on_disconnect, self._on_reconnect
+        )
+        #: Connections open when pub/sub was lost: they may miss frames, so they reload.
+        self._cut_off: set[Subscriber] = set()
         self._maintenance = threading.Thread(
             target=self._maintain, name="rxdjango-redis-maintenance", daemon=True
         )
-        self._maintenance.start()
+        self._threads_started = False
+        self._threads_lock = threading.Lock()
+
+    def _serve(self) -> None:
+        """Start listening and maintaining: only a process that serves clients needs to
+        (one that only commits changes, like a management command, publishes)."""
+        with self._threads_lock:
+            if not self._threads_started:
+                self._threads_started = True
+                self.listener.start()
+                self._maintenance.start()
 
     # -- time and epochs ------------------------------------------------------------
 
@@ -190,18 +199,25 @@ class RedisBackend:
                 self.hub.close_all(CloseCode.TIMEOUT)
 
     def _ready(self) -> None:
+        """Before reading state for a client: subscribed, so no later frame is missed."""
         if not self.epoch:
             self._ensure_epoch()
-        if not self.listener.ready.wait(READY_TIMEOUT):
-            raise RxDjangoError(f"Redis pub/sub at {self.url} is not reachable")
+        if self._threads_started and not self.listener.ready.wait(READY_TIMEOUT):
+            raise RxDjangoError(f"Redis pub/sub at {self.where} is not reachable")
+
+    def _on_disconnect(self) -> None:
+        self._cut_off = self.hub.connections()
 
     def _on_reconnect(self) -> None:
-        """The pub/sub connection came back: frames may have been missed meanwhile."""
+        """Pub/sub is back. Connections that were open while it was lost may have missed
+        frames: close them with 4408 (they catch up or resync). Those that arrived
+        meanwhile waited for the subscription and missed nothing."""
+        cut_off, self._cut_off = self._cut_off, set()
         try:
             self._ensure_epoch()
         except RedisError:
             logger.warning("rxdjango: could not check the Redis epoch after a reconnect")
-        self.hub.close_all(CloseCode.TIMEOUT)
+        self.hub.close_all(CloseCode.TIMEOUT, only=cut_off)
 
     def _on_control(self, header: dict[str, Any], payload: str) -> None:
         kind = header.get("k")
@@ -250,10 +266,10 @@ class RedisBackend:
         """Propagate a committed batch to the channel's hot anchors, in any process."""
         channel_id = channel.channel_id
         try:
-            if not self.epoch:
-                self._ensure_epoch()
             if not self.redis.scard(self.keys.anchors(channel_id)):
                 return  # nothing cached, nothing loading: nobody to tell
+            if not self.epoch:
+                self._ensure_epoch()
             with self._locked(channel_id):
                 tstamp = self.clock()
                 encoded = {kind: sorted(pks, key=repr) for kind, pks in touched.items()}
@@ -502,6 +518,7 @@ class RedisBackend:
     # -- subscriptions ----------------------------------------------------------------------
 
     def subscribe(self, ref: AnchorRef, subscriber: Subscriber) -> None:
+        self._serve()
         self.hub.subscribe(ref, subscriber)
         with self._watched_lock:
             self._watched.add(ref)
@@ -516,6 +533,7 @@ class RedisBackend:
         self._wake.set()
 
     def register(self, channel_id: str, subscriber: Subscriber) -> None:
+        self._serve()
         self.hub.register(channel_id, subscriber)
 
     def unregister(self, channel_id: str, subscriber: Subscriber) -> None:
@@ -580,8 +598,9 @@ class RedisBackend:
     def close(self) -> None:
         self._stopped.set()
         self._wake.set()
-        self.listener.stop()
-        self._maintenance.join(timeout=5)
+        if self._threads_started:
+            self.listener.stop()
+            self._maintenance.join(timeout=5)
         self._publisher.shutdown(wait=True)
         self.redis.close()
 
@@ -705,6 +724,26 @@ class _Idle(Enum):
     EXPIRED = "expired"
     #: Left by a loader that died; removed without being reported as an expiry.
     DEBRIS = "debris"
+
+
+def redis_backend(fanout: Hub) -> RedisBackend:
+    """The backend for ``RX_REDIS_CLIENT`` (a factory of clients, e.g. through Sentinel)
+    or else ``REDIS_URL``."""
+    factory_path = rx_settings.RX_REDIS_CLIENT
+    if factory_path:
+        factory = import_string(str(factory_path))
+        return RedisBackend(fanout, factory, str(factory_path))
+    url = str(rx_settings.REDIS_URL)
+
+    def connect() -> redis.Redis:
+        return redis.Redis.from_url(
+            url,
+            socket_keepalive=True,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
+
+    return RedisBackend(fanout, connect, url.split("@")[-1])
 
 
 def _sweep_interval() -> float:

@@ -34,7 +34,7 @@ logger = logging.getLogger("rxdjango")
 
 #: Seconds between attempts to reach Redis again, doubling up to the cap.
 RECONNECT_DELAY = 0.1
-RECONNECT_DELAY_CAP = 5.0
+RECONNECT_DELAY_CAP = 2.0
 
 
 def envelope(
@@ -60,16 +60,18 @@ class Listener:
 
     def __init__(
         self,
-        url: str,
+        connect: Callable[[], redis.Redis],
         keys: Keys,
         hub: Hub,
         on_control: Callable[[dict[str, Any], str], None],
+        on_disconnect: Callable[[], None],
         on_reconnect: Callable[[], None],
     ) -> None:
-        self.url = url
+        self.connect = connect
         self.keys = keys
         self.hub = hub
         self.on_control = on_control
+        self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
         self.ready = threading.Event()
         self._stopped = threading.Event()
@@ -87,7 +89,7 @@ class Listener:
         self._stopped.set()
         if self._thread.is_alive():
             with contextlib.suppress(RedisError, OSError):
-                client = redis.Redis.from_url(self.url, socket_timeout=1)
+                client = self.connect()
                 client.publish(self.keys.control, envelope("wake", None, ""))
                 client.close()
         self._thread.join(timeout=5)
@@ -100,7 +102,9 @@ class Listener:
             except (RedisError, OSError, ValueError) as error:
                 if self._stopped.is_set():
                     return
-                self.ready.clear()
+                if self.ready.is_set():
+                    self.ready.clear()
+                    self.on_disconnect()
                 if self._connected_once:
                     logger.warning("rxdjango: lost the Redis pub/sub connection (%s)", error)
                 self._stopped.wait(delay)
@@ -109,7 +113,7 @@ class Listener:
             delay = RECONNECT_DELAY
 
     def _listen(self) -> None:
-        client = redis.Redis.from_url(self.url, socket_keepalive=True, health_check_interval=0)
+        client = self.connect()
         pubsub = client.pubsub()
         try:
             pubsub.psubscribe(self.keys.pub_pattern)

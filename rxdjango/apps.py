@@ -53,10 +53,11 @@ def check_settings(app_configs: object = None, **kwargs: object) -> list[checks.
                 id="rxdjango.E001",
             )
         )
-    if rx_settings.REDIS_URL and find_spec("redis") is None:
+    wants_redis = rx_settings.REDIS_URL or rx_settings.RX_REDIS_CLIENT
+    if wants_redis and find_spec("redis") is None:
         errors.append(
             checks.Error(
-                "REDIS_URL is set, but the redis package is not installed.",
+                "REDIS_URL or RX_REDIS_CLIENT is set, but the redis package is not installed.",
                 hint="pip install 'rxdjango[redis]'",
                 id="rxdjango.E002",
             )

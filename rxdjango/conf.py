@@ -27,6 +27,9 @@ DEFAULTS: dict[str, Any] = {
     "RX_MAX_MESSAGE_SIZE": 1024 * 1024,
     # Production backend; None selects the embedded in-memory backend.
     "REDIS_URL": None,
+    # Dotted path of a callable returning a redis.Redis client (e.g. through Sentinel);
+    # selects the Redis backend like REDIS_URL and takes precedence over it.
+    "RX_REDIS_CLIENT": None,
     # Prefix of every Redis key and pub/sub channel the library uses.
     "RX_REDIS_PREFIX": "rx",
     # Seconds between a process's Redis heartbeats (watch leases, data-loss checks).

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import websockets
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from rxdjango import _codec
-from rxdjango.testing import ChannelCommunicator, timeout
+from rxdjango.testing import ChannelCommunicator, ClientState, timeout
 
 from jobs.channels import JobChannel
 from jobs.models import Asset, Deadline, Job, JobSpec, Label, Note, Participant, Project, Task
@@ -124,22 +125,42 @@ def type_name(record: dict) -> str:
 TESTS_DIR = Path(__file__).resolve().parent
 
 
+def subprocess_env(extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a subprocess of the test project on the test's database."""
+    env = {**os.environ, **(extra_env or {})}
+    if connection.vendor == "postgresql":
+        env["PGDATABASE"] = connection.settings_dict["NAME"]
+    else:
+        env["RX_SQLITE_NAME"] = str(connection.settings_dict["NAME"])
+    return env
+
+
+def run_command(*args: str, extra_env: dict[str, str] | None = None) -> str:
+    """Run a management command of the test project in its own process; its output."""
+    env = subprocess_env({"DJANGO_SETTINGS_MODULE": "testproject.settings", **(extra_env or {})})
+    done = subprocess.run(
+        [sys.executable, "-m", "django", *args],
+        cwd=TESTS_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout(6),
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 @contextlib.contextmanager
-def running_server(extra_env: dict[str, str] | None = None) -> Iterator[str]:
+def running_server(extra_env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
     """uvicorn serving the test project in a subprocess, on the test's database.
 
-    Yields the ``ws://`` base URL; the server is stopped on exit.
+    Yields the server (``url`` is its ``ws://`` base URL); it is stopped on exit.
     """
     # The test binds and listens itself and hands the socket to uvicorn: connections
     # queue in the backlog until the server accepts them, so there is no port race
     # and nothing to poll for.
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    env = {**os.environ, **(extra_env or {})}
-    if connection.vendor == "postgresql":
-        env["PGDATABASE"] = connection.settings_dict["NAME"]
-    else:
-        env["RX_SQLITE_NAME"] = str(connection.settings_dict["NAME"])
     process = subprocess.Popen(
         [
             sys.executable,
@@ -152,12 +173,74 @@ def running_server(extra_env: dict[str, str] | None = None) -> Iterator[str]:
             "warning",
         ],
         cwd=TESTS_DIR,
-        env=env,
+        env=subprocess_env(extra_env),
         pass_fds=[listener.fileno()],
     )
     listener.close()  # the server process holds its own copy
     try:
-        yield f"ws://127.0.0.1:{port}"
+        yield ServerProcess(f"ws://127.0.0.1:{port}", process)
     finally:
-        process.terminate()
-        process.wait(timeout(2))
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout(2))
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    process: subprocess.Popen
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class SocketClient:
+    """A protocol client over a real WebSocket, rebuilding state like a browser would."""
+
+    def __init__(self, url: str, token: str, channel: type = JobChannel) -> None:
+        self.url = url
+        self.token = token
+        self.state = ClientState(channel)
+        self.ws: Any = None
+
+    async def open(self, url: str | None = None) -> None:
+        """Connect (again, with ``lastUpdate`` if state was received) and read the state
+        up to the end marker."""
+        self.url = url or self.url
+        self.ws = await websockets.connect(self.url, max_size=2**21)
+        auth = {"token": self.token, "lastUpdate": self.state.last_update}
+        await self.ws.send(_codec.encode(auth))
+        reply = await self.read()
+        assert reply == {"type": "auth", "statusCode": 200}, reply
+        markers = self.state.end_markers
+        while self.state.end_markers == markers:
+            await self.read()
+
+    async def read(self, units: float = 1.0) -> Any:
+        frame = _codec.decode(await asyncio.wait_for(self.ws.recv(), timeout(units)))
+        self.state.apply(frame)
+        return frame
+
+    async def records_until(self, predicate: Callable[[dict], bool], units: float = 2.0) -> list:
+        """Records read until one satisfies ``predicate``."""
+        seen: list[dict] = []
+        deadline = time.monotonic() + timeout(units)
+        while not any(predicate(r) for r in seen):
+            frame = await self.read(max(0.01, (deadline - time.monotonic()) / timeout()))
+            if isinstance(frame, list):
+                seen.extend(frame)
+        return seen
+
+    async def close_code(self, units: float = 2.0) -> int:
+        """Read (and apply) frames until the server closes the socket; the close code."""
+        deadline = time.monotonic() + timeout(units)
+        try:
+            while True:
+                await self.read(max(0.01, (deadline - time.monotonic()) / timeout()))
+        except websockets.ConnectionClosed as closed:
+            assert closed.rcvd is not None, "closed without a close frame"
+            return closed.rcvd.code
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()

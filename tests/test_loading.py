@@ -76,6 +76,36 @@ def test_waiters_wait_for_the_loader_then_share_its_result(world_sync, monkeypat
     assert keys(results["loader"]) == keys(results["waiter"])
 
 
+def test_clear_cache_during_a_load_discards_what_that_load_read(world_sync, monkeypatch):
+    """A client arriving while the cache is cleared gets the state as of after the clear."""
+    world = world_sync
+    read, release = threading.Event(), threading.Event()
+    original = _loader.load_subtrees
+    calls = []
+
+    def load_then_wait(*args, **kwargs):
+        records = original(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            read.set()
+            assert release.wait(timeout())
+        return records
+
+    monkeypatch.setattr(_loader, "load_subtrees", load_then_wait)
+    backend = get_backend()
+    results: dict = {}
+    loader = _in_thread(lambda: backend.snapshot(JobChannel, world.job.pk), results, "client")
+    assert read.wait(timeout())
+    # A change without signals (the reason to clear a cache), then the clear.
+    Task.objects.filter(pk=world.tasks[0].pk).update(title="changed, then cleared")
+    assert JobChannel.clear_cache(world.job.pk) is False  # it was not hot yet
+    release.set()
+    loader.join(timeout())
+    titles = {r.data.get("title") for r in results["client"].records}
+    assert "changed, then cleared" in titles, "the load that read stale rows was discarded"
+    assert len(calls) == 2
+
+
 def test_a_failed_loader_does_not_leave_others_waiting(world_sync, monkeypatch):
     world = world_sync
     started, release = threading.Event(), threading.Event()

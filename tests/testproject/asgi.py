@@ -11,6 +11,13 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from jobs.routing import websocket_urlpatterns  # noqa: E402
 
+if os.environ.get("RX_TEST_BLOCK_TASK_READS_WHILE"):
+    # Test hook (the killed-loader test): reads of the task table wait while the file
+    # exists, so the test can kill this process in the middle of loading an anchor.
+    from jobs.blocking import block_task_reads_while
+
+    block_task_reads_while(os.environ["RX_TEST_BLOCK_TASK_READS_WHILE"])
+
 application = ProtocolTypeRouter(
     {"http": django_application, "websocket": URLRouter(websocket_urlpatterns)}
 )

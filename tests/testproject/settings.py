@@ -52,6 +52,12 @@ if os.environ.get("RX_TEST_BACKEND") == "redis":
     # One key prefix per test run (inherited by server subprocesses), so runs never collide.
     RX_REDIS_PREFIX = os.environ.setdefault("RX_TEST_REDIS_PREFIX", f"rx-test-{os.getpid()}")
 
+# Server subprocesses of the Redis tests tune these through the environment.
+if "RX_TEST_REDIS_HEARTBEAT" in os.environ:
+    RX_REDIS_HEARTBEAT = float(os.environ["RX_TEST_REDIS_HEARTBEAT"])
+if "RX_TEST_LOAD_TIMEOUT" in os.environ:
+    RX_LOAD_TIMEOUT = float(os.environ["RX_TEST_LOAD_TIMEOUT"])
+
 if os.environ.get("RX_TEST_CHANNEL_LAYER") == "redis":
     # A channel layer shared by processes (used by the cross-process tests).
     CHANNEL_LAYERS = {

@@ -1,0 +1,476 @@
+"""The Redis backend across processes: fan-out, loading leases, expiry, catch-up, recovery.
+
+Every test here runs on a real Redis whatever backend the rest of the suite
+uses: the shared one at ``REDIS_URL_FOR_TESTS`` under a prefix of its own,
+or, for the tests that flush or restart Redis, a private ``redis-server``.
+Server processes are real uvicorn subprocesses on the test's database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import redis
+from channels.db import database_sync_to_async as db
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test.utils import override_settings
+
+from rxdjango import _loader
+from rxdjango._backend import get_backend
+from rxdjango._redis_backend import RedisBackend, redis_backend
+from rxdjango.testing import reset_state, timeout
+
+from jobs.channels import JobChannel
+from jobs.models import Task
+from jobs.serializers import JobSerializer
+from support import (
+    SocketClient,
+    connect,
+    expected_state,
+    run_command,
+    running_server,
+    type_name,
+    until,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SHARED_REDIS = os.environ.get("REDIS_URL_FOR_TESTS", "redis://127.0.0.1:6379/0")
+
+
+@dataclass
+class RedisTarget:
+    url: str
+    prefix: str
+
+    def settings(self, **extra: object) -> override_settings:
+        return override_settings(REDIS_URL=self.url, RX_REDIS_PREFIX=self.prefix, **extra)
+
+    def server_env(self, **extra: str) -> dict[str, str]:
+        return {
+            "RX_TEST_BACKEND": "redis",
+            "REDIS_URL_FOR_TESTS": self.url,
+            "RX_TEST_REDIS_PREFIX": self.prefix,
+            **extra,
+        }
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+
+@pytest.fixture
+def shared_redis() -> Iterator[RedisTarget]:
+    target = RedisTarget(SHARED_REDIS, f"rx-test-{uuid.uuid4().hex[:10]}")
+    yield target
+    client = target.client()
+    for name in client.scan_iter(match=f"{target.prefix}:*"):
+        client.delete(name)
+    client.close()
+
+
+class PrivateRedis:
+    """A redis-server of this test alone, that the test may flush, stop and restart."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is required (apt install redis-server)"
+        self.binary = binary
+        probe = socket.create_server(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout(2)
+        while True:
+            try:
+                redis.Redis.from_url(self.url).ping()
+                return
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "private redis-server did not start"
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout(1))
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    server = PrivateRedis()
+    server.start()
+    yield server
+    if server.process is not None and server.process.poll() is None:
+        server.stop()
+
+
+@pytest.fixture
+def in_process() -> Iterator[None]:
+    """Forget the suite's backend before and after (settings decide the next one)."""
+    reset_state()
+    yield
+    reset_state()
+
+
+def rename(task_pk: int, title: str) -> None:
+    task = Task.objects.get(pk=task_pk)
+    task.title = task.title if title is None else title
+    task.save()
+
+
+def titles(client) -> dict[int, str]:
+    return {t["id"]: t["title"] for t in client.state.tree()["tasks"]}
+
+
+# -- fan-out between processes ---------------------------------------------------------------
+
+
+async def test_changes_from_any_process_reach_every_process_once(world, shared_redis, in_process):
+    path = f"/ws/job/{world.job.pk}/"
+    task = world.tasks[0].pk
+    with (
+        running_server(shared_redis.server_env()) as first,
+        running_server(shared_redis.server_env()) as second,
+        shared_redis.settings(),
+    ):
+        clients = [
+            SocketClient(f"{first}{path}", world.tokens["alice"]),
+            SocketClient(f"{first}{path}", world.tokens["bob"]),
+            SocketClient(f"{second}{path}", world.tokens["alice"]),
+        ]
+        for client in clients:
+            await client.open()
+        # A change committed in this (third) process, then one in a management command.
+        await db(rename)(task, "from the test process")
+        await db(run_command)(
+            "edit_task", str(task), "--title", "from a command", extra_env=shared_redis.server_env()
+        )
+        await db(rename)(world.tasks[1].pk, "sentinel")
+        for client in clients:
+            seen = await client.records_until(lambda r: r.get("title") == "sentinel")
+            updates = [r.get("title") for r in seen if r["id"] == task]
+            assert updates == ["from the test process", "from a command"], "once, in order"
+            expected = await db(expected_state)(JobSerializer, world.job, _user(world, client))
+            assert client.state.tree() == expected
+            await client.close()
+
+
+def _user(world, client):
+    return world.alice if client.token == world.tokens["alice"] else world.bob
+
+
+async def test_catch_up_across_processes_has_updates_and_deletes(world, shared_redis, in_process):
+    path = f"/ws/job/{world.job.pk}/"
+    with (
+        running_server(shared_redis.server_env()) as first,
+        running_server(shared_redis.server_env()) as second,
+    ):
+        client = SocketClient(f"{first}{path}", world.tokens["alice"])
+        await client.open()
+        await client.close()
+        env = shared_redis.server_env()
+        await db(run_command)("edit_task", str(world.tasks[0].pk), "--title", "away", extra_env=env)
+        await db(run_command)("edit_task", str(world.tasks[2].pk), "--delete", extra_env=env)
+        received = len(client.state.received)
+        await client.open(f"{second}{path}")
+        records = client.state.received[received:]
+        assert not any(c.get("type") == "resync" for c in client.state.controls)
+        operations = {(type_name(r), r["_operation"]) for r in records}
+        assert ("TaskSerializer", "delete") in operations
+        assert ("TaskSerializer", "initial_state") not in operations, "only what changed"
+        expected = await db(expected_state)(JobSerializer, world.job, world.alice)
+        assert client.state.tree() == expected
+        await client.close()
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+
+def test_concurrent_first_connects_load_once(world_sync, shared_redis, in_process, monkeypatch):
+    """Callers in two processes (two backends) arrive while one loads: one load in all."""
+    world = world_sync
+    started, release = threading.Event(), threading.Event()
+    original = _loader.load_subtrees
+
+    def slow_load(*args, **kwargs):
+        started.set()
+        release.wait(timeout())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_loader, "load_subtrees", slow_load)
+    with shared_redis.settings():
+        backends = [redis_backend(get_backend().hub) for _ in range(2)]
+        results: list = []
+
+        def connect_one(backend: RedisBackend) -> None:
+            results.append(backend.snapshot(JobChannel, world.job.pk))
+
+        threads = [threading.Thread(target=connect_one, args=(backends[i % 2],)) for i in range(6)]
+        for thread in threads:
+            thread.start()
+        assert started.wait(timeout())
+        release.set()
+        for thread in threads:
+            thread.join(timeout(2))
+        assert sum(b.loads for b in backends) == 1
+        assert len(results) == 6
+        keys = {frozenset(r.key for r in result.records) for result in results}
+        assert len(keys) == 1, "every caller streams the same records"
+        for backend in backends:
+            backend.close()
+        assert isinstance(backends[0], RedisBackend)
+
+
+async def test_a_killed_loader_does_not_make_others_wait_forever(
+    world, shared_redis, in_process, tmp_path
+):
+    path = f"/ws/job/{world.job.pk}/"
+    blocker = tmp_path / "block"
+    blocker.touch()
+    env = shared_redis.server_env(RX_TEST_LOAD_TIMEOUT="1")
+    with running_server({**env, "RX_TEST_BLOCK_TASK_READS_WHILE": str(blocker)}) as doomed:
+        first = SocketClient(f"{doomed}{path}", world.tokens["alice"])
+        opening = asyncio.ensure_future(first.open())
+        meta = shared_redis.client()
+        keys = [k for k in meta.scan_iter(match=f"{shared_redis.prefix}:*:meta")]
+        deadline = time.monotonic() + timeout(2)
+        while not keys or meta.hget(keys[0], "status") != b"heating":
+            assert time.monotonic() < deadline, "the first server never started loading"
+            await asyncio.sleep(0.02)
+            keys = [k for k in meta.scan_iter(match=f"{shared_redis.prefix}:*:meta")]
+        doomed.process.send_signal(signal.SIGKILL)  # dies holding the load lease
+        doomed.process.wait(timeout())
+        opening.cancel()
+    blocker.unlink()
+    with running_server(env) as survivor, shared_redis.settings():
+        client = SocketClient(f"{survivor}{path}", world.tokens["alice"])
+        await client.open()  # waits out the dead loader's lease, then loads itself
+        expected = await db(expected_state)(JobSerializer, world.job, world.alice)
+        assert client.state.tree() == expected
+        await db(rename)(world.tasks[0].pk, "live after the takeover")
+        await client.records_until(lambda r: r.get("title") == "live after the takeover")
+        await client.close()
+
+
+# -- expiry -----------------------------------------------------------------------------------
+
+
+async def test_idle_anchors_expire_without_a_cron_job(world, shared_redis, in_process, monkeypatch):
+    monkeypatch.setattr(JobChannel.Meta, "cache_ttl", 0.2, raising=False)
+    with shared_redis.settings():
+        from testproject.asgi import application
+
+        client = await connect(application, f"/ws/job/{world.job.pk}/", world.tokens["alice"])
+        backend = get_backend()
+        ref = (JobChannel.channel_id, world.job.pk)
+        await asyncio.sleep(0.5)  # longer than the TTL, while watched
+        assert await db(backend.is_cached)(ref), "a watched anchor never expires"
+        await client.disconnect()
+        await until(lambda: not backend.is_cached(ref))  # the server's own sweep
+        task_key = ("jobs.serializers.TaskSerializer", world.tasks[0].pk)
+        assert ref not in await db(backend.holders)(task_key), "no index entries left"
+
+
+def test_expire_command_lists_only_what_really_expires(world_sync, shared_redis, in_process):
+    world = world_sync
+    with shared_redis.settings(RX_CACHE_TTL=0.05):
+        backend = get_backend()
+        idle, watched = world.job.pk, world.other_job.pk
+        for pk in (idle, watched):
+            backend.snapshot(JobChannel, pk)
+        # Another process holds a live watch lease on one of them.
+        watch_key = backend.keys.watch((JobChannel.channel_id, watched))
+        backend.redis.zadd(watch_key, {"another-process": backend._now_ms() + 60_000})
+        time.sleep(0.1)  # both past the TTL; only one is unwatched
+        assert _listed("would expire", _command_output("--dry-run")) == [str(idle)]
+        assert backend.is_cached((JobChannel.channel_id, idle)), "a dry run changes nothing"
+        assert _listed("expired", _command_output()) == [str(idle)]
+        assert not backend.is_cached((JobChannel.channel_id, idle))
+        assert backend.is_cached((JobChannel.channel_id, watched))
+
+
+def _listed(verb: str, output: str) -> list[str]:
+    prefix = f"{verb} {JobChannel.channel_id} "
+    return [line[len(prefix) :] for line in output.splitlines() if line.startswith(prefix)]
+
+
+def _command_output(*args: str) -> str:
+    from io import StringIO
+
+    out = StringIO()
+    call_command("expire_rxdjango_cache", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_expire_command_refuses_with_the_embedded_backend(embedded_backend):
+    with pytest.raises(CommandError, match="REDIS_URL"):
+        call_command("expire_rxdjango_cache", "--dry-run")
+
+
+def test_a_save_nobody_loaded_writes_nothing_to_redis(world_sync, shared_redis, in_process):
+    with shared_redis.settings():
+        rename(world_sync.tasks[0].pk, "unwatched")
+        assert list(shared_redis.client().scan_iter(match=f"{shared_redis.prefix}:*")) == []
+
+
+# -- losing Redis data -------------------------------------------------------------------------
+
+
+async def test_flushall_makes_clients_resync_and_nothing_is_lost(world, private_redis, in_process):
+    target = RedisTarget(private_redis.url, "rx")
+    path = f"/ws/job/{world.job.pk}/"
+    with (
+        running_server(target.server_env(RX_TEST_REDIS_HEARTBEAT="0.1")) as server,
+        target.settings(),
+    ):
+        client = SocketClient(f"{server}{path}", world.tokens["alice"])
+        await client.open()
+        target.client().flushall()
+        await db(rename)(world.tasks[0].pk, "after the flush")
+        assert await client.close_code() == 4408
+        await client.open()
+        assert {"type": "resync", "anchorId": world.job.pk} in client.state.controls
+        expected = await db(expected_state)(JobSerializer, world.job, world.alice)
+        assert client.state.tree() == expected
+        await client.close()
+
+
+@pytest.mark.rx_errors_expected
+async def test_a_redis_restart_makes_clients_resync_and_nothing_is_lost(
+    world, private_redis, in_process
+):
+    target = RedisTarget(private_redis.url, "rx")
+    path = f"/ws/job/{world.job.pk}/"
+    with (
+        running_server(target.server_env(RX_TEST_REDIS_HEARTBEAT="0.1")) as server,
+        target.settings(),
+    ):
+        client = SocketClient(f"{server}{path}", world.tokens["alice"])
+        await client.open()
+        private_redis.stop()
+        await db(rename)(world.tasks[0].pk, "while Redis was down")  # cannot be propagated
+        private_redis.start()
+        assert await client.close_code(4) == 4408
+        assert server.process.poll() is None, "the server process survived"
+        await client.open()
+        assert {"type": "resync", "anchorId": world.job.pk} in client.state.controls
+        assert titles(client)[world.tasks[0].pk] == "while Redis was down"
+        await db(rename)(world.tasks[1].pk, "after the restart")
+        await client.records_until(lambda r: r.get("title") == "after the restart")
+        expected = await db(expected_state)(JobSerializer, world.job, world.alice)
+        assert client.state.tree() == expected
+        await client.close()
+
+
+async def test_sentinel_through_a_client_factory(
+    world, private_redis, in_process, tmp_path, monkeypatch
+):
+    """RX_REDIS_CLIENT: the backend reaches the primary that Sentinel names."""
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    config = tmp_path / "sentinel.conf"
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\n"
+        f"sentinel monitor rxprimary 127.0.0.1 {private_redis.port} 1\n"
+    )
+    sentinel = subprocess.Popen(
+        [private_redis.binary, str(config), "--sentinel"], stdout=subprocess.DEVNULL
+    )
+    try:
+        monkeypatch.setenv("RX_TEST_SENTINEL", f"127.0.0.1:{port}")
+        deadline = time.monotonic() + timeout(2)
+        while True:
+            try:
+                redis.Redis(port=port).ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "sentinel did not start"
+                await asyncio.sleep(0.02)
+        with override_settings(
+            REDIS_URL=None,
+            RX_REDIS_CLIENT="jobs.redis_clients.sentinel_client",
+            RX_REDIS_PREFIX="rx",
+        ):
+            from testproject.asgi import application
+
+            client = await connect(application, f"/ws/job/{world.job.pk}/", world.tokens["alice"])
+            await db(rename)(world.tasks[0].pk, "through sentinel")
+            (update,) = await client.receive_records()
+            assert update["title"] == "through sentinel"
+            primary = redis.Redis.from_url(private_redis.url)
+            assert list(primary.scan_iter(match="rx:{*}:rec")), "the cache lives on the primary"
+            await client.disconnect()
+    finally:
+        sentinel.kill()
+        sentinel.wait(timeout(1))
+
+
+# -- cost -------------------------------------------------------------------------------------
+
+
+async def test_redis_commands_per_change_do_not_grow_with_clients(world, shared_redis, in_process):
+    """The same commands for a change watched by 1 client and by 200."""
+    from testproject.asgi import application
+
+    path = f"/ws/job/{world.job.pk}/"
+    with shared_redis.settings(RX_REDIS_HEARTBEAT=3600):
+        clients = [await connect(application, path, world.tokens["alice"])]
+        one = await _commands_for_a_change(world, clients, "watched by one")
+        for _ in range(199):
+            clients.append(await connect(application, path, world.tokens["alice"]))
+        many = await _commands_for_a_change(world, clients, "watched by two hundred")
+        assert one == many, (one, many)
+        for client in clients:
+            await client.disconnect()
+
+
+async def _commands_for_a_change(world, clients, title: str) -> dict[str, int]:
+    monitor = redis.Redis.from_url(SHARED_REDIS)
+    before = _command_counts(monitor)
+    await db(rename)(world.tasks[0].pk, title)
+    for client in clients:
+        records = await client.receive_records()
+        assert [r["title"] for r in records] == [title]
+    after = _command_counts(monitor)
+    monitor.close()
+    return {
+        name: after[name] - before.get(name, 0)
+        for name in after
+        if after[name] != before.get(name, 0)
+    }
+
+
+def _command_counts(client: redis.Redis) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {
+        name: int(value["calls"]) for name, value in stats.items() if name not in ("cmdstat_info",)
+    }
