@@ -364,8 +364,10 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         self.channel, self.user, self.user_id = admission.channel, admission.user, admission.user.pk
         anchors, last_update = admission.anchors, admission.last_update
         self.send_frame(auth_reply(Status.OK))
-        get_backend().register(self.channel_class.channel_id, self)
-        if cross_process_layer(self.channel_layer_alias) is not None:
+        backend = get_backend()
+        backend.register(self.channel_class.channel_id, self)
+        if not backend.spans_processes and cross_process_layer(self.channel_layer_alias):
+            # The embedded backend reaches other processes' clients only through the layer.
             await self.group_add(SYSTEM_GROUP)
         try:
             await call_hook(self.channel.on_connect, last_update)

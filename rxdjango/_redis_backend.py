@@ -19,6 +19,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import threading
 import time
@@ -171,7 +172,21 @@ class RedisBackend:
             if not self._threads_started:
                 self._threads_started = True
                 self.listener.start()
+        self._serve_maintenance()
+
+    def _serve_maintenance(self) -> None:
+        with self._threads_lock:
+            if not self._maintenance.is_alive() and not self._stopped.is_set():
                 self._maintenance.start()
+                atexit.register(self._last_chance)
+
+    def _last_chance(self) -> None:
+        """At exit: a change this process could not propagate still needs a new epoch."""
+        if self._needs_new_epoch:
+            try:
+                self._ensure_epoch(replace=True)
+            except RedisError:
+                logger.error("rxdjango: Redis unreachable at exit; cached state may be stale")
 
     # -- time and epochs ------------------------------------------------------------
 
@@ -265,6 +280,9 @@ class RedisBackend:
     ) -> None:
         """Propagate a committed batch to the channel's hot anchors, in any process."""
         channel_id = channel.channel_id
+        if self._needs_new_epoch:
+            self._start_new_epoch()
+        recovered = False
         try:
             if not self.redis.scard(self.keys.anchors(channel_id)):
                 return  # nothing cached, nothing loading: nobody to tell
@@ -285,13 +303,25 @@ class RedisBackend:
                     raise
                 except Exception:
                     self._recover(channel)
+                    recovered = True
                     raise
-        except RedisError:
-            # The cache may now miss this change: once Redis answers again, a new
-            # epoch makes every client reload.
-            self._needs_new_epoch = True
-            self._wake.set()
+        except Exception:
+            if not recovered:
+                # The cache may now miss this change: as soon as Redis answers, a new
+                # epoch makes every client reload.
+                self._needs_new_epoch = True
+                self._start_new_epoch()
             raise
+
+    def _start_new_epoch(self) -> None:
+        """Start a new epoch now if Redis answers, else keep retrying in the background
+        (this process may be a command that exits soon: it tries once more at exit)."""
+        try:
+            self._ensure_epoch(replace=True)
+            self._needs_new_epoch = False
+        except RedisError:
+            self._serve_maintenance()
+            self._wake.set()
 
     def _recover(self, channel: type[ContextChannel]) -> None:
         """Propagation failed midway: drop the channel's anchors, close their clients
@@ -600,7 +630,9 @@ class RedisBackend:
         self._wake.set()
         if self._threads_started:
             self.listener.stop()
+        if self._maintenance.is_alive():
             self._maintenance.join(timeout=5)
+        atexit.unregister(self._last_chance)
         self._publisher.shutdown(wait=True)
         self.redis.close()
 
@@ -639,8 +671,8 @@ class RedisBackend:
         seconds, micros = self.redis.time()
         self._offset_ms = (seconds * 1000 + micros / 1000) - (before + time.time()) * 500
         if self._needs_new_epoch:
-            self._needs_new_epoch = False
             self._ensure_epoch(replace=True)
+            self._needs_new_epoch = False
         else:
             self._ensure_epoch()
         with self._watched_lock:

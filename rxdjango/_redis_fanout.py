@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 import redis
+from redis.client import PubSub
 from redis.exceptions import RedisError
 
 from ._hub import Hub
@@ -114,7 +115,7 @@ class Listener:
 
     def _listen(self) -> None:
         client = self.connect()
-        pubsub = client.pubsub()
+        pubsub = _Subscription(client.connection_pool)
         try:
             pubsub.psubscribe(self.keys.pub_pattern)
             pubsub.subscribe(self.keys.control)
@@ -129,8 +130,15 @@ class Listener:
                 self.on_reconnect()
             self._connected_once = True
             self.ready.set()
+            connects = pubsub.connects
             while not self._stopped.is_set():
                 message = pubsub.get_message(timeout=1.0)
+                if pubsub.connects != connects:
+                    # redis-py reconnected and resubscribed by itself (its retry policy):
+                    # what was published meanwhile is lost all the same.
+                    connects = pubsub.connects
+                    self.on_disconnect()
+                    self.on_reconnect()
                 if message is not None and message["type"] in ("message", "pmessage"):
                     self._handle(message["channel"].decode(), message["data"])
         finally:
@@ -159,3 +167,13 @@ class Listener:
             self.hub.close_topic(topic, int(payload))
         elif kind == "offer":
             self.hub.offer(channel_id, orjson.loads(payload))
+
+
+class _Subscription(PubSub):
+    """A pub/sub connection that counts its (re)connections."""
+
+    connects = 0
+
+    def on_connect(self, connection: Any) -> None:
+        self.connects += 1
+        super().on_connect(connection)

@@ -363,6 +363,39 @@ async def test_flushall_makes_clients_resync_and_nothing_is_lost(world, private_
         await client.close()
 
 
+async def test_a_lost_pubsub_connection_makes_clients_catch_up(world, private_redis, in_process):
+    """redis-py reconnects pub/sub by itself; what was published meanwhile is lost, so
+    the clients of that process reconnect and catch up from the history."""
+    target = RedisTarget(private_redis.url, "rx")
+    path = f"/ws/job/{world.job.pk}/"
+    with running_server(target.server_env()) as server, target.settings():
+        client = SocketClient(f"{server}{path}", world.tokens["alice"])
+        await client.open()
+        target.client().client_kill_filter(_type="pubsub")
+        assert await client.close_code() == 4408
+        await db(rename)(world.tasks[0].pk, "while reconnecting")
+        await client.open()
+        assert not any(c.get("type") == "resync" for c in client.state.controls)
+        assert titles(client)[world.tasks[0].pk] == "while reconnecting"
+        await db(rename)(world.tasks[1].pk, "live again")
+        await client.records_until(lambda r: r.get("title") == "live again")
+        await client.close()
+
+
+async def test_system_message_command_reaches_every_process(world, shared_redis, in_process):
+    path = f"/ws/job/{world.job.pk}/"
+    env = shared_redis.server_env()
+    with running_server(env) as first, running_server(env) as second:
+        clients = [SocketClient(f"{url}{path}", world.tokens["alice"]) for url in (first, second)]
+        for client in clients:
+            await client.open()
+        await db(run_command)("broadcast_system_message", "going down", extra_env=env)
+        for client in clients:
+            message = await client.read()
+            assert message == {"type": "system", "source": "system", "message": "going down"}
+            await client.close()
+
+
 @pytest.mark.rx_errors_expected
 async def test_a_redis_restart_makes_clients_resync_and_nothing_is_lost(
     world, private_redis, in_process
