@@ -89,16 +89,16 @@ return text
 """
 
 #: The epoch of this Redis run. KEYS: epoch. ARGV: run id, candidate, known epoch
-#: to replace ('' to keep any epoch minted for this run).
+#: to replace ('' to keep any epoch minted for this run). Returns {epoch, minted}.
 EPOCH_SCRIPT = """
 local current = redis.call('GET', KEYS[1])
 local prefix = ARGV[1] .. ':'
 if current and string.sub(current, 1, string.len(prefix)) == prefix then
-  if ARGV[3] == '' or current ~= ARGV[3] then return current end
+  if ARGV[3] == '' or current ~= ARGV[3] then return {current, 0} end
 end
 local fresh = prefix .. ARGV[2]
 redis.call('SET', KEYS[1], fresh)
-return fresh
+return {fresh, 1}
 """
 
 #: Decide who loads a cold anchor. KEYS: meta. ARGV: epoch, token, lease ms, root.
@@ -199,12 +199,18 @@ class RedisBackend:
 
     def _ensure_epoch(self, replace: bool = False) -> None:
         """Adopt the current epoch, starting one if Redis lost it (or ``replace``)."""
-        run_id = str(self.redis.info("server")["run_id"])
+        server = self.redis.info("server")
+        if int(str(server["redis_version"]).split(".")[0]) < 7:
+            raise RxDjangoError(
+                f"RxDjango needs Redis 7 or later, {self.where} runs {server['redis_version']}"
+            )
+        run_id = str(server["run_id"])
         known = self.epoch if replace else ""
-        epoch = self._epoch_script(
+        raw, minted = self._epoch_script(
             keys=[self.keys.epoch], args=[run_id, uuid.uuid4().hex, known]
-        ).decode()
-        if replace:
+        )
+        epoch = raw.decode()
+        if minted:  # every process adopts it now, not at its next heartbeat
             self.redis.publish(self.keys.control, envelope("epoch", None, ""))
         if epoch != self.epoch:
             first = not self.epoch
@@ -213,10 +219,16 @@ class RedisBackend:
                 logger.warning("rxdjango: Redis cache epoch changed; clients reload")
                 self.hub.close_all(CloseCode.TIMEOUT)
 
+    def _check_epoch(self) -> None:
+        """One read: adopt a new epoch another process started (or start one if the
+        key is gone) before trusting or writing any cached anchor."""
+        current = self.redis.get(self.keys.epoch)
+        if current is None or current.decode() != self.epoch:
+            self._ensure_epoch()
+
     def _ready(self) -> None:
         """Before reading state for a client: subscribed, so no later frame is missed."""
-        if not self.epoch:
-            self._ensure_epoch()
+        self._check_epoch()
         if self._threads_started and not self.listener.ready.wait(READY_TIMEOUT):
             raise RxDjangoError(f"Redis pub/sub at {self.where} is not reachable")
 
@@ -286,9 +298,8 @@ class RedisBackend:
         try:
             if not self.redis.scard(self.keys.anchors(channel_id)):
                 return  # nothing cached, nothing loading: nobody to tell
-            if not self.epoch:
-                self._ensure_epoch()
             with self._locked(channel_id):
+                self._check_epoch()
                 tstamp = self.clock()
                 encoded = {kind: sorted(pks, key=repr) for kind, pks in touched.items()}
                 self.redis.xadd(
@@ -365,8 +376,11 @@ class RedisBackend:
                 pause = min(pause * 2, 0.2)
                 continue
             if verdict == "stale":
+                self._check_epoch()  # the anchor may be newer than what we knew
                 with self._locked(ref[0]):
-                    self._purge(ref)
+                    epoch = self.redis.hget(meta, "epoch")
+                    if epoch is not None and epoch.decode() != self.epoch:
+                        self._purge(ref)
                 continue
             result = self._load(channel, ref, root, token)
             if result is None:
@@ -400,7 +414,11 @@ class RedisBackend:
                 self._purge(ref)  # the journal overflowed while we read: load again
                 return _RETRY
             if replay:
-                self._propagator(channel).apply(replay, self.clock(), only=ref)
+                try:
+                    self._propagator(channel).apply(replay, self.clock(), only=ref)
+                except Exception:
+                    self._purge(ref)  # not trustworthy: the next client loads again
+                    raise
         return True
 
     def _abandon(self, ref: AnchorRef, token: str) -> None:
@@ -483,7 +501,7 @@ class RedisBackend:
         with self._watched_lock:
             watched = ref in self._watched
         if watched:  # from now on this process's heartbeat renews the lease
-            tx.zadd(self.keys.watch(ref), {self.process_id: self._watch_deadline()})
+            self._renew_watch(tx, ref, self._watch_deadline())
         (status, epoch, applied, complete_after), raw_records, *rest = tx.execute()
         if status != b"hot" or epoch is None or epoch.decode() != self.epoch:
             return None
@@ -638,6 +656,16 @@ class RedisBackend:
 
     # -- maintenance: heartbeats, releases, expiry -------------------------------------------
 
+    def _renew_watch(self, pipe: Any, ref: AnchorRef, deadline: float) -> None:
+        """This process watches ``ref`` until ``deadline``. The lease key outlives the
+        lease by the channel's TTL (idle time is counted from it), then goes by itself."""
+        from .channels import channel_by_id
+
+        channel = channel_by_id(ref[0])
+        ttl = channel.get_cache_ttl() if channel is not None else rx_settings.RX_CACHE_TTL
+        pipe.zadd(self.keys.watch(ref), {self.process_id: deadline})
+        pipe.pexpireat(self.keys.watch(ref), int(deadline + float(ttl) * 1000) + 1000)
+
     def _watch_deadline(self) -> float:
         return self._now_ms() + 3000 * float(rx_settings.RX_REDIS_HEARTBEAT)
 
@@ -681,7 +709,7 @@ class RedisBackend:
             deadline = self._watch_deadline()
             pipe = self.redis.pipeline(transaction=False)
             for ref in watched:
-                pipe.zadd(self.keys.watch(ref), {self.process_id: deadline})
+                self._renew_watch(pipe, ref, deadline)
             pipe.execute()
 
     def _drain_releases(self) -> None:
