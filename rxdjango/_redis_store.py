@@ -177,6 +177,7 @@ class RedisStore:
         self.epoch = epoch
         #: envelope(kind, anchor pk, payload, **extra) -> bytes published on the channel
         self.envelope = envelope
+        self.remember = redis.register_script(HISTORY_SCRIPT)
 
     def anchors_containing(self, keys: Iterable[Key]) -> dict[Key, set[AnchorRef]]:
         wanted = list(dict.fromkeys(keys))
@@ -216,6 +217,7 @@ class RedisView:
         #: referrer changes not yet written: target -> {referrer: present?}
         self._refby_ops: dict[Key, dict[Key, bool]] = {}
         self._written: set[Key] = set()
+        self._entered: set[Key] = set()  # written and not held before: to index
         self._removed: set[Key] = set()
         self._dropped = False
 
@@ -278,6 +280,8 @@ class RedisView:
             self._refby_ops.setdefault(target, {})[record.key] = True
         self._records[record.key] = record
         self._written.add(record.key)
+        if previous is None:
+            self._entered.add(record.key)
         self._removed.discard(record.key)
         return previous
 
@@ -290,6 +294,7 @@ class RedisView:
         self._records[key] = None
         self._removed.add(key)
         self._written.discard(key)
+        self._entered.discard(key)
         return record
 
     def drop(self) -> None:
@@ -297,10 +302,10 @@ class RedisView:
 
     def save(self) -> None:
         """Index the records this anchor now holds (before they are written)."""
-        if self._written:
+        if self._entered:
             member = ref_member(self.ref)
             pipe = self.redis.pipeline(transaction=False)
-            for key in self._written:
+            for key in self._entered:
                 pipe.sadd(self.keys.index(key), member)
             pipe.execute()
 
@@ -332,14 +337,14 @@ class RedisView:
             else:
                 tx.hdel(refby, key_field(target))
         if changes:
-            tx.eval(
-                HISTORY_SCRIPT,
-                2,
-                self.keys.hist(self.ref),
-                self.keys.meta(self.ref),
-                int(rx_settings.RX_HISTORY_SIZE),
-                repr(changes[0].tstamp),
-                *[encode_change(c) for c in changes],
+            self.store.remember(
+                keys=[self.keys.hist(self.ref), self.keys.meta(self.ref)],
+                args=[
+                    int(rx_settings.RX_HISTORY_SIZE),
+                    repr(changes[0].tstamp),
+                    *[encode_change(c) for c in changes],
+                ],
+                client=tx,
             )
         channel = self.keys.pub(self.ref[0])
         for owner, frame in frames:
