@@ -25,6 +25,10 @@ DEFAULTS: dict[str, Any] = {
     "RX_HISTORY_SIZE": 1000,
     # Largest client frame accepted, in bytes.
     "RX_MAX_MESSAGE_SIZE": 1024 * 1024,
+    # Directory where `makefrontend` writes the TypeScript of the channels.
+    "RX_FRONTEND_DIR": None,
+    # WebSocket base URL written into generated channels ("" = the page's own origin).
+    "RX_WEBSOCKET_URL": "",
     # Production backend; None selects the embedded in-memory backend.
     "REDIS_URL": None,
     # Dotted path of a callable returning a redis.Redis client (e.g. through Sentinel);

@@ -1,7 +1,13 @@
+import datetime
+from typing import TypedDict
+
+from channels.db import database_sync_to_async
+
+from rxdjango.actions import action
 from rxdjango.channels import ContextChannel
 from rxdjango.operations import CREATE, DELETE, SAVE
 
-from .models import Job, Participant
+from .models import Job, Participant, Task
 from .serializers import (
     AssetSerializer,
     JobBriefSerializer,
@@ -10,6 +16,11 @@ from .serializers import (
     NoteSerializer,
     TaskSerializer,
 )
+
+
+class TaskFilter(TypedDict, total=False):
+    done: bool
+    title: str
 
 
 class JobChannel(ContextChannel):
@@ -38,6 +49,25 @@ class JobChannel(ContextChannel):
 
     def can_delete(self, instance):
         return not getattr(instance, "done", False)
+
+    class RuntimeState(TypedDict):
+        viewers: int
+        banner: str | None
+
+    @action
+    async def count_tasks(self, filters: TaskFilter | None = None) -> int:
+        """How many tasks of this job match ``filters``."""
+        query = {"job_id": self.kwargs["job_id"]}
+        if filters and "done" in filters:
+            query["done"] = filters["done"]
+        return await database_sync_to_async(Task.objects.filter(**query).count)()
+
+    @action
+    async def schedule(
+        self, task_id: int, due: datetime.date, tags: list[str] | None = None
+    ) -> dict[str, str]:
+        """Echo what would be scheduled (dates and lists travel typed)."""
+        return {"task": str(task_id), "due": due.isoformat(), "tags": ",".join(tags or [])}
 
 
 class ProjectJobsChannel(ContextChannel):

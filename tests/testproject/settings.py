@@ -52,6 +52,9 @@ if os.environ.get("RX_TEST_BACKEND") == "redis":
     # One key prefix per test run (inherited by server subprocesses), so runs never collide.
     RX_REDIS_PREFIX = os.environ.setdefault("RX_TEST_REDIS_PREFIX", f"rx-test-{os.getpid()}")
 
+if "RX_TEST_FRONTEND_DIR" in os.environ:
+    RX_FRONTEND_DIR = os.environ["RX_TEST_FRONTEND_DIR"]
+
 # Server subprocesses of the Redis tests tune these through the environment.
 if "RX_TEST_REDIS_HEARTBEAT" in os.environ:
     RX_REDIS_HEARTBEAT = float(os.environ["RX_TEST_REDIS_HEARTBEAT"])
