@@ -9,6 +9,7 @@ redis_up() { [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = "PONG" ]; 
 missing=()
 command -v pg_isready >/dev/null 2>&1 || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = "0" ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
@@ -27,6 +28,7 @@ if ! redis_up; then
 fi
 
 status=0
+command -v npm >/dev/null 2>&1 || { echo "npm is not installed (apt install nodejs npm)" >&2; status=1; }
 pg_up || { echo "PostgreSQL is not reachable on 127.0.0.1:5432" >&2; status=1; }
 redis_up || { echo "Redis is not reachable on 127.0.0.1:6379" >&2; status=1; }
 [ $status -eq 0 ] && echo "services: PostgreSQL and Redis up"

@@ -45,23 +45,27 @@ JSON_VALUE = (
     "export type JSONValue =\n  | string\n  | number\n  | boolean\n  | null\n"
     "  | JSONValue[]\n  | { [key: string]: JSONValue };\n"
 )
-#: Members of the client's ContextChannel that a generated action must not shadow.
+#: Public members of the client's ContextChannel that a generated action must not shadow.
 RESERVED_MEMBERS = frozenset(
     {
         "callAction",
-        "close",
         "connect",
         "constructor",
         "create",
         "delete",
+        "disconnect",
+        "getInstance",
         "getSnapshot",
+        "lastUpdate",
+        "on",
+        "path",
+        "reconnect",
+        "runtimeState",
         "save",
-        "subscribe",
-        "args",
-        "token",
-        "options",
         "state",
         "status",
+        "subscribe",
+        "url",
     }
 )
 
@@ -371,7 +375,8 @@ def _channel_class(
     doc = (channel.__doc__ or "").strip().splitlines()
     if doc:
         lines.append(f"/** {_comment(doc[0])} */\n")
-    lines.append(f"export class {name} extends ContextChannel<{root}, {runtime}> {{\n")
+    state = f"{root}[]" if channel.many else root
+    lines.append(f"export class {name} extends ContextChannel<{state}, {runtime}> {{\n")
     lines.append(f"  static readonly endpoint = {json.dumps(route.template)};\n")
     lines.append(f"  static readonly anchorType = {json.dumps(state_model.root.instance_type)};\n")
     lines.append(f"  static readonly many = {'true' if channel.many else 'false'};\n")
@@ -403,7 +408,7 @@ def _action_method(channel: type[ContextChannel], action_name: str, context: Typ
     spec = channel._actions[action_name]
     method = camel_case(action_name)
     if method in RESERVED_MEMBERS:
-        method = "call" + method[:1].upper() + method[1:]
+        method += "Action"  # e.g. a Python action `save` becomes saveAction()
     where = f"{channel.channel_id}.{action_name}"
     params = []
     for parameter in spec.parameters:

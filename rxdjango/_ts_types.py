@@ -32,8 +32,10 @@ class TypeContext:
 
     def __init__(self) -> None:
         self.unknown: list[str] = []
-        #: TypedDict / RuntimeState name -> TypeScript body, emitted as interfaces.
+        #: TypedDict name -> TypeScript body, emitted as interfaces.
         self.named: dict[str, str] = {}
+        #: TypedDict name -> the TypedDict it stands for (two modules may reuse a name).
+        self.typed_dicts: dict[str, Any] = {}
 
     def unknown_type(self, where: str) -> str:
         self.unknown.append(where)
@@ -258,6 +260,10 @@ def hint_type(hint: Any, context: TypeContext, where: str) -> str:
 
 def _typed_dict(hint: Any, context: TypeContext, where: str) -> str:
     name = hint.__name__
+    owner = context.typed_dicts.setdefault(name, hint)
+    if owner is not hint:  # another TypedDict of that name: qualify this one by module
+        name = "".join(p[:1].upper() + p[1:] for p in hint.__module__.split(".")) + name
+        context.typed_dicts.setdefault(name, hint)
     if name not in context.named:
         context.named[name] = ""  # placeholder against recursion
         context.named[name] = object_body(

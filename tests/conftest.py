@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import uuid
+from collections.abc import Iterator
 
 import pytest
 from channels.db import database_sync_to_async
 
 from rxdjango.testing import reset_state
 
-from support import World, build_world
+from support import SHARED_REDIS, RedisTarget, World, build_world
 
 
 @pytest.fixture(autouse=True)
@@ -59,3 +61,21 @@ async def world(transactional_db) -> World:
 @pytest.fixture
 def world_sync(transactional_db) -> World:
     return build_world()
+
+
+@pytest.fixture
+def shared_redis() -> Iterator[RedisTarget]:
+    target = RedisTarget(SHARED_REDIS, f"rx-test-{uuid.uuid4().hex[:10]}")
+    yield target
+    client = target.client()
+    for name in client.scan_iter(match=f"{target.prefix}:*"):
+        client.delete(name)
+    client.close()
+
+
+@pytest.fixture
+def in_process() -> Iterator[None]:
+    """Forget the suite's backend before and after (settings decide the next one)."""
+    reset_state()
+    yield
+    reset_state()

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis
 import websockets
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.test.utils import override_settings
 from rest_framework.authtoken.models import Token
 
 from rxdjango import _codec
@@ -244,3 +246,28 @@ class SocketClient:
     async def close(self) -> None:
         if self.ws is not None:
             await self.ws.close()
+
+
+SHARED_REDIS = os.environ.get("REDIS_URL_FOR_TESTS", "redis://127.0.0.1:6379/0")
+
+
+@dataclass
+class RedisTarget:
+    """A Redis (URL and key prefix) for the test process and its server subprocesses."""
+
+    url: str
+    prefix: str
+
+    def settings(self, **extra: object) -> override_settings:
+        return override_settings(REDIS_URL=self.url, RX_REDIS_PREFIX=self.prefix, **extra)
+
+    def server_env(self, **extra: str) -> dict[str, str]:
+        return {
+            "RX_TEST_BACKEND": "redis",
+            "REDIS_URL_FOR_TESTS": self.url,
+            "RX_TEST_REDIS_PREFIX": self.prefix,
+            **extra,
+        }
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)

@@ -118,6 +118,20 @@ def test_python_hints_become_typescript(hint, expected):
     assert hint_type(hint, TypeContext(), "x") == expected
 
 
+def test_two_typed_dicts_with_one_name_stay_distinct():
+    class Point2(TypedDict):
+        y: float
+
+    other: Any = Point2
+    other.__name__ = "Point"
+    other.__module__ = "geo.shapes"
+    context = TypeContext()
+    assert hint_type(Point, context, "a") == "Point"
+    assert hint_type(other, context, "b") == "GeoShapesPoint"
+    assert hint_type(Point, context, "c") == "Point"
+    assert context.named["GeoShapesPoint"] == "{\n  y: number;\n}"
+
+
 def test_any_is_reported_not_hidden():
     context = TypeContext()
     assert hint_type(Any, context, "JobChannel.act(value)") == "unknown"

@@ -9,16 +9,13 @@ Server processes are real uvicorn subprocesses on the test's database.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 import redis
@@ -30,12 +27,14 @@ from django.test.utils import override_settings
 from rxdjango import _loader
 from rxdjango._backend import get_backend
 from rxdjango._redis_backend import RedisBackend, redis_backend
-from rxdjango.testing import reset_state, timeout
+from rxdjango.testing import timeout
 
 from jobs.channels import JobChannel
 from jobs.models import Task
 from jobs.serializers import JobSerializer
 from support import (
+    SHARED_REDIS,
+    RedisTarget,
     SocketClient,
     connect,
     expected_state,
@@ -46,38 +45,6 @@ from support import (
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-SHARED_REDIS = os.environ.get("REDIS_URL_FOR_TESTS", "redis://127.0.0.1:6379/0")
-
-
-@dataclass
-class RedisTarget:
-    url: str
-    prefix: str
-
-    def settings(self, **extra: object) -> override_settings:
-        return override_settings(REDIS_URL=self.url, RX_REDIS_PREFIX=self.prefix, **extra)
-
-    def server_env(self, **extra: str) -> dict[str, str]:
-        return {
-            "RX_TEST_BACKEND": "redis",
-            "REDIS_URL_FOR_TESTS": self.url,
-            "RX_TEST_REDIS_PREFIX": self.prefix,
-            **extra,
-        }
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url)
-
-
-@pytest.fixture
-def shared_redis() -> Iterator[RedisTarget]:
-    target = RedisTarget(SHARED_REDIS, f"rx-test-{uuid.uuid4().hex[:10]}")
-    yield target
-    client = target.client()
-    for name in client.scan_iter(match=f"{target.prefix}:*"):
-        client.delete(name)
-    client.close()
 
 
 class PrivateRedis:
@@ -130,14 +97,6 @@ def private_redis() -> Iterator[PrivateRedis]:
     yield server
     if server.process is not None and server.process.poll() is None:
         server.stop()
-
-
-@pytest.fixture
-def in_process() -> Iterator[None]:
-    """Forget the suite's backend before and after (settings decide the next one)."""
-    reset_state()
-    yield
-    reset_state()
 
 
 def rename(task_pk: int, title: str) -> None:
