@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_PORT ?= 8000
+EXAMPLE_ENV := DJANGO_SETTINGS_MODULE=exampleproject.settings
 
-.PHONY: test lint demo venv services clean client
+.PHONY: test lint docs demo venv services clean client client-build example-frontend
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,7 @@ services:
 	bash .ci/services.sh
 
 client/node_modules/.installed: client/package.json client/package-lock.json
+	bash .ci/node.sh
 	cd client && npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
@@ -25,22 +27,40 @@ client/node_modules/.installed: client/package.json client/package-lock.json
 client: client/node_modules/.installed
 	cd client && npm run typecheck && npm test && npm run build
 
-lint: venv
-	$(VENV)/bin/ruff check rxdjango tests
-	$(VENV)/bin/ruff format --check rxdjango tests
+client-build: client/node_modules/.installed
+	cd client && npm run build
 
-## Run every test: lint, then the suite on PostgreSQL, on SQLite (the embedded default),
-## and on PostgreSQL with the Redis backend.
-test: venv services lint client
+lint: venv
+	$(VENV)/bin/ruff check rxdjango tests example
+	$(VENV)/bin/ruff format --check rxdjango tests example
+
+## The documentation site; --strict fails on broken links.
+docs: venv
+	$(VENV)/bin/mkdocs build --strict -q -d site
+
+## Run every test: lint, docs (broken links fail), the client's tests, then the suite on
+## PostgreSQL, on SQLite (the embedded default), on PostgreSQL with the Redis backend, and
+## the example app in Chromium.
+test: venv services lint docs client example-frontend
 	$(VENV)/bin/pytest
 	RX_TEST_DB=sqlite $(VENV)/bin/pytest -q
 	RX_TEST_BACKEND=redis $(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q example/tests
 
-## Serve the test project's channels on http://127.0.0.1:$(DEMO_PORT) with the embedded defaults.
-demo: venv
-	cd tests && RX_TEST_DB=sqlite DJANGO_SETTINGS_MODULE=testproject.settings ../$(PY) -m django migrate -v 0
-	cd tests && RX_TEST_DB=sqlite DJANGO_SETTINGS_MODULE=testproject.settings ../$(PY) -m django seed_demo --port $(DEMO_PORT)
-	cd tests && RX_TEST_DB=sqlite ../$(VENV)/bin/uvicorn testproject.asgi:application --host 127.0.0.1 --port $(DEMO_PORT)
+example/frontend/node_modules/.installed: example/frontend/package.json example/frontend/package-lock.json client/node_modules/.installed
+	cd example/frontend && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+## Build the example's React app (client library, generated channels, Vite build).
+example-frontend: venv client-build example/frontend/node_modules/.installed
+	cd example && $(EXAMPLE_ENV) ../$(PY) manage.py makefrontend
+	cd example/frontend && npm run build
+
+## The example app (a team task board) on http://127.0.0.1:$(DEMO_PORT), embedded defaults.
+demo: example-frontend
+	cd example && $(EXAMPLE_ENV) ../$(PY) manage.py migrate -v 0
+	cd example && $(EXAMPLE_ENV) ../$(PY) manage.py seed_example --url http://127.0.0.1:$(DEMO_PORT)/
+	cd example && $(EXAMPLE_ENV) ../$(VENV)/bin/uvicorn exampleproject.asgi:application --host 127.0.0.1 --port $(DEMO_PORT)
 
 clean:
 	rm -rf $(VENV) tests/test.sqlite3 .pytest_cache .ruff_cache client/node_modules client/dist

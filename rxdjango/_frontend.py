@@ -309,9 +309,11 @@ def _writable_fields(layer: Layer, context: TypeContext) -> list[tuple[str, str]
         fields.append(
             (name, field_type(serializer_field, context, f"{layer.instance_type}.{name}"))
         )
+    declared = layer.serializer_class().fields
     for name, edge in nested.items():
-        if edge.kind is EdgeKind.FORWARD and not edge.many:
-            fields.append((name, f"{pk_type(edge.child.model)} | null"))
+        if edge.kind is EdgeKind.FORWARD and not edge.many and not declared[name].read_only:
+            nullable = " | null" if _nullable_fk(layer, edge.parent_attname) else ""
+            fields.append((name, f"{pk_type(edge.child.model)}{nullable}"))
     return fields
 
 

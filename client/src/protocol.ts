@@ -231,11 +231,12 @@ function isErrorBody(value: unknown): value is ErrorBody {
   return isObject(value) && typeof value.code === 'number' && typeof value.message === 'string';
 }
 
+/** An instance record, or a notification record (which carries only the sender's keys). */
 function isRecord(value: unknown): value is InstanceRecord {
   return (
     isObject(value) &&
     typeof value._instance_type === 'string' &&
-    typeof value._operation === 'string'
+    (typeof value._operation === 'string' || value._instance_type === NOTIFICATION_TYPE)
   );
 }
 

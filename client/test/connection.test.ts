@@ -366,7 +366,8 @@ describe('state traffic through the channel', () => {
     const state = channel.state;
     const got: unknown[] = [];
     channel.on('notification', (n) => got.push(n.text));
-    socket().receive([{ _instance_type: '_notification', _tstamp: 2, _operation: 'create', id: 0, text: 'hello' }]);
+    // Exactly what broadcast_notification sends: the caller's keys and the type, nothing else.
+    socket().receive([{ _instance_type: '_notification', text: 'hello' }]);
     expect(got).toEqual(['hello']);
     expect(channel.getSnapshot().notifications).toHaveLength(1);
     expect(channel.state).toBe(state);

@@ -1,0 +1,66 @@
+from django.contrib.auth import get_user_model
+from rest_framework import serializers
+
+from .models import Board, Card, Column, Comment, Note
+
+
+class UserSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = get_user_model()
+        fields = ["id", "username"]
+
+
+class CommentSerializer(serializers.ModelSerializer):
+    author = UserSerializer(read_only=True)
+
+    class Meta:
+        model = Comment
+        fields = ["id", "text", "created", "author"]
+
+    def create(self, validated_data):
+        # The author is whoever writes: the connection's user (or the REST request's).
+        channel = self.context.get("channel")
+        request = self.context.get("request")
+        validated_data["author"] = channel.user if channel is not None else request.user
+        return super().create(validated_data)
+
+
+class CardSerializer(serializers.ModelSerializer):
+    assignee = UserSerializer(allow_null=True, required=False)
+    comments = CommentSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Card
+        fields = ["id", "title", "position", "assignee", "comments"]
+
+
+class ColumnSerializer(serializers.ModelSerializer):
+    cards = CardSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Column
+        fields = ["id", "title", "position", "archived", "cards"]
+
+
+class NoteSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Note
+        fields = ["id", "text", "owner"]
+        read_only_fields = ["owner"]
+        user_key = "owner"
+
+
+class BoardSerializer(serializers.ModelSerializer):
+    columns = ColumnSerializer(many=True, read_only=True)
+    members = UserSerializer(many=True, read_only=True)
+    notes = NoteSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Board
+        fields = ["id", "name", "columns", "members", "notes"]
+
+
+class BoardSummarySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Board
+        fields = ["id", "name"]
