@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_PORT ?= 8000
 EXAMPLE_ENV := DJANGO_SETTINGS_MODULE=exampleproject.settings
 
-.PHONY: test lint docs demo venv services clean client client-build example-frontend
+.PHONY: test lint docs bench demo venv services clean client client-build example-frontend
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,12 @@ client-build: client/node_modules/.installed
 	cd client && npm run build
 
 lint: venv
-	$(VENV)/bin/ruff check rxdjango tests example
-	$(VENV)/bin/ruff format --check rxdjango tests example
+	$(VENV)/bin/ruff check rxdjango tests example bench
+	$(VENV)/bin/ruff format --check rxdjango tests example bench
+
+## RxDjango beside DCRF, a DRF endpoint and a raw-WebSocket floor; one table, one JSON file.
+bench: venv client-build
+	$(PY) bench/run.py
 
 ## The documentation site; --strict fails on broken links.
 docs: venv

@@ -162,6 +162,9 @@ def running_server(extra_env: dict[str, str] | None = None) -> Iterator[ServerPr
     # queue in the backlog until the server accepts them, so there is no port race
     # and nothing to poll for.
     listener = socket.create_server(("127.0.0.1", 0))
+    # uvicorn wraps a passed descriptor as a Unix socket, so asyncio does not switch
+    # Nagle's algorithm off; accepted sockets inherit it from the listener on Linux.
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     port = listener.getsockname()[1]
     process = subprocess.Popen(
         [

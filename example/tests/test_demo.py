@@ -7,11 +7,12 @@ import signal
 import subprocess
 
 from playwright.sync_api import expect
-from test_browser import REPO_DIR, UNIT, _free_port, _wait_for_http, shot
+
+from browser_support import REPO_DIR, UNIT, free_port, shot, wait_for_http
 
 
 def test_make_demo_serves_the_app(tmp_path, pages):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "EXAMPLE_SQLITE": str(tmp_path / "demo.sqlite3")}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     demo = subprocess.Popen(
@@ -25,7 +26,7 @@ def test_make_demo_serves_the_app(tmp_path, pages):
     )
     try:
         url = f"http://127.0.0.1:{port}/"
-        _wait_for_http(url, demo, UNIT * 36)
+        wait_for_http(url, demo, UNIT * 36)
         page = pages["newcomer"]
         page.goto(url)
         page.get_by_test_id("login-username").fill("alice")
