@@ -36,6 +36,10 @@ RESULTS = BENCH / "results" / "latest.json"
 # -- statistics ------------------------------------------------------------------------
 
 
+def progress(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -126,6 +130,7 @@ def start_server(world: World) -> Server:
     command = [sys.executable, "-m", "uvicorn", "benchproject.asgi:application"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     command += ["--ws-max-size", str(2**24), "--backlog", "4096"]
+    command += ["--ws-ping-interval", "600", "--ws-ping-timeout", "600"]  # no keepalive noise
     process = subprocess.Popen(command, env=child_env())
     server = Server(port, process, f"127.0.0.1:{port}")
     url = f"http://{server.base}/api/jobs/{world.small_job}/"
@@ -209,7 +214,9 @@ def next_marker() -> int:
 
 
 async def open_rx(server: Server, world: World, job: int) -> Any:
-    ws = await websockets.connect(f"ws://{server.base}/ws/job/{job}/", max_size=2**25)
+    ws = await websockets.connect(
+        f"ws://{server.base}/ws/job/{job}/", max_size=2**25, ping_interval=None
+    )
     await ws.send(json.dumps({"token": world.token, "lastUpdate": None}))
     while '"end_initial_state"' not in await ws.recv():
         pass
@@ -236,11 +243,12 @@ async def fan_out(
     if kind == "rx":
         trigger = await open_rx(server, world, world.small_job)
     else:
-        trigger = await websockets.connect(urls[kind], max_size=2**25)
+        trigger = await websockets.connect(urls[kind], max_size=2**25, ping_interval=None)
     last: list[float] = []
     each: list[float] = []
     from_commit: list[float] = []
     lost = 0
+    failure = None
     try:
         for rep in range(reps):
             k = next_marker()
@@ -274,6 +282,9 @@ async def fan_out(
             if arrived:
                 last.append(max(arrived))
             await asyncio.sleep(0.05)
+    except (websockets.ConnectionClosed, OSError, json.JSONDecodeError) as error:
+        failure = f"stopped after {len(last)} of {reps} changes: {error!r}"
+        progress(f"  {kind} at {n} clients failed: {failure}")
     finally:
         await trigger.close()
         crowd.stop()
@@ -284,6 +295,7 @@ async def fan_out(
         "last_client": summary(last),
         "from_commit": summary(from_commit) if from_commit else None,
         "lost": lost,
+        "failure": failure,
         "rss_per_connection_kib": (rss_after - rss_before) / n,
     }
 
@@ -309,7 +321,8 @@ async def initial_state(server: Server, world: World, reps: int) -> dict:
             response.read()
         rest.append(time.perf_counter() - started)
     dcrf = []
-    async with websockets.connect(f"ws://{server.base}/dcrf/jobs/", max_size=2**25) as ws:
+    dcrf_url = f"ws://{server.base}/dcrf/jobs/"
+    async with websockets.connect(dcrf_url, max_size=2**25, ping_interval=None) as ws:
         for request_id in range(reps):
             started = time.perf_counter()
             await ws.send(
@@ -454,7 +467,7 @@ def print_table(results: dict) -> None:
 
 async def scenarios(server: Server, world: World, smoke: bool) -> dict:
     sizes = [10] if smoke else [100, 1000]
-    reps = 3 if smoke else 30
+    reps = 3 if smoke else 20
     results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
         "mode": "smoke" if smoke else "full",
@@ -463,8 +476,11 @@ async def scenarios(server: Server, world: World, smoke: bool) -> dict:
     for n in sizes:
         for kind in ("floor", "rx", "dcrf"):
             crowd_processes = 1 if smoke else 4
+            progress(f"fan-out: {kind}, {n} clients")
             results["fan_out"].append(await fan_out(server, world, kind, n, reps, crowd_processes))
+    progress("initial state")
     results["initial_state"] = await initial_state(server, world, reps)
+    progress("write round trip")
     results["write_round_trip"] = await write_round_trip(server, world, reps)
     results["largest_crowd"] = sizes[-1]
     return results
