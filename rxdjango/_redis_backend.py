@@ -48,6 +48,7 @@ from ._propagation import AnchorRef, Propagator
 from ._protocol import CloseCode
 from ._redis_fanout import Listener, envelope
 from ._redis_store import (
+    HISTORY_SCRIPT,
     Keys,
     RedisStore,
     decode_change,
@@ -145,6 +146,7 @@ class RedisBackend:
         self._epoch_script = self.redis.register_script(EPOCH_SCRIPT)
         self._begin = self.redis.register_script(BEGIN_SCRIPT)
         self._release = self.redis.register_script(RELEASE_SCRIPT)
+        self._remember = self.redis.register_script(HISTORY_SCRIPT)
         self._watched: set[AnchorRef] = set()
         self._watched_lock = threading.Lock()
         self._releases: SimpleQueue[AnchorRef] = SimpleQueue()
@@ -278,8 +280,12 @@ class RedisBackend:
             except RedisError:
                 logger.warning("rxdjango: the lock of %s expired before release", channel_id)
 
+    def _store(self) -> RedisStore:
+        """A store on the current epoch (cheap: the scripts are registered once)."""
+        return RedisStore(self.redis, self.keys, self.epoch, envelope, self._remember)
+
     def _propagator(self, channel: type[ContextChannel]) -> Propagator:
-        store = RedisStore(self.redis, self.keys, self.epoch, envelope)
+        store = self._store()
         return Propagator(channel.state_model(), channel.channel_id, store)
 
     # -- changes ----------------------------------------------------------------------
@@ -623,7 +629,7 @@ class RedisBackend:
         return status == b"hot" and epoch is not None and epoch.decode() == self.epoch
 
     def holders(self, key: Key) -> set[AnchorRef]:
-        store = RedisStore(self.redis, self.keys, self.epoch, envelope)
+        store = self._store()
         return store.anchors_containing([key]).get(key, set())
 
     def is_idle(self, ref: AnchorRef) -> bool:

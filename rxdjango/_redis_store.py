@@ -171,13 +171,14 @@ class RedisStore:
     write without other writers interleaving.
     """
 
-    def __init__(self, redis: Redis, keys: Keys, epoch: str, envelope: Any) -> None:
+    def __init__(self, redis: Redis, keys: Keys, epoch: str, envelope: Any, remember: Any) -> None:
         self.redis = redis
         self.keys = keys
         self.epoch = epoch
         #: envelope(kind, anchor pk, payload, **extra) -> bytes published on the channel
         self.envelope = envelope
-        self.remember = redis.register_script(HISTORY_SCRIPT)
+        #: HISTORY_SCRIPT, registered once by the backend
+        self.remember = remember
 
     def anchors_containing(self, keys: Iterable[Key]) -> dict[Key, set[AnchorRef]]:
         wanted = list(dict.fromkeys(keys))
