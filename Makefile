@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_PORT ?= 8000
 EXAMPLE_ENV := DJANGO_SETTINGS_MODULE=exampleproject.settings
 
-.PHONY: test lint docs bench demo venv services clean client client-build example-frontend
+.PHONY: test lint docs bench soak demo venv services clean client client-build example-frontend
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,17 @@ lint: venv
 	$(VENV)/bin/ruff format --check rxdjango tests example bench
 
 ## RxDjango beside DCRF, a DRF endpoint and a raw-WebSocket floor; one table, one JSON file.
-bench: venv client-build
+bench: venv services client-build
 	$(PY) bench/run.py
+
+## Long reliability runs. The load run: 1,000 churning clients on one server process
+## for 5 minutes, changes flowing; fails on any error, a client that does not converge,
+## or RSS growth (flags through SOAK_ARGS, e.g. `make soak SOAK_ARGS="--duration 120"`).
+## Then the convergence and fuzz tests with many more examples than make test runs.
+soak: venv services
+	$(PY) bench/soak.py $(SOAK_ARGS)
+	RX_CONVERGENCE_EXAMPLES=300 RX_FUZZ_EXAMPLES=3000 $(VENV)/bin/pytest -q -s \
+		tests/test_convergence.py tests/test_hostile_input.py
 
 ## The documentation site; --strict fails on broken links.
 docs: venv

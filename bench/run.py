@@ -1,10 +1,12 @@
 """``make bench``: RxDjango beside DCRF, a DRF REST endpoint and a raw-WebSocket floor.
 
-One run, one machine: a single uvicorn process serves all four (SQLite, embedded
-defaults), client connections live in separate processes (``clients.py``). Prints
-one table and writes ``bench/results/latest.json``. ``--smoke`` runs every scenario
-at toy sizes (``make test`` does, to keep the harness working); its numbers mean
-nothing.
+One run, one machine, two set-ups: a single uvicorn process serving all four
+(SQLite, embedded defaults, in-memory channel layer), then two uvicorn processes
+serving the same clients over PostgreSQL and Redis (RxDjango's Redis backend, DCRF on
+channels_redis; the floor has no multi-process form). Client connections live in
+separate processes (``clients.py``). Prints one table and writes
+``bench/results/latest.json``. ``--smoke`` runs every scenario at toy sizes (``make
+test`` does, to keep the harness working); its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -65,39 +67,85 @@ class World:
     big_tasks: int
 
 
-def prepare_database(path: Path, big_tasks: int) -> World:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "benchproject.settings"
-    os.environ["BENCH_DB"] = str(path)
-    sys.path[:0] = [str(BENCH), str(TESTS)]
-    import django
+@dataclass
+class Mode:
+    """One set-up: how many server processes, on which database and backend."""
 
-    django.setup()
-    from django.contrib.auth import get_user_model
-    from django.core.management import call_command
-    from rest_framework.authtoken.models import Token
+    name: str
+    servers: int
+    env: dict[str, str]
+    kinds: tuple[str, ...]
 
-    from jobs.models import Job, Participant, Project, Task
 
-    call_command("migrate", verbosity=0)
-    User = get_user_model()
-    staff = User.objects.create_user("bench", is_staff=True)
-    project = Project.objects.create(name="Bench")
-    developers = [
-        Participant.objects.create(project=project, user=User.objects.create_user(f"dev{i}"))
-        for i in range(10)
-    ]
-    small = Job.objects.create(project=project, title="small")
-    tasks = Task.objects.bulk_create(Task(job=small, title=f"task {i}") for i in range(10))
-    big_jobs = []
-    for index in range(3):
-        big = Job.objects.create(project=project, title=f"big {index}")
-        Task.objects.bulk_create(
-            Task(job=big, title=f"task {i} " + "x" * 40, developer=developers[i % 10])
-            for i in range(big_tasks)
-        )
-        big_jobs.append(big.pk)
-    token = Token.objects.create(user=staff).key
-    return World(token, small.pk, tasks[0].pk, big_jobs, big_tasks)
+def single_mode(scratch: Path) -> Mode:
+    env = {
+        "BENCH_MODE": "single",
+        "BENCH_DB": str(scratch / "bench.sqlite3"),
+        "RX_TEST_DB": "sqlite",
+        "RX_TEST_BACKEND": "embedded",
+    }
+    return Mode("single process, SQLite, embedded", 1, env, ("floor", "rx", "dcrf"))
+
+
+def multi_mode() -> Mode:
+    env = {
+        "BENCH_MODE": "multi",
+        "RX_TEST_DB": "postgresql",
+        "RX_TEST_BACKEND": "redis",
+        "PGDATABASE": f"rxdjango_bench_{os.getpid()}",
+        "RX_TEST_REDIS_PREFIX": f"rx-bench-{os.getpid()}",
+    }
+    return Mode("2 processes, PostgreSQL, Redis", 2, env, ("rx", "dcrf"))
+
+
+def prepare_database(mode: Mode, big_tasks: int) -> World:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "world.py"), str(big_tasks)],
+        env=child_env(mode),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"preparing the {mode.name} database failed:\n{done.stderr}")
+    return World(**json.loads(done.stdout.splitlines()[-1]))
+
+
+def drop_database(mode: Mode) -> None:
+    if mode.env["BENCH_MODE"] != "multi":
+        return
+    import psycopg
+
+    with psycopg.connect(
+        host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True
+    ) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{mode.env["PGDATABASE"]}" WITH (FORCE)')
+
+
+def redis_client(mode: Mode) -> Any:
+    """A Redis connection to count commands with (multi-process mode only)."""
+    if mode.env["BENCH_MODE"] != "multi":
+        return None
+    import redis
+
+    return redis.Redis.from_url(os.environ.get("REDIS_URL_FOR_TESTS", "redis://127.0.0.1:6379/0"))
+
+
+def redis_commands(client: Any) -> dict[str, int]:
+    """Calls per command since Redis started, without the INFO calls that read them."""
+    stats = client.info("commandstats")
+    return {
+        name.removeprefix("cmdstat_"): int(value["calls"])
+        for name, value in stats.items()
+        if name != "cmdstat_info"
+    }
+
+
+def forget_redis_keys(client: Any, mode: Mode) -> None:
+    if client is None:
+        return
+    for key in client.scan_iter(match=f"{mode.env['RX_TEST_REDIS_PREFIX']}*", count=1000):
+        client.delete(key)
 
 
 @dataclass
@@ -112,16 +160,22 @@ class Server:
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS")
 
+    def work(self) -> dict[str, int]:
+        """The process's propagation counters (``rxdjango._metrics``)."""
+        with urllib.request.urlopen(f"http://{self.base}/bench/work/", timeout=30) as response:
+            return json.loads(response.read())
 
-def child_env() -> dict[str, str]:
+
+def child_env(mode: Mode) -> dict[str, str]:
     return {
         **os.environ,
+        **mode.env,
         "PYTHONPATH": os.pathsep.join([str(BENCH), str(TESTS)]),
         "DJANGO_SETTINGS_MODULE": "benchproject.settings",
     }
 
 
-def start_server(world: World) -> Server:
+def start_server(world: World, mode: Mode) -> Server:
     # --port, not --fd: uvicorn takes a passed descriptor for a Unix socket, and asyncio
     # then leaves Nagle's algorithm on, which adds ~40 ms to every second small frame.
     probe = socket.create_server(("127.0.0.1", 0))
@@ -131,7 +185,7 @@ def start_server(world: World) -> Server:
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     command += ["--ws-max-size", str(2**24), "--backlog", "4096"]
     command += ["--ws-ping-interval", "600", "--ws-ping-timeout", "600"]  # no keepalive noise
-    process = subprocess.Popen(command, env=child_env())
+    process = subprocess.Popen(command, env=child_env(mode))
     server = Server(port, process, f"127.0.0.1:{port}")
     url = f"http://{server.base}/api/jobs/{world.small_job}/"
     deadline = time.monotonic() + 60
@@ -156,11 +210,14 @@ class Crowd:
     workers: list[subprocess.Popen] = field(default_factory=list)
 
     @classmethod
-    def start(cls, kind: str, url: str, count: int, options: dict, processes: int) -> Crowd:
+    def start(cls, kind: str, urls: list[str], count: int, options: dict, processes: int) -> Crowd:
+        """``count`` connections in ``processes`` client processes, spread over ``urls``."""
         crowd = cls()
+        processes = max(processes, len(urls))
         per = [count // processes + (1 if i < count % processes else 0) for i in range(processes)]
-        for size in per:
+        for index, size in enumerate(per):
             if size:
+                url = urls[index % len(urls)]
                 crowd.workers.append(
                     subprocess.Popen(
                         [
@@ -226,29 +283,57 @@ async def open_rx(server: Server, world: World, job: int) -> Any:
 # -- scenarios ---------------------------------------------------------------------------
 
 
-async def fan_out(
-    server: Server, world: World, kind: str, n: int, reps: int, processes: int
-) -> dict:
-    """One change to a task, to n clients: trigger → each client's receipt."""
-    urls = {
-        "rx": f"ws://{server.base}/ws/job/{world.small_job}/",
-        "dcrf": f"ws://{server.base}/dcrf/tasks/",
-        "floor": f"ws://{server.base}/floor/",
+def work_since(
+    servers: list[Server], before: list[dict[str, int]], changes: int
+) -> dict[str, float]:
+    """Propagation work per change, summed over the server processes."""
+    after = [server.work() for server in servers]
+    return {
+        name: sum(a[name] - b[name] for a, b in zip(after, before, strict=True)) / changes
+        for name in after[0]
     }
-    rss_before = server.rss_kib()
-    crowd = Crowd.start(
-        kind, urls[kind], n, {"token": world.token, "task": world.small_task}, processes
-    )
-    rss_after = server.rss_kib()
+
+
+def redis_per_change(redis: Any, before: dict[str, int], changes: int) -> dict[str, float]:
+    after = redis_commands(redis)
+    calls = {name: (after[name] - before.get(name, 0)) / changes for name in after}
+    return {name: per for name, per in sorted(calls.items()) if per}
+
+
+async def fan_out(
+    servers: list[Server],
+    world: World,
+    kind: str,
+    n: int,
+    reps: int,
+    processes: int,
+    redis: Any,
+) -> dict:
+    """One change to a task, to n clients: trigger → each client's receipt.
+
+    RxDjango runs also count the work per change: SQL queries, serializations and
+    encoded frames in the servers, and (on Redis) the Redis commands of every process.
+    """
+    paths = {
+        "rx": f"/ws/job/{world.small_job}/",
+        "dcrf": "/dcrf/tasks/",
+        "floor": "/floor/",
+    }
+    urls = [f"ws://{server.base}{paths[kind]}" for server in servers]
+    rss_before = sum(server.rss_kib() for server in servers)
+    crowd = Crowd.start(kind, urls, n, {"token": world.token, "task": world.small_task}, processes)
+    rss_after = sum(server.rss_kib() for server in servers)
     if kind == "rx":
-        trigger = await open_rx(server, world, world.small_job)
+        trigger = await open_rx(servers[0], world, world.small_job)
     else:
-        trigger = await websockets.connect(urls[kind], max_size=2**25, ping_interval=None)
+        trigger = await websockets.connect(urls[0], max_size=2**25, ping_interval=None)
     last: list[float] = []
     each: list[float] = []
     from_commit: list[float] = []
     lost = 0
     failure = None
+    work_before = [server.work() for server in servers]
+    redis_before = redis_commands(redis) if redis is not None else {}
     try:
         for rep in range(reps):
             k = next_marker()
@@ -285,9 +370,13 @@ async def fan_out(
     except (websockets.ConnectionClosed, OSError, json.JSONDecodeError) as error:
         failure = f"stopped after {len(last)} of {reps} changes: {error!r}"
         progress(f"  {kind} at {n} clients failed: {failure}")
-    finally:
-        await trigger.close()
-        crowd.stop()
+    cost = None
+    if kind == "rx" and last:
+        cost = work_since(servers, work_before, len(last))
+        if redis is not None:
+            cost["redis"] = redis_per_change(redis, redis_before, len(last))
+    await trigger.close()
+    crowd.stop()
     return {
         "kind": kind,
         "clients": n,
@@ -297,6 +386,7 @@ async def fan_out(
         "lost": lost,
         "failure": failure,
         "rss_per_connection_kib": (rss_after - rss_before) / n,
+        "cost_per_change": cost,
     }
 
 
@@ -341,9 +431,10 @@ async def initial_state(server: Server, world: World, reps: int) -> dict:
     }
 
 
-async def write_round_trip(server: Server, world: World, reps: int) -> dict:
-    writer = await open_rx(server, world, world.small_job)
-    watcher = await open_rx(server, world, world.small_job)
+async def write_round_trip(servers: list[Server], world: World, reps: int) -> dict:
+    """The writer on the first server; the watcher on the last (another process, if any)."""
+    writer = await open_rx(servers[0], world, world.small_job)
+    watcher = await open_rx(servers[-1], world, world.small_job)
     replied, seen = [], []
     try:
         for write_id in range(1, reps + 1):
@@ -389,35 +480,61 @@ def client_builder(smoke: bool) -> dict:
 
 # -- report -----------------------------------------------------------------------------
 
+COUNTED = ("queries", "serialized", "frames")
 
-def targets(results: dict, big_n: int) -> list[dict]:
-    fan = {(r["kind"], r["clients"]): r for r in results["fan_out"]}
+
+def targets(results: dict) -> list[dict]:
     checks = []
 
     def check(name: str, value: float, holds: bool, goal: str) -> None:
         checks.append({"target": name, "value": round(value, 2), "goal": goal, "holds": holds})
 
-    if ("rx", big_n) in fan and ("dcrf", big_n) in fan and ("floor", big_n) in fan:
-        rx = fan[("rx", big_n)]["per_client"]["p99_ms"]
-        dcrf = fan[("dcrf", big_n)]["per_client"]["p99_ms"]
-        floor = fan[("floor", big_n)]["per_client"]["p99_ms"]
-        committed = fan[("rx", big_n)]["from_commit"]["p99_ms"]
-        # Both peers measured from the writing client's frame (write, commit, fan-out).
-        check(f"fan-out p99 at {big_n}: DCRF / RxDjango", dcrf / rx, dcrf / rx >= 3, ">= 3")
-        # From the commit (the frame's _tstamp) to each client, against the floor's fan-out.
-        check(
-            f"fan-out p99 at {big_n}: RxDjango from commit / floor",
-            committed / floor,
-            committed / floor <= 2,
-            "<= 2",
-        )
-        memory = fan[("rx", big_n)]["rss_per_connection_kib"]
-        check(f"RSS per idle connection at {big_n} (KiB)", memory, memory < 64, "< 64")
-    load = results["initial_state"]
-    ratio = load["rest"]["p50_ms"] / load["rx_hot"]["p50_ms"]
-    check("hot initial load: REST / RxDjango (p50)", ratio, ratio >= 5, ">= 5")
-    cold = load["rx_cold"]["p50_ms"] / load["rest"]["p50_ms"]
-    check("cold initial load: RxDjango / REST (p50)", cold, cold <= 1, "<= 1")
+    for run in results["runs"]:
+        label = "" if run["key"] == "single" else f" ({run['key']})"
+        fan = {(r["kind"], r["clients"]): r for r in run["fan_out"]}
+        big_n = run["largest_crowd"]
+        if ("rx", big_n) in fan and ("dcrf", big_n) in fan:
+            rx = fan[("rx", big_n)]["per_client"]["p99_ms"]
+            dcrf = fan[("dcrf", big_n)]["per_client"]["p99_ms"]
+            # Both peers measured from the writing client's frame (write, commit, fan-out).
+            check(
+                f"fan-out p99 at {big_n}: DCRF / RxDjango{label}", dcrf / rx, dcrf / rx >= 3, ">= 3"
+            )
+        if ("rx", big_n) in fan and ("floor", big_n) in fan:
+            floor = fan[("floor", big_n)]["per_client"]["p99_ms"]
+            committed = fan[("rx", big_n)]["from_commit"]["p99_ms"]
+            # From the commit (the frame's _tstamp) to each client, against the floor.
+            ratio = committed / floor
+            check(
+                f"fan-out p99 at {big_n}: RxDjango from commit / floor", ratio, ratio <= 2, "<= 2"
+            )
+        if ("rx", big_n) in fan and run["key"] == "single":
+            memory = fan[("rx", big_n)]["rss_per_connection_kib"]
+            check(f"RSS per idle connection at {big_n} (KiB)", memory, memory < 64, "< 64")
+        costs = {r["clients"]: r["cost_per_change"] for r in run["fan_out"] if r["kind"] == "rx"}
+        if 1 in costs and big_n in costs and costs[1] and costs[big_n]:
+            one, many = costs[1], costs[big_n]
+            # Exact counts: queries, serializations and frames do not depend on clients.
+            work_one = sum(one[name] for name in COUNTED)
+            work_many = sum(many[name] for name in COUNTED)
+            ratio = work_many / work_one if work_one else float("inf")
+            check(f"work per change at {big_n} / at 1{label}", ratio, ratio <= 1, "<= 1")
+            if "redis" in one:
+                # Background heartbeats land in either window, so allow a little noise.
+                calls_one, calls_many = sum(one["redis"].values()), sum(many["redis"].values())
+                ratio = calls_many / calls_one if calls_one else float("inf")
+                check(
+                    f"Redis commands per change at {big_n} / at 1{label}",
+                    ratio,
+                    ratio <= 1.1,
+                    "<= 1.1",
+                )
+        if run["key"] == "single":
+            load = run["initial_state"]
+            ratio = load["rest"]["p50_ms"] / load["rx_hot"]["p50_ms"]
+            check("hot initial load: REST / RxDjango (p50)", ratio, ratio >= 5, ">= 5")
+            cold = load["rx_cold"]["p50_ms"] / load["rest"]["p50_ms"]
+            check("cold initial load: RxDjango / REST (p50)", cold, cold <= 1, "<= 1")
     client = results["client"]
     check(
         "client: 10k-record load (ms, p50)",
@@ -434,25 +551,42 @@ def targets(results: dict, big_n: int) -> list[dict]:
     return checks
 
 
-def print_table(results: dict) -> None:
-    print(f"\nRxDjango benchmarks ({results['when']}, {results['mode']})\n")
+def print_run(run: dict) -> None:
+    print(f"\n== {run['setup']} ==\n")
     header = f"{'fan-out (from the trigger)':<28}{'clients':>8}{'p50 ms':>10}{'p99 ms':>10}"
     print(f"{header}{'last p99':>10}{'lost':>6}{'commit p99':>12}")
-    for r in results["fan_out"]:
+    for r in run["fan_out"]:
         pc, lc = r["per_client"], r["last_client"]
         commit = f"{r['from_commit']['p99_ms']:>12.2f}" if r["from_commit"] else f"{'':>12}"
         print(
             f"{r['kind']:<28}{r['clients']:>8}{pc['p50_ms']:>10.2f}{pc['p99_ms']:>10.2f}"
             f"{lc['p99_ms']:>10.2f}{r['lost']:>6}{commit}"
         )
-    load = results["initial_state"]
+    costs = [r for r in run["fan_out"] if r["cost_per_change"]]
+    if costs:
+        header = f"{'cost per change (RxDjango)':<28}{'clients':>8}"
+        print(f"\n{header}{'queries':>10}{'serialized':>12}{'frames':>8}{'redis':>8}")
+        for r in costs:
+            cost = r["cost_per_change"]
+            redis_calls = f"{sum(cost['redis'].values()):>8.1f}" if "redis" in cost else f"{'-':>8}"
+            print(
+                f"{'rx':<28}{r['clients']:>8}{cost['queries']:>10.1f}{cost['serialized']:>12.1f}"
+                f"{cost['frames']:>8.1f}{redis_calls}"
+            )
+    load = run["initial_state"]
     print(f"\n{'initial state (' + str(load['tasks']) + ' tasks)':<36}{'p50 ms':>10}{'p99 ms':>10}")
     for name in ("rx_cold", "rx_hot", "rest", "dcrf_retrieve"):
         print(f"{name:<36}{load[name]['p50_ms']:>10.2f}{load[name]['p99_ms']:>10.2f}")
-    writes = results["write_round_trip"]
+    writes = run["write_round_trip"]
     print(f"\n{'write round trip':<36}{'p50 ms':>10}{'p99 ms':>10}")
     for name, value in writes.items():
         print(f"{name:<36}{value['p50_ms']:>10.2f}{value['p99_ms']:>10.2f}")
+
+
+def print_table(results: dict) -> None:
+    print(f"\nRxDjango benchmarks ({results['when']}, {results['mode']})")
+    for run in results["runs"]:
+        print_run(run)
     client = results["client"]
     print(
         f"\n{'client state builder (' + str(client['records']) + ' records)':<36}"
@@ -460,54 +594,79 @@ def print_table(results: dict) -> None:
     )
     for name in ("load", "delta"):
         print(f"{name:<36}{client[name]['p50_ms']:>10.3f}{client[name]['p99_ms']:>10.3f}")
-    print(f"\n{'target':<48}{'value':>10}  {'goal':<8}holds")
+    print(f"\n{'target':<52}{'value':>10}  {'goal':<8}holds")
     for t in results["targets"]:
-        print(f"{t['target']:<48}{t['value']:>10}  {t['goal']:<8}{'yes' if t['holds'] else 'NO'}")
+        print(f"{t['target']:<52}{t['value']:>10}  {t['goal']:<8}{'yes' if t['holds'] else 'NO'}")
 
 
-async def scenarios(server: Server, world: World, smoke: bool) -> dict:
+# -- orchestration ----------------------------------------------------------------------
+
+
+async def scenarios(servers: list[Server], world: World, mode: Mode, smoke: bool) -> dict:
     sizes = [10] if smoke else [100, 1000]
     reps = 3 if smoke else 20
+    redis = redis_client(mode)
+    run: dict[str, Any] = {"setup": mode.name, "key": mode.env["BENCH_MODE"], "fan_out": []}
+    for n in [1, *sizes]:
+        for kind in mode.kinds:
+            if n == 1 and kind != "rx":
+                continue  # one client: only to count RxDjango's work per change
+            crowd_processes = 1 if smoke or n == 1 else 4
+            progress(f"{mode.env['BENCH_MODE']}: fan-out, {kind}, {n} clients")
+            result = await fan_out(servers, world, kind, n, reps, crowd_processes, redis)
+            run["fan_out"].append(result)
+    progress(f"{mode.env['BENCH_MODE']}: initial state")
+    run["initial_state"] = await initial_state(servers[0], world, reps)
+    progress(f"{mode.env['BENCH_MODE']}: write round trip")
+    run["write_round_trip"] = await write_round_trip(servers, world, reps)
+    run["largest_crowd"] = sizes[-1]
+    return run
+
+
+def run_mode(mode: Mode, smoke: bool) -> dict:
+    progress(f"{mode.name}: preparing the database")
+    world = prepare_database(mode, 50 if smoke else 2000)
+    servers: list[Server] = []
+    try:
+        for _ in range(mode.servers):
+            servers.append(start_server(world, mode))
+        return asyncio.run(scenarios(servers, world, mode, smoke))
+    finally:
+        for server in servers:
+            server.process.terminate()
+        for server in servers:
+            server.process.wait(30)
+        forget_redis_keys(redis_client(mode), mode)
+        drop_database(mode)
+
+
+def run(smoke: bool, modes: list[str]) -> dict:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
         "mode": "smoke" if smoke else "full",
-        "fan_out": [],
+        "runs": [],
     }
-    for n in sizes:
-        for kind in ("floor", "rx", "dcrf"):
-            crowd_processes = 1 if smoke else 4
-            progress(f"fan-out: {kind}, {n} clients")
-            results["fan_out"].append(await fan_out(server, world, kind, n, reps, crowd_processes))
-    progress("initial state")
-    results["initial_state"] = await initial_state(server, world, reps)
-    progress("write round trip")
-    results["write_round_trip"] = await write_round_trip(server, world, reps)
-    results["largest_crowd"] = sizes[-1]
-    return results
-
-
-def run(smoke: bool) -> dict:
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     with tempfile.TemporaryDirectory() as scratch:
-        world = prepare_database(Path(scratch) / "bench.sqlite3", 50 if smoke else 2000)
-        server = start_server(world)
-        try:
-            results = asyncio.run(scenarios(server, world, smoke))
-        finally:
-            server.process.terminate()
-            server.process.wait(30)
+        if "single" in modes:
+            results["runs"].append(run_mode(single_mode(Path(scratch)), smoke))
+        if "multi" in modes:
+            results["runs"].append(run_mode(multi_mode(), smoke))
     results["client"] = client_builder(smoke)
-    results["targets"] = targets(results, results["largest_crowd"])
+    results["targets"] = targets(results)
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="toy sizes, to check the harness")
+    parser.add_argument(
+        "--only", choices=["single", "multi"], help="run one set-up instead of both"
+    )
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args()
-    results = run(args.smoke)
+    results = run(args.smoke, [args.only] if args.only else ["single", "multi"])
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2))

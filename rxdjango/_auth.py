@@ -11,6 +11,10 @@ def user_for_token(key: str) -> Any | None:
     """The active user owning the DRF token ``key``, or None (synchronous ORM code)."""
     from rest_framework.authtoken.models import Token
 
+    # No key holds a NUL byte (PostgreSQL refuses to even compare one) or is longer
+    # than the column: such a key is unknown, without asking the database.
+    if "\x00" in key or len(key) > Token._meta.get_field("key").max_length:
+        return None
     token = Token.objects.select_related("user").filter(key=key).first()
     if token is None or not token.user.is_active:
         return None

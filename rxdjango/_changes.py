@@ -27,7 +27,10 @@ from typing import TYPE_CHECKING, Any
 from django.db import connections, models, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
+from . import _metrics
+
 if TYPE_CHECKING:
+    from ._backend import Backend
     from .channels import ContextChannel
 
 __all__ = ["connect_signals", "disconnect_signals", "record_change"]
@@ -96,7 +99,18 @@ def flush(
     from .channels import ContextChannel
 
     backend = get_backend()
-    for channel in ContextChannel.get_registered_channels():
+    _metrics.count(flushes=1)
+    with _metrics.counting_queries():
+        _flush_channels(backend, ContextChannel.get_registered_channels(), touched, created)
+
+
+def _flush_channels(
+    backend: Backend,
+    channels: Iterable[type[ContextChannel]],
+    touched: dict[type[models.Model], set[Any]],
+    created: dict[type[models.Model], set[Any]] | None,
+) -> None:
+    for channel in channels:
         # One channel's failure (logged; its clients reload) does not starve the others.
         try:
             per_type = _touched_layers(channel, touched)

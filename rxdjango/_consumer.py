@@ -19,7 +19,6 @@ import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +36,7 @@ from ._dispatch import Call, is_call, parse_call, run_call
 from ._hooks import call_hook
 from ._hub import Retained
 from ._layers import SYSTEM_EVENT, SYSTEM_GROUP, cross_process_layer, get_layer
+from ._outbox import Close, Outbox
 from ._propagation import AnchorRef
 from ._protocol import (
     CloseCode,
@@ -48,6 +48,7 @@ from ._protocol import (
     end_marker,
     error_frame,
 )
+from ._rate import RateLimit, Verdict
 from ._state_model import wire_pk
 from ._writes import Write, is_write, parse_write, perform_write, refusal
 from .conf import rx_settings
@@ -77,11 +78,6 @@ _ALLOWED: dict[Lifecycle, set[Lifecycle]] = {
 }
 
 
-@dataclass(frozen=True)
-class _Close:
-    code: int
-
-
 class ChannelConsumer(AsyncWebsocketConsumer):
     """One client connection to one ``ContextChannel`` class."""
 
@@ -93,7 +89,9 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         self.user: Any = None
         self.user_id: Any = None
         self.loop: asyncio.AbstractEventLoop
-        self._outbox: asyncio.Queue[str | _Close] = asyncio.Queue()
+        self._outbox = Outbox(int(rx_settings.RX_SEND_QUEUE_LIMIT))
+        self._rate = RateLimit(rx_settings.RX_RATE_LIMIT)
+        self._writer: asyncio.Task[None] | None = None
         self._calls: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._held: dict[Any, list[str]] = {}
         self._anchors: list[Any] = []
@@ -132,7 +130,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         await self.accept()
         self.loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self._spawn(self._write_loop())
+        self._writer = self._spawn(self._write_loop())
         self._auth_timer = self._spawn(self._auth_timeout())
 
     async def disconnect(self, code: int) -> None:
@@ -171,23 +169,45 @@ class ChannelConsumer(AsyncWebsocketConsumer):
             return
         text = data if isinstance(data, str) else _codec.encode(data)
         if threading.get_ident() == self._loop_thread:
-            self._outbox.put_nowait(text)
+            self._put(text)
         else:
-            self.loop.call_soon_threadsafe(self._enqueue_text, text)
+            self.loop.call_soon_threadsafe(self._put, text)
 
-    def _enqueue_text(self, text: str) -> None:
-        if self.lifecycle is not Lifecycle.CLOSED:
-            self._outbox.put_nowait(text)
+    def _put(self, frame: str, counted: bool = True) -> None:
+        """Queue a frame unless the connection is closing; drop a client that is too
+        far behind (``RX_SEND_QUEUE_LIMIT``) instead of buffering without bound."""
+        if self.lifecycle in (Lifecycle.CLOSING, Lifecycle.CLOSED):
+            return
+        if not self._outbox.put(frame, counted):
+            self._drop_slow_client()
+
+    def _drop_slow_client(self) -> None:
+        logger.warning(
+            "rxdjango: closing a client of %s that does not read its frames (%d bytes waiting)",
+            self.channel_class.channel_id,
+            self._outbox.waiting_bytes,
+        )
+        self._outbox.discard()
+        self._move(Lifecycle.CLOSING)
+        if self._writer is not None:
+            self._writer.cancel()  # it may be blocked on the peer's full socket
+        self._spawn(self._close_now(CloseCode.TIMEOUT))
+
+    async def _close_now(self, code: int) -> None:
+        try:
+            await self.close(code)
+        except Exception:  # the transport is already gone
+            logger.debug("rxdjango: close failed, connection is gone", exc_info=True)
 
     def _close_after_queued(self, code: int) -> None:
-        self._outbox.put_nowait(_Close(code))
+        self._outbox.put_close(code)
 
     async def _write_loop(self) -> None:
         """The only sender on this socket; stops at a close or when the peer is gone."""
         try:
             while True:
                 item = await self._outbox.get()
-                if isinstance(item, _Close):
+                if isinstance(item, Close):
                     await self.close(item.code)
                     return
                 await self.send(text_data=item)
@@ -208,12 +228,11 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         held = self._held.get(anchor)
         if held is not None:
             held.append(frame)
-        elif self.lifecycle is not Lifecycle.CLOSED and anchor in self._anchors:
-            self._outbox.put_nowait(frame)
+        elif anchor in self._anchors:
+            self._put(frame)
 
     def deliver_any(self, frame: str) -> None:
-        if self.lifecycle is not Lifecycle.CLOSED:
-            self._outbox.put_nowait(frame)
+        self._put(frame)
 
     def anchor_deleted(self, anchor: Any) -> None:
         if anchor in self._anchors:
@@ -275,6 +294,13 @@ class ChannelConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.lifecycle in (Lifecycle.CLOSING, Lifecycle.CLOSED):
+            return
+        verdict = self._rate.check()
+        if verdict is not Verdict.ACCEPT:
+            self.send_frame(error_frame("too many frames", Status.TOO_MANY_REQUESTS))
+            if verdict is Verdict.CLOSE:
+                self._close_after_queued(CloseCode.TOO_MANY_REQUESTS)
+                self._move(Lifecycle.CLOSING)
             return
         raw = text_data if text_data is not None else bytes_data or b""
         limit = int(rx_settings.RX_MAX_MESSAGE_SIZE)
@@ -407,7 +433,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
             for frame in _codec.chunk_array(
                 self._snapshot_items(snapshot), int(rx_settings.RX_FRAME_SIZE)
             ):
-                self.send_frame(frame)
+                self._put(frame, counted=False)  # bounded by the anchor, not by time
         else:
             tstamp = await _server_time()
         self.send_frame([end_marker(tstamp)])

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _codec
 from ._params import ParamError, Parameter, bind, signature_of
-from ._protocol import Status, error_frame
+from ._protocol import Status, client_value, error_frame
 from .actions import ACTION_ATTRIBUTE, ActionOptions
 from .consumers import CONSUMER_ATTRIBUTE
 from .exceptions import ActionError, ChannelDeclarationError
@@ -96,7 +96,7 @@ def parse_call(frame: dict[str, Any], actions: dict[str, ActionSpec]) -> Call | 
     name = frame.get("action")
     spec = actions.get(name) if isinstance(name, str) else None
     if spec is None:
-        return _reply_error(call_id, Status.FORBIDDEN, f"unknown action {name!r}")
+        return _reply_error(call_id, Status.FORBIDDEN, f"unknown action {client_value(name)}")
     try:
         args = bind(spec.parameters, frame.get("params", []))
     except ParamError as exc:

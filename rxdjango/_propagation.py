@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from . import _codec
+from . import _codec, _metrics
 from ._loader import FlatRecord, fetch_layer, load_subtrees, parent_links
 from ._protocol import Operation, delete_record
 from ._state_model import EdgeKind, Key, StateModel
@@ -246,7 +246,9 @@ class Propagator:
             *(Change(tstamp, r.key, False, r.owner) for r, _ in delta.updates),
             *(Change(tstamp, r.key, True, r.owner) for r in delta.deletes),
         ]
-        view.emit(encode_delta(delta, tstamp), retained, changes)
+        frames = encode_delta(delta, tstamp)
+        _metrics.count(frames=len(frames))
+        view.emit(frames, retained, changes)
 
     # -- steps -----------------------------------------------------------------
 
@@ -288,6 +290,7 @@ class Propagator:
             if layer is None or not pks:
                 continue
             records = fetch_layer(layer, pks, tstamp)
+            _metrics.count(serialized=len(records))
             for pk in pks:
                 into[(instance_type, pk)] = records.get(pk)
 
@@ -333,6 +336,14 @@ class Propagator:
             old_refs, new_refs = set(cached.refs), set(record.refs)
             entering |= new_refs - old_refs
             orphans |= old_refs - new_refs
+        # A record the anchor lacks although a held record lists it: rows read by two
+        # propagations racing on one instance (deleted, then saved again by another
+        # writer) can leave a parent's list ahead of its children. Load it now.
+        entering |= {
+            key
+            for key, record in fetched.items()
+            if record is not None and view.get(key) is None and view.referrers_of(key)
+        }
         entering -= view.holds(entering)
         if entering:
             available = {k: r for k, r in fetched.items() if r is not None and k in entering}
@@ -376,6 +387,7 @@ class Propagator:
             known=available,
             held=view.holds,
         )
+        _metrics.count(serialized=len(loaded))
         return [*available.values(), *loaded.values()]
 
 

@@ -11,6 +11,7 @@ __all__ = [
     "Reply",
     "Status",
     "auth_reply",
+    "client_value",
     "delete_record",
     "end_marker",
     "error_frame",
@@ -48,6 +49,7 @@ class Status(IntEnum):
     FORBIDDEN = 403
     NOT_FOUND = 404
     TIMEOUT = 408
+    TOO_MANY_REQUESTS = 429
     SERVER_ERROR = 500
 
 
@@ -100,3 +102,20 @@ def end_marker(tstamp: float) -> dict[str, Any]:
         "_operation": Operation.END_INITIAL_STATE,
         "id": 0,
     }
+
+
+def client_value(value: Any, limit: int = 64) -> str:
+    """A value a client sent, as an error message may quote it.
+
+    Short strings and numbers are quoted; anything else is named by its JSON type
+    (an array or object may be huge or nested too deep to print).
+    """
+    if isinstance(value, str):
+        return repr(value) if len(value) <= limit else f"(a string of {len(value)} characters)"
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "(an array)"
+    if isinstance(value, dict):
+        return "(an object)"
+    return f"({type(value).__name__})"

@@ -30,7 +30,7 @@ from django.db import IntegrityError, models, router, transaction
 from rest_framework import serializers
 
 from ._membership import anchors_holding
-from ._protocol import Status, error_frame
+from ._protocol import Status, client_value, error_frame
 from ._state_model import EdgeKind, Layer, StateModel, pk_repr
 from .exceptions import ChannelDeclarationError
 from .operations import CREATE, DELETE, OPERATIONS
@@ -43,6 +43,10 @@ __all__ = ["Write", "WriteRefused", "check_writable", "is_write", "parse_write",
 logger = logging.getLogger("rxdjango")
 
 WRITE_RESPONSE = "writeResponse"
+
+# Write data is a flat object of field values (a JSONField may nest a little); deeper
+# nesting is refused before any serializer field turns it into a string recursively.
+MAX_DATA_DEPTH = 64
 
 
 class WriteRefused(Exception):
@@ -130,12 +134,14 @@ def parse_write(
     if write_id is None or isinstance(write_id, bool) or not isinstance(write_id, int | str):
         return error_frame("a write needs a writeId")
     operation = frame.get("operation")
-    if operation not in OPERATIONS:
-        return refusal(write_id, Status.BAD_REQUEST, f"unknown operation {operation!r}")
+    if not isinstance(operation, str) or operation not in OPERATIONS:
+        return refusal(write_id, Status.BAD_REQUEST, f"unknown operation {client_value(operation)}")
     instance_type = frame.get("instanceType")
     layer = state_model.layers.get(instance_type) if isinstance(instance_type, str) else None
     if layer is None:
-        return refusal(write_id, Status.BAD_REQUEST, f"unknown instance type {instance_type!r}")
+        return refusal(
+            write_id, Status.BAD_REQUEST, f"unknown instance type {client_value(instance_type)}"
+        )
     if operation not in writable.get(layer.instance_type, ()):
         return refusal(
             write_id, Status.FORBIDDEN, f"{operation} is not allowed on {layer.instance_type}"
@@ -143,6 +149,8 @@ def parse_write(
     data = frame.get("data", {})
     if not isinstance(data, dict):
         return refusal(write_id, Status.BAD_REQUEST, "data must be an object")
+    if _nested_deeper_than(data, MAX_DATA_DEPTH):
+        return refusal(write_id, Status.BAD_REQUEST, "data is nested too deeply")
     if operation == CREATE:
         parent_type = frame.get("parentType")
         parent = state_model.layers.get(parent_type) if isinstance(parent_type, str) else None
@@ -155,6 +163,23 @@ def parse_write(
     if "instanceId" not in frame:
         return refusal(write_id, Status.BAD_REQUEST, f"a {operation} needs instanceId")
     return Write(write_id, operation, layer, frame["instanceId"], data=data)
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether arrays and objects in ``value`` nest more than ``limit`` levels."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 # -- performing -----------------------------------------------------------------------------
@@ -201,12 +226,13 @@ def _create(
     if edge is None or edge.child is not write.layer:
         raise WriteRefused(
             Status.BAD_REQUEST,
-            f"{write.relation!r} is not a relation of {write.parent.instance_type} "
+            f"{client_value(write.relation)} is not a relation of {write.parent.instance_type} "
             f"to {write.layer.instance_type}",
         )
     if edge.kind is not EdgeKind.REVERSE or not edge.many:
         raise WriteRefused(
-            Status.BAD_REQUEST, f"children cannot be created through {write.relation!r}"
+            Status.BAD_REQUEST,
+            f"children cannot be created through {client_value(write.relation)}",
         )
     parent = _locked(write.parent, write.parent_id)
     _check_held(channel, state_model, write.parent, parent, anchors)
@@ -227,11 +253,14 @@ def _create(
 
 def _locked(layer: Layer, raw_pk: Any) -> models.Model:
     try:
+        if isinstance(raw_pk, list | dict):
+            raise TypeError("a primary key is a string or a number")
         pk = layer.model._meta.pk.to_python(raw_pk)
         return layer.model._default_manager.select_for_update().get(pk=pk)
     except (ObjectDoesNotExist, ValidationError, ValueError, TypeError):
         raise WriteRefused(
-            Status.BAD_REQUEST, f"{layer.instance_type} {raw_pk!r} is not in this context"
+            Status.BAD_REQUEST,
+            f"{layer.instance_type} {client_value(raw_pk)} is not in this context",
         ) from None
 
 

@@ -25,6 +25,10 @@ DEFAULTS: dict[str, Any] = {
     "RX_HISTORY_SIZE": 1000,
     # Largest client frame accepted, in bytes.
     "RX_MAX_MESSAGE_SIZE": 1024 * 1024,
+    # Frames per second one connection may send (None: no limit); see docs/settings.md.
+    "RX_RATE_LIMIT": 100,
+    # Bytes of live frames that may wait for a slow client before it is closed (4408).
+    "RX_SEND_QUEUE_LIMIT": 8 * 1024 * 1024,
     # Directory where `makefrontend` writes the TypeScript of the channels.
     "RX_FRONTEND_DIR": None,
     # WebSocket base URL written into generated channels ("" = the page's own origin).

@@ -11,7 +11,7 @@ from channels.db import database_sync_to_async
 
 from rxdjango.testing import reset_state
 
-from support import SHARED_REDIS, RedisTarget, World, build_world
+from support import SHARED_REDIS, PrivateRedis, RedisTarget, World, build_world
 
 
 @pytest.fixture(autouse=True)
@@ -79,3 +79,12 @@ def in_process() -> Iterator[None]:
     reset_state()
     yield
     reset_state()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    server = PrivateRedis()
+    server.start()
+    yield server
+    if server.process is not None and server.process.poll() is None:
+        server.stop()

@@ -7,6 +7,7 @@ import contextlib
 import datetime
 import decimal
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -153,10 +154,14 @@ def run_command(*args: str, extra_env: dict[str, str] | None = None) -> str:
 
 
 @contextlib.contextmanager
-def running_server(extra_env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+def running_server(
+    extra_env: dict[str, str] | None = None, send_buffer: int | None = None
+) -> Iterator[ServerProcess]:
     """uvicorn serving the test project in a subprocess, on the test's database.
 
     Yields the server (``url`` is its ``ws://`` base URL); it is stopped on exit.
+    ``send_buffer`` fixes the kernel send buffer of accepted sockets (no autotuning),
+    so a client that stops reading backs up into the server quickly.
     """
     # The test binds and listens itself and hands the socket to uvicorn: connections
     # queue in the backlog until the server accepts them, so there is no port race
@@ -165,6 +170,8 @@ def running_server(extra_env: dict[str, str] | None = None) -> Iterator[ServerPr
     # uvicorn wraps a passed descriptor as a Unix socket, so asyncio does not switch
     # Nagle's algorithm off; accepted sockets inherit it from the listener on Linux.
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if send_buffer is not None:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
     port = listener.getsockname()[1]
     process = subprocess.Popen(
         [
@@ -188,6 +195,35 @@ def running_server(extra_env: dict[str, str] | None = None) -> Iterator[ServerPr
         if process.poll() is None:
             process.terminate()
             process.wait(timeout(2))
+
+
+@contextlib.contextmanager
+def server_in_this_process(application: Any) -> Iterator[str]:
+    """uvicorn serving ``application`` on a thread of this process; yields its ws:// URL.
+
+    For the embedded backend, whose changes reach only clients of the same process:
+    writes made by the test then reach clients over real sockets.
+    """
+    import threading
+
+    import uvicorn
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    config = uvicorn.Config(application, lifespan="off", log_level="warning", ws_ping_interval=None)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout(2)
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"ws://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout(2))
+        listener.close()
 
 
 @dataclass
@@ -274,3 +310,46 @@ class RedisTarget:
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url)
+
+
+class PrivateRedis:
+    """A redis-server of this test alone, that the test may flush, stop and restart."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is required (apt install redis-server)"
+        self.binary = binary
+        probe = socket.create_server(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout(2)
+        while True:
+            try:
+                redis.Redis.from_url(self.url).ping()
+                return
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "private redis-server did not start"
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout(1))

@@ -31,11 +31,34 @@ def test_the_benchmark_harness_runs_every_scenario(tmp_path):
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     results = json.loads(output.read_text())
-    kinds = {(r["kind"], r["clients"]) for r in results["fan_out"]}
-    assert kinds == {("floor", 10), ("rx", 10), ("dcrf", 10)}
-    assert all(r["lost"] == 0 for r in results["fan_out"]), "every client got every change"
-    assert set(results["initial_state"]) >= {"rx_cold", "rx_hot", "rest", "dcrf_retrieve"}
-    assert results["write_round_trip"]["other_client_sees_it"]["samples"] == 3
+    single, multi = results["runs"]
+    assert (single["key"], multi["key"]) == ("single", "multi")
+    assert {(r["kind"], r["clients"]) for r in single["fan_out"]} == {
+        ("rx", 1),
+        ("floor", 10),
+        ("rx", 10),
+        ("dcrf", 10),
+    }
+    assert {(r["kind"], r["clients"]) for r in multi["fan_out"]} == {
+        ("rx", 1),
+        ("rx", 10),
+        ("dcrf", 10),
+    }
+    for run in (single, multi):
+        assert all(r["lost"] == 0 for r in run["fan_out"]), "every client got every change"
+        assert set(run["initial_state"]) >= {"rx_cold", "rx_hot", "rest", "dcrf_retrieve"}
+        assert run["write_round_trip"]["other_client_sees_it"]["samples"] == 3
+        for result in run["fan_out"]:
+            cost = result["cost_per_change"]
+            if result["kind"] != "rx":
+                assert cost is None
+                continue
+            # Every change was re-read, serialized and encoded in some server process.
+            assert cost["flushes"] >= 1 and cost["serialized"] >= 1 and cost["frames"] >= 1
+            assert ("redis" in cost) == (run is multi)
+    assert all(r["cost_per_change"]["redis"]["publish"] >= 1 for r in multi["fan_out"][:1])
     assert results["client"]["records"] == 1000
-    assert {t["target"].split(":")[0] for t in results["targets"]} >= {"hot initial load"}
+    names = {t["target"] for t in results["targets"]}
+    assert {"work per change at 10 / at 1", "work per change at 10 / at 1 (multi)"} <= names
+    assert "Redis commands per change at 10 / at 1 (multi)" in names
     assert "target" in done.stdout and "holds" in done.stdout

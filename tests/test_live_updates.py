@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from channels.db import database_sync_to_async as db
+from django.db import connection
 
 from rxdjango import _propagation
 
@@ -68,6 +71,44 @@ async def test_create_and_delete_update_the_parent_list(application, world):
     deleted = [r for r in frame if r["_operation"] == "delete"]
     assert [(type_name(r), r["id"]) for r in deleted] == [("TaskSerializer", task_pk)]
     assert set(deleted[0]) >= {"id", "_instance_type", "_tstamp", "_operation"}
+    await assert_converged(client, world.job, world.alice)
+    await client.disconnect()
+
+
+async def test_a_row_deleted_and_saved_again_by_another_writer_reaches_clients(application, world):
+    """Found by the convergence test: a writer deletes a task while another saves its
+    stale copy (Django then inserts the row again). The delete's propagation reads the
+    task as gone but the job's list, read a moment later, with the task again; the
+    second writer's propagation must then bring the task back to clients."""
+    client = await connect(application, job_path(world.job), world.tokens["alice"])
+    task = world.tasks[1]
+
+    def save_again_in_another_thread() -> None:
+        def insert() -> None:
+            Task.objects.bulk_create([Task(pk=task.pk, job=world.job, title="saved again")])
+            connection.close()
+
+        thread = threading.Thread(target=insert)
+        thread.start()
+        thread.join()
+
+    def delete_while_another_writer_saves() -> None:
+        armed = [True]
+
+        def wrapper(execute, sql, params, many, context):
+            if armed[0] and '"jobs_job"' in sql and sql.lstrip().startswith("SELECT"):
+                armed[0] = False  # the delete's propagation is about to read the job
+                save_again_in_another_thread()
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(wrapper):
+            Task.objects.get(pk=task.pk).delete()
+        assert not armed[0], "the propagation of the delete read the job"
+        Task.objects.get(pk=task.pk).save()  # the second writer's own propagation
+
+    await db(delete_while_another_writer_saves)()
+    records = await records_until(client, lambda r: r.get("title") == "saved again")
+    assert ("TaskSerializer", "delete") in {(type_name(r), r["_operation"]) for r in records}
     await assert_converged(client, world.job, world.alice)
     await client.disconnect()
 

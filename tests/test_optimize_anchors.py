@@ -5,11 +5,9 @@ from __future__ import annotations
 import pytest
 from channels.db import database_sync_to_async as db
 from channels.routing import URLRouter
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from django.urls import path
 
-from rxdjango import _changes, _propagation
+from rxdjango import _metrics
 from rxdjango._backend import get_backend
 from rxdjango.channels import ContextChannel
 
@@ -36,24 +34,15 @@ application = URLRouter(
 
 
 @pytest.fixture
-def work(monkeypatch):
-    """Counts what propagation does: queries and flat serializations."""
-    counted = {"queries": 0, "serialized": 0}
-    original_flush, original_fetch = _changes.flush, _propagation.fetch_layer
+def work():
+    """What propagation does from here on: queries and flat serializations."""
+    before = _metrics.snapshot()
 
-    def counting_flush(*args, **kwargs):
-        with CaptureQueriesContext(connection) as queries:
-            original_flush(*args, **kwargs)
-        counted["queries"] += len(queries.captured_queries)
+    def since() -> dict[str, int]:
+        now = _metrics.snapshot()
+        return {name: now[name] - before[name] for name in ("queries", "serialized")}
 
-    def counting_fetch(layer, pks, tstamp=0.0):
-        records = original_fetch(layer, pks, tstamp)
-        counted["serialized"] += len(records)
-        return records
-
-    monkeypatch.setattr(_changes, "flush", counting_flush)
-    monkeypatch.setattr(_propagation, "fetch_layer", counting_fetch)
-    return counted
+    return since
 
 
 def rename(task_pk: int, title: str) -> None:
@@ -71,7 +60,7 @@ async def test_unwatched_anchor_costs_nothing(world, work):
     await until(lambda: not get_backend().is_cached(ref))  # dropped once nobody watches
 
     await db(rename)(world.tasks[0].pk, "nobody is watching")
-    assert work == {"queries": 0, "serialized": 0}
+    assert work() == {"queries": 0, "serialized": 0}
 
     # Another anchor of the channel is watched: a write elsewhere costs one light
     # query (the row's foreign keys) and no serialization.
@@ -79,7 +68,7 @@ async def test_unwatched_anchor_costs_nothing(world, work):
         application, f"/optimized/{world.other_job.pk}/", world.tokens["alice"], OptimizedJobChannel
     )
     await db(rename)(world.tasks[1].pk, "still nobody")
-    assert work == {"queries": 1, "serialized": 0}
+    assert work() == {"queries": 1, "serialized": 0}
     assert await watcher.nothing_more()
     await watcher.disconnect()
 
@@ -90,7 +79,7 @@ async def test_without_the_option_an_idle_anchor_stays_cached_and_updated(world,
     ref = (JobChannel.channel_id, world.job.pk)
     await until(lambda: get_backend().is_idle(ref))
     await db(rename)(world.tasks[0].pk, "kept warm")
-    assert work["serialized"] == 1
+    assert work()["serialized"] == 1
     # A reconnecting client gets the cached, up-to-date state without a load.
     again = await connect(application, f"/plain/{world.job.pk}/", world.tokens["alice"])
     titles = [t["title"] for t in again.state.tree()["tasks"]]

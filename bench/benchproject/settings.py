@@ -1,11 +1,20 @@
 """The benchmark project: the test project's Job/Task tree, served with RxDjango, DCRF,
-a DRF REST endpoint and a raw-WebSocket floor side by side (one ASGI application)."""
+a DRF REST endpoint and a raw-WebSocket floor side by side (one ASGI application).
+
+``BENCH_MODE=single`` (default): SQLite file ``BENCH_DB``, embedded RxDjango backend,
+in-memory channel layer, one server process. ``BENCH_MODE=multi``: PostgreSQL database
+``PGDATABASE``, RxDjango on Redis and DCRF on a Redis channel layer, so several server
+processes serve the same clients.
+"""
 
 import os
 
-os.environ.setdefault("RX_TEST_DB", "sqlite")
+MULTI = os.environ.get("BENCH_MODE") == "multi"
+os.environ.setdefault("RX_TEST_DB", "postgresql" if MULTI else "sqlite")
+if MULTI:
+    os.environ.setdefault("RX_TEST_BACKEND", "redis")
 
-from testproject.settings import *  # noqa: F403
+from testproject.settings import *  # noqa: E402, F403
 
 INSTALLED_APPS = [*INSTALLED_APPS, "djangochannelsrestframework"]  # noqa: F405
 ROOT_URLCONF = "benchproject.urls"
@@ -15,4 +24,15 @@ if os.environ.get("BENCH_DB"):
 REST_FRAMEWORK = {"DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"]}
 LOGGING = {"version": 1, "disable_existing_loggers": False}
 # DCRF's observers need a channel layer (RxDjango's own fan-out does not use one).
-CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+if MULTI:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],  # noqa: F405
+                "prefix": f"{RX_REDIS_PREFIX}-dcrf",  # noqa: F405
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}

@@ -1,8 +1,11 @@
 """The REST peer: the same nested serializer, with the queries a careful user would write."""
 
 from django.db.models import Prefetch
+from django.http import HttpRequest, JsonResponse
 from django.urls import path
 from rest_framework.generics import RetrieveAPIView
+
+from rxdjango import _metrics
 
 from jobs.models import Job, Participant, Task
 from jobs.serializers import JobSerializer
@@ -24,4 +27,12 @@ class JobDetail(RetrieveAPIView):
     )
 
 
-urlpatterns = [path("api/jobs/<int:pk>/", JobDetail.as_view())]
+def work(request: HttpRequest) -> JsonResponse:
+    """This server process's propagation counters (read before and after a scenario)."""
+    return JsonResponse(_metrics.snapshot())
+
+
+urlpatterns = [
+    path("api/jobs/<int:pk>/", JobDetail.as_view()),
+    path("bench/work/", work),
+]

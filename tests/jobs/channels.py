@@ -69,6 +69,20 @@ class JobChannel(ContextChannel):
         """Echo what would be scheduled (dates and lists travel typed)."""
         return {"task": str(task_id), "due": due.isoformat(), "tags": ",".join(tags or [])}
 
+    @action
+    async def rename_repeatedly(self, task_id: int, times: int, prefix: str) -> int:
+        """Commit ``times`` renames of a task, one transaction each (a stream of changes);
+        titles are padded to the field's 100 characters."""
+
+        def rename() -> int:
+            task = Task.objects.get(pk=task_id, job_id=self.kwargs["job_id"])
+            for index in range(times):
+                task.title = f"{prefix}{index:05d}".ljust(100, "-")
+                task.save(update_fields=["title"])
+            return times
+
+        return await database_sync_to_async(rename)()
+
 
 class ProjectJobsChannel(ContextChannel):
     """The jobs of one project, as a list channel."""

@@ -58,6 +58,10 @@ if "RX_TEST_FRONTEND_DIR" in os.environ:
 # Server subprocesses of the Redis tests tune these through the environment.
 if "RX_TEST_REDIS_HEARTBEAT" in os.environ:
     RX_REDIS_HEARTBEAT = float(os.environ["RX_TEST_REDIS_HEARTBEAT"])
+if "RX_TEST_RATE_LIMIT" in os.environ:
+    RX_RATE_LIMIT = float(os.environ["RX_TEST_RATE_LIMIT"]) or None
+if "RX_TEST_SEND_QUEUE_LIMIT" in os.environ:
+    RX_SEND_QUEUE_LIMIT = int(os.environ["RX_TEST_SEND_QUEUE_LIMIT"])
 if "RX_TEST_LOAD_TIMEOUT" in os.environ:
     RX_LOAD_TIMEOUT = float(os.environ["RX_TEST_LOAD_TIMEOUT"])
 

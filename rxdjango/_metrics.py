@@ -1,0 +1,63 @@
+"""Process-wide counters of the work that propagating committed changes costs.
+
+A few integer increments per change: cheap enough to stay on in production, and
+what the benchmark (``make bench``) and the tests read to show that the cost of
+one change does not grow with the number of clients watching it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from django.db import connections
+
+__all__ = ["Work", "count", "counting_queries", "snapshot"]
+
+
+@dataclass
+class Work:
+    #: committed transactions whose changes were propagated
+    flushes: int = 0
+    #: SQL statements run while propagating (re-reading rows, finding parents)
+    queries: int = 0
+    #: records serialized while propagating
+    serialized: int = 0
+    #: delta frames encoded (once per anchor and owner, never per client)
+    frames: int = 0
+
+
+_work = Work()
+_lock = threading.Lock()
+
+
+def count(**amounts: int) -> None:
+    """Add ``amounts`` to the named counters."""
+    with _lock:
+        for name, amount in amounts.items():
+            setattr(_work, name, getattr(_work, name) + amount)
+
+
+def snapshot() -> dict[str, int]:
+    """The counters since the process started."""
+    with _lock:
+        return asdict(_work)
+
+
+@contextlib.contextmanager
+def counting_queries() -> Iterator[None]:
+    """Count the SQL statements run by this thread inside the block, on every database."""
+
+    def counter(
+        execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
+    ) -> Any:
+        count(queries=1)
+        return execute(sql, params, many, context)
+
+    with contextlib.ExitStack() as stack:
+        for alias in connections:
+            stack.enter_context(connections[alias].execute_wrapper(counter))
+        yield

@@ -1,0 +1,145 @@
+"""Limits that protect the server from its clients (protocol §7), through a real server:
+a client that stops reading is closed with 4408 instead of being buffered without
+bound, and a client that floods is refused (429) and then closed with 4429. Other
+clients of the same server are unaffected."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import orjson
+import pytest
+import websockets
+from channels.db import database_sync_to_async as db
+
+from rxdjango.testing import timeout
+
+from jobs.models import Task
+from support import SocketClient, running_server
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CHANGES = 1000
+TASK_TYPE = "jobs.serializers.TaskSerializer"
+
+
+async def open_stalled_client(url: str, token: str) -> websockets.ClientConnection:
+    """A client with a tiny kernel receive buffer; it reads its initial state, then
+    stops reading."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    host, port = url.removeprefix("ws://").split("/")[0].split(":")
+    sock.connect((host, int(port)))
+    sock.setblocking(False)
+    # No permessage-deflate: repetitive frames would otherwise shrink to almost nothing.
+    ws = await websockets.connect(
+        url, sock=sock, max_size=2**21, ping_interval=None, compression=None
+    )
+    await ws.send(orjson.dumps({"token": token, "lastUpdate": None}).decode())
+    while '"end_initial_state"' not in await asyncio.wait_for(ws.recv(), timeout()):
+        pass
+    return ws
+
+
+def renames_in(frame: str | bytes, prefix: str) -> int:
+    decoded = orjson.loads(frame)
+    if not isinstance(decoded, list):
+        return 0
+    return sum(1 for r in decoded if str(r.get("title", "")).startswith(prefix))
+
+
+async def test_a_client_that_stops_reading_is_closed_and_others_get_every_change(world, capsys):
+    env = {"RX_TEST_SEND_QUEUE_LIMIT": str(8 * 1024), "RX_TEST_RATE_LIMIT": "0"}
+    with running_server(env, send_buffer=4096) as server:
+        url = f"{server}/ws/job/{world.job.pk}/"
+        stalled = await open_stalled_client(url, world.tokens["alice"])
+        healthy = SocketClient(url, world.tokens["bob"])
+        await healthy.open()
+        task = world.tasks[0]
+        prefix = "stream-"
+        await healthy.ws.send(
+            orjson.dumps(
+                {"callId": 1, "action": "rename_repeatedly", "params": [task.pk, CHANGES, prefix]}
+            ).decode()
+        )
+        last_title = f"{prefix}{CHANGES - 1:05d}".ljust(100, "-")
+        # Every change reaches the client that reads, in order, while the other one stalls.
+        titles = []
+        deadline = time.monotonic() + timeout(30)
+        while last_title not in titles:
+            frame = await healthy.read(max(0.01, (deadline - time.monotonic()) / timeout()))
+            if isinstance(frame, list):
+                titles += [r["title"] for r in frame if str(r.get("title", "")).startswith(prefix)]
+        assert titles == [f"{prefix}{i:05d}".ljust(100, "-") for i in range(CHANGES)]
+        assert healthy.state.tree()["tasks"][0]["title"] == last_title
+
+        # The stalled client now reads: what was already in flight, then the close.
+        received = 0
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                received += renames_in(await asyncio.wait_for(stalled.recv(), timeout(5)), prefix)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4408
+        assert received < CHANGES, "the server dropped the client instead of buffering it all"
+        with capsys.disabled():
+            print(f"\nslow client: closed with 4408 after {received} of {CHANGES} changes")
+
+        # The server goes on serving: a new client gets the final state.
+        late = SocketClient(url, world.tokens["alice"])
+        await late.open()
+        assert late.state.tree()["tasks"][0]["title"] == last_title
+        await late.close()
+        await healthy.close()
+    assert await db(lambda: Task.objects.get(pk=task.pk).title)() == last_title
+
+
+async def test_a_flooding_client_is_refused_then_closed_and_others_are_served(world, capsys):
+    with running_server({"RX_TEST_RATE_LIMIT": "20"}) as server:
+        url = f"{server}/ws/job/{world.job.pk}/"
+        flooder = SocketClient(url, world.tokens["alice"])
+        await flooder.open()
+        calm = SocketClient(url, world.tokens["bob"])
+        await calm.open()
+
+        # Under the limit: every call is answered.
+        for call_id in range(1, 6):
+            await calm.ws.send(
+                orjson.dumps({"callId": call_id, "action": "count_tasks", "params": []}).decode()
+            )
+        answers = []
+        while len(answers) < 5:
+            frame = await calm.read()
+            if isinstance(frame, dict) and frame.get("type") == "actionResponse":
+                answers.append(frame)
+        assert all(a["result"] == len(world.tasks) for a in answers)
+
+        # Over twice the limit within a second: 429 errors, then close 4429.
+        frame = orjson.dumps({"callId": 1, "action": "count_tasks", "params": []}).decode()
+        for _ in range(100):
+            await flooder.ws.send(frame)
+        replies = []
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                replies.append(orjson.loads(await asyncio.wait_for(flooder.ws.recv(), timeout())))
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+        refused = [r for r in replies if r.get("type") == "error"]
+        answered = [r for r in replies if r.get("type") == "actionResponse"]
+        assert all(r["error"]["code"] == 429 for r in refused)
+        # Closed once more than the limit's worth of frames was refused within a second;
+        # the frames after the close are never handled.
+        assert len(refused) >= 21
+        assert answered and len(answered) + len(refused) < 100
+        with capsys.disabled():
+            print(f"\nflood: 100 frames, {len(answered)} handled, {len(refused)} refused, 4429")
+
+        # The calm client is still served.
+        await calm.ws.send(
+            orjson.dumps({"callId": 99, "action": "count_tasks", "params": []}).decode()
+        )
+        while True:
+            frame = await calm.read()
+            if isinstance(frame, dict) and frame.get("callId") == 99:
+                break
+        assert frame["result"] == len(world.tasks)
+        await calm.close()
