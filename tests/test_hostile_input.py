@@ -1118,7 +1118,9 @@ def mutate(frame: dict, mutations: list) -> dict:
         if value is DELETE_KEY:
             target.pop(key, None)
         else:
-            target[key] = value
+            # A copy: sampled values are shared between examples, and a later mutation
+            # writing into this one must neither change them nor make a cycle.
+            target[key] = copy.deepcopy(value)
     return frame
 
 
