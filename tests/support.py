@@ -31,6 +31,13 @@ from rxdjango.testing import ChannelCommunicator, ClientState, timeout
 from jobs.channels import JobChannel
 from jobs.models import Asset, Deadline, Job, JobSpec, Label, Note, Participant, Project, Task
 
+# Instance types of the test project's state, as they travel on the wire.
+TASK = "jobs.serializers.TaskSerializer"
+NOTE = "jobs.serializers.NoteSerializer"
+JOB = "jobs.serializers.JobSerializer"
+ASSET = "jobs.serializers.AssetSerializer"
+LABEL = "jobs.serializers.LabelSerializer"
+
 
 @dataclass
 class World:
@@ -353,3 +360,14 @@ class PrivateRedis:
         assert self.process is not None
         self.process.kill()
         self.process.wait(timeout(1))
+
+
+def run_harness(script: str, *args: str, units: float = 60) -> subprocess.CompletedProcess:
+    """Run a harness under ``bench/`` in its own process, outside the test settings."""
+    return subprocess.run(
+        [sys.executable, str(TESTS_DIR.parent / "bench" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout(units),
+        env={k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
+    )

@@ -3,32 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
-from rxdjango.testing import timeout
-
-from support import TESTS_DIR
-
-BENCH_RUN = TESTS_DIR.parent / "bench" / "run.py"
+from support import run_harness
 
 
 def test_the_benchmark_harness_runs_every_scenario(tmp_path):
     output = tmp_path / "smoke.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(TESTS_DIR.parent / "bench" / "run.py"),
-            "--smoke",
-            "--output",
-            str(output),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout(60),
-        env={k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
-    )
+    done = run_harness("run.py", "--smoke", "--output", str(output))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     results = json.loads(output.read_text())
     single, multi = results["runs"]

@@ -45,6 +45,7 @@ from jobs.channels import JobChannel
 from jobs.models import Job, Label, Note, Participant, Task
 from jobs.serializers import JobSerializer
 from support import (
+    NOTE,
     RedisTarget,
     SocketClient,
     World,
@@ -56,7 +57,6 @@ from support import (
 pytestmark = pytest.mark.django_db(transaction=True)
 
 EXAMPLES = int(os.environ.get("RX_CONVERGENCE_EXAMPLES", "12"))
-NOTE_TYPE = "jobs.serializers.NoteSerializer"
 TOTALS: dict[str, dict[str, int]] = {}
 
 # -- operations ---------------------------------------------------------------------------
@@ -252,7 +252,7 @@ class Watcher:
         return [
             r
             for r in self.client.state.received
-            if r.get("_instance_type") == NOTE_TYPE and "owner" in r and r["owner"] != self.user.pk
+            if r.get("_instance_type") == NOTE and "owner" in r and r["owner"] != self.user.pk
         ]
 
 

@@ -40,15 +40,10 @@ from rxdjango.testing import ChannelCommunicator, ClientState, ConnectionClosed,
 from jobs.channels import JobChannel
 from jobs.models import Asset, Deadline, Job, JobSpec, Note, Participant, Project, Task
 from jobs.serializers import JobSerializer
-from support import World, expected_state, make_user, running_server
+from support import ASSET, JOB, LABEL, NOTE, TASK, World, expected_state, make_user, running_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-TASK = "jobs.serializers.TaskSerializer"
-NOTE = "jobs.serializers.NoteSerializer"
-JOB = "jobs.serializers.JobSerializer"
-ASSET = "jobs.serializers.AssetSerializer"
-LABEL = "jobs.serializers.LabelSerializer"
 PARTICIPANT = "jobs.serializers.ParticipantSerializer"
 USER = "jobs.serializers.UserSerializer"
 PROJECT = "jobs.serializers.ProjectSerializer"

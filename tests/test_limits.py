@@ -22,7 +22,6 @@ from support import SocketClient, running_server
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CHANGES = 1000
-TASK_TYPE = "jobs.serializers.TaskSerializer"
 
 
 async def open_stalled_client(url: str, token: str) -> websockets.ClientConnection:

@@ -3,30 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
-from rxdjango.testing import timeout
-
-from support import TESTS_DIR
+from support import run_harness
 
 
 def test_a_short_soak_has_no_errors_and_every_client_converges(tmp_path):
     output = tmp_path / "soak.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(TESTS_DIR.parent / "bench" / "soak.py"),
-            "--short",
-            "--output",
-            str(output),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout(60),
-        env={k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
-    )
+    done = run_harness("soak.py", "--short", "--output", str(output))
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     result = json.loads(output.read_text())
     assert result["passed"] and result["failures"] == []

@@ -19,15 +19,20 @@ from rxdjango.operations import CREATE, SAVE
 from jobs.channels import JobChannel
 from jobs.models import Asset, Job, Label, Note, Participant, Project, Task
 from jobs.serializers import JobSerializer, LabelSerializer, TaskSerializer
-from support import connect, expected_state, make_user, records_until, type_name
+from support import (
+    ASSET,
+    JOB,
+    LABEL,
+    NOTE,
+    TASK,
+    connect,
+    expected_state,
+    make_user,
+    records_until,
+    type_name,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-TASK = "jobs.serializers.TaskSerializer"
-NOTE = "jobs.serializers.NoteSerializer"
-JOB = "jobs.serializers.JobSerializer"
-ASSET = "jobs.serializers.AssetSerializer"
-LABEL = "jobs.serializers.LabelSerializer"
 
 
 def snapshot_db():
