@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _loader
 from ._cache import AnchorCache, AnchorStatus, MemoryCache, MemoryStore, MemoryView
+from ._consistent_reads import consistent_reads
 from ._hub import Hub, Subscriber, hub
 from ._loader import FlatRecord
 from ._propagation import AnchorRef, Change, Propagator
@@ -176,11 +177,10 @@ class EmbeddedBackend:
             if not anchors:
                 return
             for anchor in anchors:
-                if anchor.status is AnchorStatus.HEATING:
-                    for instance_type, pks in touched.items():
-                        anchor.journal.setdefault(instance_type, set()).update(pks)
+                anchor.note_changes(touched)  # for loads and reloads reading meanwhile
             try:
-                self.propagator(channel).apply(touched, self.clock(), only)
+                with consistent_reads(channel.state_model().anchor_model):
+                    self.propagator(channel).apply(touched, self.clock(), only)
             except Exception:
                 self._recover(channel)
                 raise
@@ -239,16 +239,19 @@ class EmbeddedBackend:
     def _load(
         self, channel: type[ContextChannel], anchor: AnchorCache, ref: AnchorRef
     ) -> Snapshot | object | None:
+        """Read the heating ``anchor`` (its journal was opened when it began heating)."""
+        journal = anchor.journals[0]
         tstamp = self.clock()
         anchor.complete_after = tstamp
         try:
-            records = _loader.load_subtrees(channel.state_model(), [anchor.root], tstamp)
+            records = self._read_anchor(channel, anchor.root, tstamp)
         except BaseException:
             with self.cache.lock:
                 if self.cache.get(ref) is anchor:
                     self.cache.drop(ref)
             raise
         with self.cache.lock:
+            anchor.close_journal(journal)
             if self.cache.get(ref) is not anchor:
                 return _RETRY  # cleared or taken over meanwhile
             self.loads += 1
@@ -257,15 +260,40 @@ class EmbeddedBackend:
                 return None
             self.cache.put_many(anchor, records.values())
             anchor.status = AnchorStatus.HOT
-            journal, anchor.journal = anchor.journal, {}
             anchor.loaded.set()
-            if journal:
-                # Changes committed while we read: replay them on the fresh cache.
-                self.propagator(channel).apply(journal, self.clock(), only=ref)
+            self._replay(channel, anchor, journal)
             current = self.cache.get(ref)
             if current is None:
                 return None
             return Snapshot(list(current.records.values()), self.clock())
+
+    @staticmethod
+    def _read_anchor(
+        channel: type[ContextChannel], root: Key, tstamp: float
+    ) -> dict[Key, FlatRecord]:
+        """Every record of the anchor, as of one moment of the database."""
+        state_model = channel.state_model()
+        with consistent_reads(state_model.anchor_model):
+            return _loader.load_subtrees(state_model, [root], tstamp)
+
+    def _replay(
+        self, channel: type[ContextChannel], anchor: AnchorCache, journal: dict[str, set[Any]]
+    ) -> None:
+        """Apply the changes propagated while ``anchor`` was read (cache lock held).
+
+        The read saw the database as of a moment before them; re-reading them now
+        brings the anchor to the present. If that fails the anchor cannot be
+        trusted: it is dropped and its clients reload.
+        """
+        if not journal:
+            return
+        try:
+            with consistent_reads(channel.state_model().anchor_model):
+                self.propagator(channel).apply(journal, self.clock(), only=anchor.ref)
+        except Exception:
+            self.cache.drop(anchor.ref)
+            self.hub.close_topic(anchor.ref, CloseCode.TIMEOUT)
+            raise
 
     def _snapshot_of(
         self, channel: type[ContextChannel], anchor: AnchorCache, since: float | None
@@ -311,16 +339,25 @@ class EmbeddedBackend:
             if self.hub.count(ref) == 0:
                 self.cache.drop(ref)
                 return True
+            # Clients hold the cached state: reload it and send them the difference.
+            # Changes propagated meanwhile reach them as usual and are replayed after.
+            journal = anchor.open_journal()
         from .channels import channel_by_id
 
         channel = channel_by_id(ref[0])
         assert channel is not None, "a cached anchor belongs to a registered channel"
-        tstamp = self.clock()
-        fresh = _loader.load_subtrees(channel.state_model(), [anchor.root], tstamp)
+        try:
+            fresh = self._read_anchor(channel, anchor.root, self.clock())
+        except BaseException:
+            with self.cache.lock:
+                anchor.close_journal(journal)
+            raise
         with self.cache.lock:
+            anchor.close_journal(journal)
             if self.cache.get(ref) is anchor:
                 view = MemoryView(self.store, anchor)
                 self.propagator(channel).replace_all(view, fresh, self.clock())
+                self._replay(channel, anchor, journal)
         return True
 
     def register(self, channel_id: str, subscriber: Subscriber) -> None:

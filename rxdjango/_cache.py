@@ -43,8 +43,10 @@ class AnchorCache:
     status: AnchorStatus = AnchorStatus.HEATING
     records: dict[Key, FlatRecord] = field(default_factory=dict)
     referrers: dict[Key, set[Key]] = field(default_factory=dict)
-    #: Keys changed while heating; replayed once the load lands.
-    journal: dict[str, set[Any]] = field(default_factory=dict)
+    #: Open journals: the keys of changes propagated while a load or a reload reads
+    #: the anchor from the database, one journal per read; each is replayed when its
+    #: read lands (the read saw the database as of one earlier moment).
+    journals: list[dict[str, set[Any]]] = field(default_factory=list)
     #: Monotonic deadline of the current loader's lease (HEATING only).
     lease_until: float = 0.0
     loaded: threading.Event = field(default_factory=threading.Event)
@@ -52,6 +54,20 @@ class AnchorCache:
     #: Recent changes, oldest first; complete for every change after ``complete_after``.
     history: deque[Change] = field(default_factory=deque)
     complete_after: float = 0.0
+
+    def open_journal(self) -> dict[str, set[Any]]:
+        journal: dict[str, set[Any]] = {}
+        self.journals.append(journal)
+        return journal
+
+    def close_journal(self, journal: dict[str, set[Any]]) -> None:
+        self.journals = [j for j in self.journals if j is not journal]
+
+    def note_changes(self, touched: dict[str, set[Any]]) -> None:
+        """Record a propagated change in every open journal."""
+        for journal in self.journals:
+            for instance_type, pks in touched.items():
+                journal.setdefault(instance_type, set()).update(pks)
 
     def remember(self, changes: Iterable[Change], limit: int) -> None:
         """Append to the history, forgetting the oldest beyond ``limit`` entries."""
@@ -107,6 +123,7 @@ class MemoryCache:
 
     def begin_heating(self, ref: AnchorRef, root: Key, lease_seconds: float) -> AnchorCache:
         anchor = AnchorCache(ref=ref, root=root, lease_until=time.monotonic() + lease_seconds)
+        anchor.open_journal()  # changes propagated while it loads are replayed after
         self._drop_entries(ref)
         self._idle.discard(ref)
         self._anchors[ref] = anchor

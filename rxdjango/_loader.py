@@ -23,6 +23,10 @@ __all__ = ["FlatRecord", "fetch_layer", "load_subtrees", "parent_links"]
 #: Largest ``pk__in`` list sent in one query (SQLite limits bound parameters).
 IN_CHUNK = 5000
 
+#: Called in the loading thread with a layer's instance type each time ``load_subtrees``
+#: has read that layer (a test seam: :func:`rxdjango.testing.between_load_layers`).
+layer_observers: list[Callable[[str], None]] = []
+
 
 @dataclass
 class FlatRecord:
@@ -201,4 +205,6 @@ def load_subtrees(
                 for ref in record.refs:
                     if ref not in loaded and ref not in skip:
                         frontier.setdefault(ref[0], set()).add(ref[1])
+            for observer in list(layer_observers):
+                observer(kind)
     return loaded

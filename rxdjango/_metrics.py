@@ -22,7 +22,9 @@ __all__ = ["Work", "count", "counting_queries", "snapshot"]
 class Work:
     #: committed transactions whose changes were propagated
     flushes: int = 0
-    #: SQL statements run while propagating (re-reading rows, finding parents)
+    #: SQL statements run while propagating (re-reading rows, finding parents);
+    #: transaction control (BEGIN, COMMIT) is not counted: psycopg sends it without a
+    #: statement of Django's, SQLite's backend with one, and it reads no rows either way
     queries: int = 0
     #: records serialized while propagating
     serialized: int = 0
@@ -30,6 +32,7 @@ class Work:
     frames: int = 0
 
 
+_TRANSACTION_CONTROL = frozenset({"BEGIN", "COMMIT", "ROLLBACK"})
 _work = Work()
 _lock = threading.Lock()
 
@@ -54,7 +57,8 @@ def counting_queries() -> Iterator[None]:
     def counter(
         execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
     ) -> Any:
-        count(queries=1)
+        if sql not in _TRANSACTION_CONTROL:
+            count(queries=1)
         return execute(sql, params, many, context)
 
     with contextlib.ExitStack() as stack:

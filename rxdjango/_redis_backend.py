@@ -43,6 +43,7 @@ from redis.retry import Retry
 from . import _codec, _loader
 from ._backend import Snapshot, snapshot_since
 from ._cache import changes_since
+from ._consistent_reads import consistent_reads
 from ._hub import Hub, Subscriber
 from ._propagation import AnchorRef, Propagator
 from ._protocol import CloseCode
@@ -127,6 +128,8 @@ return redis.call('ZCOUNT', KEYS[2], ARGV[2], '+inf')
 """
 
 _RETRY = object()
+#: A position in a channel's journal: (entries ever added, last entry id).
+JournalMark = tuple[int, str]
 
 
 class RedisBackend:
@@ -315,7 +318,8 @@ class RedisBackend:
                     approximate=True,
                 )
                 try:
-                    self._propagator(channel).apply(touched, tstamp, only)
+                    with consistent_reads(channel.state_model().anchor_model):
+                        self._propagator(channel).apply(touched, tstamp, only)
                 except RedisError:
                     raise
                 except Exception:
@@ -345,9 +349,7 @@ class RedisBackend:
         with 4408 (they reconnect and reload with resync). Channel lock held."""
         for ref in self._anchor_refs(channel.channel_id):
             self._purge(ref)
-            self.redis.publish(
-                self.keys.pub(ref[0]), envelope("close", ref[1], str(int(CloseCode.TIMEOUT)))
-            )
+            self._close_clients(ref)
 
     # -- loading ------------------------------------------------------------------------
 
@@ -399,10 +401,10 @@ class RedisBackend:
         """Load the anchor and make it hot; None if its row does not exist."""
         channel_id = ref[0]
         self.redis.sadd(self.keys.anchors(channel_id), orjson.dumps(ref[1]))
-        added_before, last_id = self._journal_position(channel_id)
+        mark = self._journal_position(channel_id)
         tstamp = self.clock()
         try:
-            records = _loader.load_subtrees(channel.state_model(), [root], tstamp)
+            records = _read_anchor(channel, root, tstamp)
         except BaseException:
             self._abandon(ref, token)
             raise
@@ -415,17 +417,36 @@ class RedisBackend:
                 return None
             self._write_loaded(ref, records, tstamp)
             self.loads += 1
-            replay = self._journal_since(channel_id, added_before, last_id)
-            if replay is None:
-                self._purge(ref)  # the journal overflowed while we read: load again
+            if not self._replay(channel, ref, mark):
                 return _RETRY
-            if replay:
-                try:
-                    self._propagator(channel).apply(replay, self.clock(), only=ref)
-                except Exception:
-                    self._purge(ref)  # not trustworthy: the next client loads again
-                    raise
         return True
+
+    def _replay(self, channel: type[ContextChannel], ref: AnchorRef, mark: JournalMark) -> bool:
+        """Apply the changes journaled since ``mark`` to the anchor just written from a
+        read that saw the database before them (channel lock held).
+
+        False if the journal lost some of them: the anchor is purged, the caller loads
+        again. If applying them fails the anchor cannot be trusted: purged, clients reload.
+        """
+        replay = self._journal_since(ref[0], *mark)
+        if replay is None:
+            self._purge(ref)
+            return False
+        if replay:
+            try:
+                with consistent_reads(channel.state_model().anchor_model):
+                    self._propagator(channel).apply(replay, self.clock(), only=ref)
+            except Exception:
+                self._purge(ref)
+                self._close_clients(ref)
+                raise
+        return True
+
+    def _close_clients(self, ref: AnchorRef) -> None:
+        """Close the anchor's clients in every process with 4408 (they reload)."""
+        self.redis.publish(
+            self.keys.pub(ref[0]), envelope("close", ref[1], str(int(CloseCode.TIMEOUT)))
+        )
 
     def _abandon(self, ref: AnchorRef, token: str) -> None:
         """A failed loader gives its lease back at once (callers need not wait it out)."""
@@ -436,7 +457,7 @@ class RedisBackend:
         except RedisError:
             logger.warning("rxdjango: could not release the load lease of %s", ref)
 
-    def _journal_position(self, channel_id: str) -> tuple[int, str]:
+    def _journal_position(self, channel_id: str) -> JournalMark:
         try:
             info = self.redis.xinfo_stream(self.keys.journal(channel_id))
         except ResponseError:
@@ -557,13 +578,18 @@ class RedisBackend:
             if not self._watched_anywhere(ref):
                 self._purge(ref)
                 return True
+            # Clients hold the cached state: reload it and send them the difference.
+            # Changes propagated meanwhile reach them as usual and are replayed after.
+            mark = self._journal_position(ref[0])
         root = (channel.state_model().root.instance_type, ref[1])
-        fresh = _loader.load_subtrees(channel.state_model(), [root], self.clock())
+        fresh = _read_anchor(channel, root, self.clock())
         with self._locked(ref[0]):
             propagator = self._propagator(channel)
             view = propagator.store.open(ref)
             if view is not None:
                 propagator.replace_all(view, fresh, self.clock())
+                if not self._replay(channel, ref, mark):
+                    self._close_clients(ref)  # they reconnect and load it again
         return True
 
     def _watched_anywhere(self, ref: AnchorRef) -> bool:
@@ -783,6 +809,13 @@ class RedisBackend:
                 return _Idle.KEEP
             last = max(last, newest_watch[0][1])
         return _Idle.EXPIRED if now - last >= ttl_ms else _Idle.KEEP
+
+
+def _read_anchor(channel: type[ContextChannel], root: Key, tstamp: float) -> dict[Key, Any]:
+    """Every record of the anchor, as of one moment of the database."""
+    state_model = channel.state_model()
+    with consistent_reads(state_model.anchor_model):
+        return _loader.load_subtrees(state_model, [root], tstamp)
 
 
 class _Idle(Enum):

@@ -11,7 +11,9 @@ slow machine can scale them without editing tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from asgiref.testing import ApplicationCommunicator
@@ -21,7 +23,14 @@ from ._backend import reset_backend
 from ._protocol import Operation, Reply
 from .channels import ContextChannel
 
-__all__ = ["ChannelCommunicator", "ClientState", "ConnectionClosed", "reset_state", "timeout"]
+__all__ = [
+    "ChannelCommunicator",
+    "ClientState",
+    "ConnectionClosed",
+    "between_load_layers",
+    "reset_state",
+    "timeout",
+]
 
 
 def timeout(units: float = 1.0) -> float:
@@ -38,6 +47,23 @@ def reset_state() -> None:
     if backend is not None and hasattr(backend, "forget_everything"):
         backend.forget_everything()
     reset_backend()
+
+
+@contextlib.contextmanager
+def between_load_layers(callback: Callable[[str], None]) -> Iterator[None]:
+    """Call ``callback(instance_type)`` each time a load of this process has read one
+    layer of a state tree, in the loading thread, before it reads the next.
+
+    For tests of what a load does when changes commit in the middle of it: the
+    callback may commit changes from another thread (or process) and wait for them.
+    """
+    from . import _loader
+
+    _loader.layer_observers.append(callback)
+    try:
+        yield
+    finally:
+        _loader.layer_observers.remove(callback)
 
 
 class ClientState:
@@ -111,6 +137,33 @@ class ClientState:
                 value = record.get(edge.name)
                 children = value if isinstance(value, list) else [value]
                 stack.extend((edge.child.instance_type, c) for c in children if c is not None)
+
+    def dangling(self) -> list[tuple[tuple[str, Any], str, tuple[str, Any]]]:
+        """References without a record: (holder key, field, missing key), for every record
+        reachable from the anchors. :meth:`tree` leaves such ids out; a client that
+        builds placeholders for them (as the original one does) would show them."""
+        found = []
+        seen: set[tuple[str, Any]] = set()
+        stack = [(self.state_model.root.instance_type, anchor) for anchor in self.anchors]
+        while stack:
+            key = stack.pop()
+            if key in seen:
+                continue
+            seen.add(key)
+            record = self.records.get(key)
+            if record is None:
+                continue
+            for edge in self.state_model.layers[key[0]].edges:
+                value = record.get(edge.name)
+                children = value if isinstance(value, list) else [value]
+                for child in children:
+                    if child is None:
+                        continue
+                    child_key = (edge.child.instance_type, child)
+                    if child_key not in self.records:
+                        found.append((key, edge.name, child_key))
+                    stack.append(child_key)
+        return found
 
     def tree(self, anchor: Any = None) -> Any:
         """The nested state of ``anchor`` (of the only anchor if None)."""

@@ -114,7 +114,8 @@ def _cold_load_queries(task_count: int) -> int:
 
     get_user_model().objects.all().delete()
     Label.objects.all().delete()
-    return len(cold.captured_queries)
+    # The load reads one snapshot: its BEGIN and COMMIT are not reads of the tree.
+    return len([q for q in cold.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")])
 
 
 def test_cold_load_query_count_does_not_grow_with_tasks():

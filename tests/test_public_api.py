@@ -23,6 +23,7 @@ PUBLIC = {
         "ChannelCommunicator",
         "ClientState",
         "ConnectionClosed",
+        "between_load_layers",
         "reset_state",
         "timeout",
     ],

@@ -63,6 +63,8 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": os.environ.get("EXAMPLE_SQLITE", str(BASE_DIR / "example.sqlite3")),
+            # WAL: loading a board never makes a writer wait (docs/state.md).
+            "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL"},
         }
     }
 

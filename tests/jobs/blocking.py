@@ -1,7 +1,8 @@
-"""A test hook that holds reads of the task table while a file exists."""
+"""Test hooks for server subprocesses, driven by files the test creates and removes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Any
@@ -20,3 +21,28 @@ def block_task_reads_while(path: str) -> None:
         connection.execute_wrappers.append(wait_while_blocked)
 
     connection_created.connect(install, weak=False)
+
+
+def pause_loads_in(directory: str) -> None:
+    """While ``directory/pause-after`` names a layer, a load that has read that layer
+    writes ``directory/paused`` and waits until the first file is removed."""
+    from rxdjango.testing import between_load_layers
+
+    pause, paused = os.path.join(directory, "pause-after"), os.path.join(directory, "paused")
+
+    def wait_while_asked(layer: str) -> None:
+        try:
+            with open(pause) as wanted:
+                if wanted.read() != layer:
+                    return
+        except FileNotFoundError:
+            return
+        with open(paused, "w") as marker:
+            marker.write(layer)
+        while os.path.exists(pause):
+            time.sleep(0.01)
+
+    _hooks.enter_context(between_load_layers(wait_while_asked))
+
+
+_hooks = contextlib.ExitStack()

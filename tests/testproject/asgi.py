@@ -18,6 +18,12 @@ if os.environ.get("RX_TEST_BLOCK_TASK_READS_WHILE"):
 
     block_task_reads_while(os.environ["RX_TEST_BLOCK_TASK_READS_WHILE"])
 
+if os.environ.get("RX_TEST_PAUSE_LOADS_IN"):
+    # Test hook (the load-consistency tests): pause a load between two layers.
+    from jobs.blocking import pause_loads_in
+
+    pause_loads_in(os.environ["RX_TEST_PAUSE_LOADS_IN"])
+
 application = ProtocolTypeRouter(
     {"http": django_application, "websocket": URLRouter(websocket_urlpatterns)}
 )
