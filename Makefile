@@ -52,12 +52,13 @@ docs: venv
 	$(VENV)/bin/mkdocs build --strict -q -d site
 
 ## Run every test: lint, docs (broken links fail), the client's tests, then the suite on
-## PostgreSQL, on SQLite (the embedded default), on PostgreSQL with the Redis backend, and
-## the example app in Chromium.
+## PostgreSQL, on SQLite (the embedded default), on PostgreSQL with the Redis backend (less
+## the tests that choose their backend themselves: they ran in the first pass), and the
+## example app in Chromium.
 test: venv services lint docs client example-frontend
 	$(VENV)/bin/pytest
 	RX_TEST_DB=sqlite $(VENV)/bin/pytest -q
-	RX_TEST_BACKEND=redis $(VENV)/bin/pytest -q
+	RX_TEST_BACKEND=redis $(VENV)/bin/pytest -q -m "not own_backend"
 	$(VENV)/bin/pytest -q example/tests
 
 example/frontend/node_modules/.installed: example/frontend/package.json example/frontend/package-lock.json client/node_modules/.installed
@@ -73,7 +74,7 @@ example-frontend: venv client-build example/frontend/node_modules/.installed
 demo: example-frontend
 	cd example && $(EXAMPLE_ENV) ../$(PY) manage.py migrate -v 0
 	cd example && $(EXAMPLE_ENV) ../$(PY) manage.py seed_example --url http://127.0.0.1:$(DEMO_PORT)/
-	cd example && $(EXAMPLE_ENV) ../$(VENV)/bin/uvicorn exampleproject.asgi:application --host 127.0.0.1 --port $(DEMO_PORT)
+	cd example && $(EXAMPLE_ENV) ../$(VENV)/bin/uvicorn exampleproject.asgi:application --host 127.0.0.1 --port $(DEMO_PORT) --ws-max-size 1048576
 
 clean:
 	rm -rf $(VENV) tests/test.sqlite3 .pytest_cache .ruff_cache client/node_modules client/dist

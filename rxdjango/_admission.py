@@ -39,6 +39,8 @@ class Admission:
     channel: ContextChannel
     anchors: list[Any]
     last_update: float | None
+    #: The DRF token key the client authenticated with.
+    token: str | None
 
 
 async def admit(
@@ -72,7 +74,7 @@ async def admit(
         if existing is None:
             raise AuthFailure(Status.NOT_FOUND)
         anchors = existing
-    return Admission(user, channel, anchors, last_update)
+    return Admission(user, channel, anchors, last_update, token)
 
 
 def listed_ids(model: type[Model], found: Any) -> list[Any]:

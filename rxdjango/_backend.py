@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _loader
+from ._audience import assign_all
 from ._cache import AnchorCache, AnchorStatus, MemoryCache, MemoryStore, MemoryView
 from ._consistent_reads import consistent_reads
-from ._hub import Hub, Subscriber, hub
+from ._hub import Hub, Subscriber, hub, only_user
 from ._loader import FlatRecord
 from ._propagation import AnchorRef, Change, Propagator
 from ._protocol import CloseCode
@@ -29,10 +31,10 @@ if TYPE_CHECKING:
 __all__ = [
     "Backend",
     "EmbeddedBackend",
+    "HeldSnapshot",
     "Snapshot",
     "get_backend",
     "reset_backend",
-    "snapshot_since",
 ]
 
 
@@ -40,29 +42,53 @@ __all__ = [
 class Snapshot:
     """What a (re)connecting client of an anchor needs, as of ``tstamp``.
 
-    A full snapshot holds every record; with ``resync`` the client must first
-    drop what it held for the anchor. A catch-up (``partial``) holds only the
-    records changed since the client's ``lastUpdate`` and the ``deleted`` ones.
+    :meth:`records` yields the anchor's whole state, rendered per user by the
+    consumer; with ``resync`` the client must first drop what it held for the
+    anchor. A catch-up (``partial``) sends only what ``changes`` (the history since
+    the client's ``lastUpdate``) says that client received something about.
     """
 
-    records: list[FlatRecord]
+    root: Key
     tstamp: float
     partial: bool = False
     resync: bool = False
-    deleted: list[Change] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+
+    def records(self) -> Iterator[FlatRecord]:
+        """Every record, the anchor's own first, each once (may read from the cache's
+        store as it goes: call it off the event loop)."""
+        raise NotImplementedError
+
+    def current(self, keys: Iterable[Key]) -> dict[Key, FlatRecord]:
+        """The records of ``keys`` that the anchor holds."""
+        raise NotImplementedError
 
 
-def snapshot_since(
-    records: dict[Key, FlatRecord], changes: list[Change] | None, now: float
-) -> Snapshot:
-    """A catch-up from the anchor's ``changes`` since the client's last update, or,
-    when the history cannot prove those complete (None), the full state with resync."""
-    if changes is None:
-        return Snapshot(list(records.values()), now, resync=True)
-    changed = {change.key for change in changes}
-    current = [records[key] for key in changed if key in records]
-    deleted = [change for change in changes if change.deleted and change.key not in records]
-    return Snapshot(current, now, partial=True, deleted=deleted)
+@dataclass
+class HeldSnapshot(Snapshot):
+    """A snapshot of an anchor cached in this process's memory.
+
+    Records are shared with the cache (a change replaces a record, never mutates it),
+    so a snapshot costs a reference per record, not a copy of the anchor.
+    """
+
+    #: The anchor's own record first, then every other one.
+    ordered: list[FlatRecord] = field(default_factory=list)
+    #: For a catch-up: the changed records that still exist.
+    changed: dict[Key, FlatRecord] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, records: dict[Key, FlatRecord], root: Key, tstamp: float) -> HeldSnapshot:
+        """The whole anchor (call with the cache lock held: ``records`` changes later)."""
+        first = records.get(root)
+        rest = [record for key, record in records.items() if key != root]
+        return cls(root, tstamp, ordered=rest if first is None else [first, *rest])
+
+    def records(self) -> Iterator[FlatRecord]:
+        return iter(self.ordered)
+
+    def current(self, keys: Iterable[Key]) -> dict[Key, FlatRecord]:
+        return {key: self.changed[key] for key in keys if key in self.changed}
 
 
 class Backend(Protocol):
@@ -114,6 +140,18 @@ class Backend(Protocol):
 
     def broadcast_all(self, frame: str) -> None:
         """Send ``frame`` to every connected client of every channel."""
+
+    def revoke(
+        self, user_id: Any, code: int, channel_id: str | None = None, anchor: Any = None
+    ) -> None:
+        """Close the user's sockets (of one channel, of one anchor) in every process."""
+
+    def admit_connection(self, user_id: Any, connection_id: str) -> bool:
+        """Count a connection of ``user_id`` in the deployment; False (not counted) when
+        the user already has ``RX_MAX_CONNECTIONS_PER_USER``."""
+
+    def release_connection(self, user_id: Any, connection_id: str) -> None:
+        """The connection is gone (never blocks: may finish in the background)."""
 
     def offer_created(self, channel: type[ContextChannel], pks: set[Any]) -> None:
         """Committed new anchor rows, for list channels with ``auto_update``."""
@@ -258,14 +296,15 @@ class EmbeddedBackend:
             if anchor.root not in records:
                 self.cache.drop(ref)
                 return None
-            self.cache.put_many(anchor, records.values())
+            assigned = assign_all(records, anchor.root, channel.state_model())
+            self.cache.put_many(anchor, assigned.values())
             anchor.status = AnchorStatus.HOT
             anchor.loaded.set()
             self._replay(channel, anchor, journal)
             current = self.cache.get(ref)
             if current is None:
                 return None
-            return Snapshot(list(current.records.values()), self.clock())
+            return HeldSnapshot.of(current.records, current.root, self.clock())
 
     @staticmethod
     def _read_anchor(
@@ -300,10 +339,15 @@ class EmbeddedBackend:
     ) -> Snapshot:
         """Full snapshot, or catch-up since ``since`` (call with the cache lock held)."""
         now = self.clock()
-        if since is None:
-            return Snapshot(list(anchor.records.values()), now)
-        changes = None if channel.many else anchor.changes_since(since)
-        return snapshot_since(anchor.records, changes, now)
+        changes = None if since is None or channel.many else anchor.changes_since(since)
+        if changes is None:
+            snapshot = HeldSnapshot.of(anchor.records, anchor.root, now)
+            snapshot.resync = since is not None
+            return snapshot
+        changed = {
+            key: anchor.records[key] for key in {c.key for c in changes} if key in anchor.records
+        }
+        return HeldSnapshot(anchor.root, now, partial=True, changes=changes, changed=changed)
 
     # -- subscriptions -------------------------------------------------------------
 
@@ -367,10 +411,21 @@ class EmbeddedBackend:
         self.hub.unregister(channel_id, subscriber)
 
     def notify(self, ref: AnchorRef, frame: str, user_id: Any = None) -> None:
-        self.hub.publish(ref, frame, user_id)
+        self.hub.publish(ref, frame, None if user_id is None else only_user(pk_repr(user_id)))
 
     def broadcast_all(self, frame: str) -> None:
         self.hub.publish_all(frame)
+
+    def revoke(
+        self, user_id: Any, code: int, channel_id: str | None = None, anchor: Any = None
+    ) -> None:
+        self.hub.close_user(user_id, code, channel_id, anchor)
+
+    def admit_connection(self, user_id: Any, connection_id: str) -> bool:
+        return self.hub.admit_user(user_id, rx_settings.RX_MAX_CONNECTIONS_PER_USER)
+
+    def release_connection(self, user_id: Any, connection_id: str) -> None:
+        self.hub.release_user(user_id)
 
     def offer_created(self, channel: type[ContextChannel], pks: set[Any]) -> None:
         if not self.hub.connection_count(channel.channel_id):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from ._hub import Target
 from ._loader import FlatRecord
 from ._propagation import AnchorRef, Change, Retained
 from ._state_model import Key
@@ -198,7 +199,11 @@ class Publisher(Protocol):
     """Where a memory store's frames go (the in-process hub)."""
 
     def publish(
-        self, topic: AnchorRef, frame: str, owner: Any = None, retained: Retained | None = None
+        self,
+        topic: AnchorRef,
+        frame: str,
+        target: Target | None = None,
+        retained: Retained | None = None,
     ) -> int: ...
 
     def anchor_gone(self, topic: AnchorRef) -> None: ...
@@ -258,10 +263,10 @@ class MemoryView:
         pass
 
     def emit(
-        self, frames: list[tuple[Any, str]], retained: Retained, changes: list[Change]
+        self, frames: list[tuple[Target, str]], retained: Retained, changes: list[Change]
     ) -> None:
-        for owner, frame in frames:
-            self.store.publisher.publish(self.ref, frame, owner, retained)
+        for target, frame in frames:
+            self.store.publisher.publish(self.ref, frame, target, retained)
         self.anchor.remember(changes, int(rx_settings.RX_HISTORY_SIZE))
         if self.store.cache.get(self.ref) is not self.anchor:
             self.store.publisher.anchor_gone(self.ref)

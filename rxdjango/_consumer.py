@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -30,11 +32,12 @@ from channels.utils import await_many_dispatch
 from django.core.exceptions import ValidationError
 
 from . import _codec
+from ._access import Credential, recheck, recheck_sync
 from ._admission import AuthFailure, admit, existing_id
 from ._backend import Snapshot, get_backend
-from ._dispatch import Call, is_call, parse_call, run_call
+from ._dispatch import Call, call_refusal, is_call, parse_call, run_call
 from ._hooks import call_hook
-from ._hub import Retained
+from ._hub import Retained, hub
 from ._layers import SYSTEM_EVENT, SYSTEM_GROUP, cross_process_layer, get_layer
 from ._outbox import Close, Outbox
 from ._propagation import AnchorRef
@@ -48,8 +51,9 @@ from ._protocol import (
     end_marker,
     error_frame,
 )
-from ._rate import RateLimit, Verdict
-from ._state_model import wire_pk
+from ._rate import RateLimit, Verdict, user_rates
+from ._render import changed_for, render_initial, render_since
+from ._state_model import pk_repr, wire_pk
 from ._writes import Write, is_write, parse_write, perform_write, refusal
 from .conf import rx_settings
 
@@ -91,6 +95,10 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         self.loop: asyncio.AbstractEventLoop
         self._outbox = Outbox(int(rx_settings.RX_SEND_QUEUE_LIMIT))
         self._rate = RateLimit(rx_settings.RX_RATE_LIMIT)
+        #: the rate shared by this user's connections (once admitted)
+        self._user_rate: RateLimit | None = None
+        self._counted = False  # counted against RX_MAX_CONNECTIONS_PER_USER
+        self._detached = 0
         self._writer: asyncio.Task[None] | None = None
         self._calls: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._held: dict[Any, list[str]] = {}
@@ -98,6 +106,9 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         self._loop_thread: int | None = None
         self._groups: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.credential: Credential
+        #: Monotonic time of the last check of access (admission, a re-check).
+        self._checked_at = 0.0
 
     # -- ASGI plumbing ----------------------------------------------------------------
 
@@ -132,6 +143,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         self._loop_thread = threading.get_ident()
         self._writer = self._spawn(self._write_loop())
         self._auth_timer = self._spawn(self._auth_timeout())
+        self._spawn(self._watch_stalls())
 
     async def disconnect(self, code: int) -> None:
         await self._cleanup()
@@ -141,9 +153,14 @@ class ChannelConsumer(AsyncWebsocketConsumer):
             return
         was_admitted = self.channel is not None
         self.lifecycle = Lifecycle.CLOSED
+        self._outbox.close()
         backend = get_backend()
         if was_admitted:
             backend.unregister(self.channel_class.channel_id, self)
+        if self._counted:
+            backend.release_connection(self.user_id, self.channel_name)
+        if self._user_rate is not None:
+            user_rates.release(self.user_id)
         for anchor in self._anchors:
             backend.unsubscribe(self._ref(anchor), self)
         self._anchors.clear()
@@ -173,25 +190,39 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         else:
             self.loop.call_soon_threadsafe(self._put, text)
 
-    def _put(self, frame: str, counted: bool = True) -> None:
+    def _put(self, frame: str) -> None:
         """Queue a frame unless the connection is closing; drop a client that is too
         far behind (``RX_SEND_QUEUE_LIMIT``) instead of buffering without bound."""
-        if self.lifecycle in (Lifecycle.CLOSING, Lifecycle.CLOSED):
+        if self.lifecycle in (Lifecycle.CLOSING, Lifecycle.CLOSED) or self._outbox.closed:
             return
-        if not self._outbox.put(frame, counted):
+        if not self._outbox.put(frame):
             self._drop_slow_client()
 
     def _drop_slow_client(self) -> None:
+        if self.lifecycle is Lifecycle.CLOSED:
+            return
         logger.warning(
             "rxdjango: closing a client of %s that does not read its frames (%d bytes waiting)",
             self.channel_class.channel_id,
             self._outbox.waiting_bytes,
         )
-        self._outbox.discard()
-        self._move(Lifecycle.CLOSING)
+        self._outbox.close()
+        self._held.clear()
+        if self.lifecycle is not Lifecycle.CLOSING:
+            self._move(Lifecycle.CLOSING)
         if self._writer is not None:
             self._writer.cancel()  # it may be blocked on the peer's full socket
         self._spawn(self._close_now(CloseCode.TIMEOUT))
+
+    async def _watch_stalls(self) -> None:
+        """Close a client whose frames have not moved for ``RX_SEND_TIMEOUT`` seconds
+        (it stopped reading; a live frame crossing the limit may never come)."""
+        limit = float(rx_settings.RX_SEND_TIMEOUT)
+        while self.lifecycle is not Lifecycle.CLOSED:
+            await asyncio.sleep(limit / 4)
+            if self._outbox.stalled_for() >= limit:
+                self._drop_slow_client()
+                return
 
     async def _close_now(self, code: int) -> None:
         try:
@@ -211,10 +242,13 @@ class ChannelConsumer(AsyncWebsocketConsumer):
                     await self.close(item.code)
                     return
                 await self.send(text_data=item)
+                self._outbox.sent()
         except asyncio.CancelledError:
             raise
         except Exception:  # the transport went away under us; disconnect follows
             logger.debug("rxdjango: send failed, connection is gone", exc_info=True)
+        finally:
+            self._outbox.close()  # nothing more will be sent: producers stop waiting
 
     # -- hub callbacks (on our loop) -------------------------------------------------
 
@@ -227,7 +261,13 @@ class ChannelConsumer(AsyncWebsocketConsumer):
             frame = filtered
         held = self._held.get(anchor)
         if held is not None:
-            held.append(frame)
+            # Counted while it waits for the anchor's end marker.
+            if self._outbox.closed:
+                return
+            if self._outbox.charge(len(frame)):
+                held.append(frame)
+            else:
+                self._drop_slow_client()
         elif anchor in self._anchors:
             self._put(frame)
 
@@ -296,6 +336,8 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         if self.lifecycle in (Lifecycle.CLOSING, Lifecycle.CLOSED):
             return
         verdict = self._rate.check()
+        if verdict is Verdict.ACCEPT and self._user_rate is not None:
+            verdict = self._user_rate.check()
         if verdict is not Verdict.ACCEPT:
             self.send_frame(error_frame("too many frames", Status.TOO_MANY_REQUESTS))
             if verdict is Verdict.CLOSE:
@@ -327,7 +369,17 @@ class ChannelConsumer(AsyncWebsocketConsumer):
             if not isinstance(call, Call):
                 self.send_frame(call)
             elif call.spec.detached:
-                self._spawn(self._run_and_reply(call))
+                if self._detached >= int(rx_settings.RX_MAX_DETACHED_ACTIONS):
+                    self.send_frame(
+                        call_refusal(
+                            call.call_id,
+                            Status.TOO_MANY_REQUESTS,
+                            "too many detached actions running",
+                        )
+                    )
+                    return
+                self._detached += 1
+                self._spawn(self._run_and_reply(call)).add_done_callback(self._detached_done)
             else:
                 self._calls.put_nowait(functools.partial(self._run_and_reply, call))
         elif is_write(frame):
@@ -343,26 +395,74 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         else:
             self.send_frame(error_frame("unknown message"))
 
+    def _detached_done(self, task: asyncio.Task[Any]) -> None:
+        self._detached -= 1
+
     async def _call_worker(self) -> None:
-        """Ordinary actions and writes, one at a time, in the order the client sent them."""
+        """Ordinary actions and writes, one at a time, in the order the client sent them;
+        none once the connection is closing."""
         while True:
             job = await self._calls.get()
-            await job()
+            if self.lifecycle is Lifecycle.LIVE:
+                await job()
 
     async def _write(self, write: Write) -> None:
         assert self.channel is not None
+        channel, anchors, credential = self.channel, list(self._anchors), self.credential
+
+        def checked_write() -> tuple[dict[str, Any], Status | None]:
+            denied = recheck_sync(channel, credential)
+            if denied is not None:
+                return refusal(write.write_id, denied, _DENIED[denied]), denied
+            return perform_write(channel, anchors, write), None
+
         try:
-            reply = await database_sync_to_async(perform_write)(
-                self.channel, list(self._anchors), write
-            )
+            reply, denied = await database_sync_to_async(checked_write)()
         except Exception:
             logger.exception("rxdjango: write %s failed", write.operation)
-            reply = refusal(write.write_id, Status.SERVER_ERROR, "internal error")
+            reply, denied = refusal(write.write_id, Status.SERVER_ERROR, "internal error"), None
+        self._checked_at = time.monotonic()
         self.send_frame(reply)
+        if denied is not None:
+            self.close_soon(CloseCode[denied.name])
 
     async def _run_and_reply(self, call: Call) -> None:
         assert self.channel is not None
+        denied = await self._recheck()
+        if denied is not None:
+            self.send_frame(call_refusal(call.call_id, denied, _DENIED[denied]))
+            self.close_soon(CloseCode[denied.name])
+            return
         self.send_frame(await run_call(self.channel, call))
+
+    # -- access for as long as the socket is open -----------------------------------------
+
+    async def _recheck(self) -> Status | None:
+        """Whether the user may still use this connection (see ``_access``)."""
+        assert self.channel is not None
+        self._checked_at = time.monotonic()
+        return await recheck(self.channel, self.credential)
+
+    async def _recheck_periodically(self) -> None:
+        """Re-check an idle connection every ``RX_PERMISSION_RECHECK`` seconds (writes and
+        actions check before they run, which counts as a check)."""
+        period = rx_settings.RX_PERMISSION_RECHECK
+        if not period:
+            return
+        period = float(period)
+        while True:
+            due = self._checked_at + period * random.uniform(0.9, 1.1)  # no herd
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            if time.monotonic() - self._checked_at < period * 0.9:
+                continue
+            try:
+                denied = await self._recheck()
+            except Exception:
+                logger.exception("rxdjango: re-checking access to %s failed", self.channel_class)
+                continue
+            if denied is not None:
+                self.close_soon(CloseCode[denied.name])
+                return
 
     # -- authentication and start sequence ----------------------------------------------
 
@@ -379,6 +479,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
     async def _authenticate(self, frame: Any) -> None:
         self._auth_timer.cancel()
         self._move(Lifecycle.STARTING)
+        started = time.monotonic()
         try:
             admission = await admit(self.channel_class, self.scope, frame, self)
         except AuthFailure as failure:
@@ -387,11 +488,25 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         except Exception:
             self._fail_internally("admitting a client")
             return
-        self.channel, self.user, self.user_id = admission.channel, admission.user, admission.user.pk
+        user_id = pk_repr(admission.user.pk)
+        backend = get_backend()
+        admitted = sync_to_async(backend.admit_connection, thread_sensitive=False)
+        if not await admitted(user_id, self.channel_name):
+            self._fail(Status.TOO_MANY_REQUESTS)
+            return
+        self._counted = True
+        self.channel, self.user, self.user_id = admission.channel, admission.user, user_id
+        self.credential = Credential(self.user_id, admission.token)
+        self._checked_at = started
+        self._user_rate = user_rates.acquire(user_id, rx_settings.RX_USER_RATE_LIMIT)
         anchors, last_update = admission.anchors, admission.last_update
         self.send_frame(auth_reply(Status.OK))
-        backend = get_backend()
         backend.register(self.channel_class.channel_id, self)
+        if hub.revoked_since(self.user_id, started):
+            # The user's access ended while we admitted them (the revocation found no
+            # socket of theirs to close yet).
+            self.close_soon(CloseCode.UNAUTHORIZED)
+            return
         if not backend.spans_processes and cross_process_layer(self.channel_layer_alias):
             # The embedded backend reaches other processes' clients only through the layer.
             await self.group_add(SYSTEM_GROUP)
@@ -407,6 +522,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         if self.lifecycle is Lifecycle.STARTING:
             self._move(Lifecycle.LIVE)
             self._spawn(self._call_worker())
+            self._spawn(self._recheck_periodically())
 
     def _fail_internally(self, doing: str) -> None:
         """A server-side error: log it with its traceback, tell the client nothing more."""
@@ -420,7 +536,11 @@ class ChannelConsumer(AsyncWebsocketConsumer):
 
     async def _start_anchor(self, anchor: Any, since: float | None = None) -> None:
         """Subscribe, then send the anchor's state (or what changed ``since``), its end
-        marker, and what arrived meanwhile."""
+        marker, and what arrived meanwhile.
+
+        The state goes out chunk by chunk as the client takes it, so one that reads
+        slowly holds the server's memory to ``RX_SEND_QUEUE_LIMIT`` plus a chunk.
+        """
         ref = self._ref(anchor)
         backend = get_backend()
         self._held[anchor] = []
@@ -430,30 +550,27 @@ class ChannelConsumer(AsyncWebsocketConsumer):
             tstamp = snapshot.tstamp
             if snapshot.resync:
                 self.send_frame({"type": Reply.RESYNC, "anchorId": anchor})
-            for frame in _codec.chunk_array(
+            chunks = _codec.chunk_array(
                 self._snapshot_items(snapshot), int(rx_settings.RX_FRAME_SIZE)
-            ):
-                self._put(frame, counted=False)  # bounded by the anchor, not by time
+            )
+            while chunk := await sync_to_async(next, thread_sensitive=False)(chunks, None):
+                if not await self._outbox.put_when_room(chunk):
+                    return  # the connection is going away
         else:
             tstamp = await _server_time()
-        self.send_frame([end_marker(tstamp)])
+        if not await self._outbox.put_when_room(_codec.encode([end_marker(tstamp)])):
+            return
         for frame in self._held.pop(anchor, []):
-            self.send_frame(frame)
+            self._outbox.put_charged(frame)
 
     def _snapshot_items(self, snapshot: Snapshot) -> Iterator[bytes]:
-        """Encoded records of a snapshot that this user may see."""
-        for record in snapshot.records:
-            if record.owner is not None and record.owner != self.user_id:
-                continue
-            if snapshot.partial:
-                yield _codec.encode_bytes(
-                    {**record.data, "_tstamp": record.tstamp, "_operation": Operation.CREATE}
-                )
-            else:
-                yield record.initial_state_bytes()
-        for change in snapshot.deleted:
-            if change.owner is None or change.owner == self.user_id:
-                yield _codec.encode_bytes(delete_record(*change.key, change.tstamp))
+        """Encoded records of a snapshot as this user may see them (reads as it goes)."""
+        state_model = self.channel_class.state_model()
+        if snapshot.partial:
+            keys = changed_for(snapshot.changes, self.user_id)
+            current = snapshot.current(keys)
+            return render_since(snapshot.changes, current, state_model, self.user_id)
+        return render_initial(snapshot.records(), state_model, self.user_id)
 
     # -- list channels --------------------------------------------------------------------
 
@@ -481,7 +598,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         if anchor not in self._anchors:
             return False
         self._anchors.remove(anchor)
-        self._held.pop(anchor, None)
+        self._outbox.refund(sum(len(frame) for frame in self._held.pop(anchor, [])))
         get_backend().unsubscribe(self._ref(anchor), self)
         root_type = state_model.root.instance_type
         self.send_frame([delete_record(root_type, anchor, await _server_time())])
@@ -493,6 +610,8 @@ class ChannelConsumer(AsyncWebsocketConsumer):
 
 
 _INVALID = object()
+#: What a write or action refused by a re-check of access says.
+_DENIED = {Status.UNAUTHORIZED: "not authenticated", Status.FORBIDDEN: "not allowed"}
 
 
 async def _server_time() -> float:

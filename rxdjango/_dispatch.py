@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ActionSpec",
     "Call",
+    "call_refusal",
     "collect_actions",
     "collect_consumers",
     "is_call",
@@ -84,8 +85,13 @@ def is_call(frame: Any) -> bool:
     return isinstance(frame, dict) and ("action" in frame or frame.get("type") == "action")
 
 
-def _reply_error(call_id: int, code: int, message: str) -> dict[str, Any]:
-    return {"type": ACTION_RESPONSE, "callId": call_id, "error": {"code": code, "message": message}}
+def call_refusal(call_id: int, code: int, message: str) -> dict[str, Any]:
+    """An ``actionResponse`` carrying an error."""
+    return {
+        "type": ACTION_RESPONSE,
+        "callId": call_id,
+        "error": {"code": int(code), "message": message},
+    }
 
 
 def parse_call(frame: dict[str, Any], actions: dict[str, ActionSpec]) -> Call | dict[str, Any]:
@@ -96,11 +102,11 @@ def parse_call(frame: dict[str, Any], actions: dict[str, ActionSpec]) -> Call | 
     name = frame.get("action")
     spec = actions.get(name) if isinstance(name, str) else None
     if spec is None:
-        return _reply_error(call_id, Status.FORBIDDEN, f"unknown action {client_value(name)}")
+        return call_refusal(call_id, Status.FORBIDDEN, f"unknown action {client_value(name)}")
     try:
         args = bind(spec.parameters, frame.get("params", []))
     except ParamError as exc:
-        return _reply_error(call_id, Status.BAD_REQUEST, str(exc))
+        return call_refusal(call_id, Status.BAD_REQUEST, str(exc))
     return Call(call_id, spec, args)
 
 
@@ -110,14 +116,14 @@ async def run_call(channel: ContextChannel, call: Call) -> str:
     try:
         result = await method(*call.args)
     except ActionError as exc:
-        return _codec.encode(_reply_error(call.call_id, exc.status, exc.message))
+        return _codec.encode(call_refusal(call.call_id, exc.status, exc.message))
     except Exception:
         logger.exception("rxdjango: action %s of %s raised", call.spec.name, type(channel).__name__)
-        return _codec.encode(_reply_error(call.call_id, Status.SERVER_ERROR, "internal error"))
+        return _codec.encode(call_refusal(call.call_id, Status.SERVER_ERROR, "internal error"))
     try:
         return _codec.encode({"type": ACTION_RESPONSE, "callId": call.call_id, "result": result})
     except TypeError:
         logger.exception("rxdjango: result of action %s cannot be encoded", call.spec.name)
         return _codec.encode(
-            _reply_error(call.call_id, Status.SERVER_ERROR, "the result could not be encoded")
+            call_refusal(call.call_id, Status.SERVER_ERROR, "the result could not be encoded")
         )

@@ -1,8 +1,9 @@
 """Local fan-out: deliver frames and events to this process's connections.
 
-A frame is encoded once per anchor (once per owner for private records) and
-the same string is handed to every subscribed connection, so the cost of a
-change does not include one serialization per client.
+A frame is encoded once per anchor (and once per user an audience of private
+records names) and the same string is handed to every subscribed connection
+it targets, so the cost of a change does not include one serialization per
+client.
 
 Every method may be called from any thread. Delivery happens on each
 connection's event loop, in call order (``call_soon_threadsafe`` is FIFO), so
@@ -14,15 +15,26 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
+import time
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Protocol
 
-__all__ = ["Hub", "Retained", "Subscriber", "Topic", "hub"]
+__all__ = ["Hub", "Retained", "Subscriber", "Target", "Topic", "hub"]
 
 #: (channel id, anchor pk)
 Topic = tuple[str, Hashable]
 #: (instance type, pk) of a deleted record → pks of the other anchors still holding it
 Retained = dict[tuple[str, Any], frozenset[Any]]
+#: Who receives a frame: (only these users, or None for every user; except these users)
+Target = tuple[frozenset[Any] | None, frozenset[Any]]
+
+
+#: Seconds a revocation of all of a user's sockets is remembered (admissions in flight).
+REVOCATION_MEMORY = 300.0
+
+
+def only_user(user_id: Any) -> Target:
+    return (frozenset((user_id,)), frozenset())
 
 
 class Subscriber(Protocol):
@@ -59,6 +71,11 @@ class Hub:
         self._lock = threading.Lock()
         self._topics: dict[Topic, dict[Any, set[Subscriber]]] = {}
         self._channels: dict[str, set[Subscriber]] = {}
+        #: user id -> monotonic time of the last revocation of all their sockets, so a
+        #: connection admitted while it was on its way can still be refused.
+        self._revoked: dict[Any, float] = {}
+        #: user id -> admitted connections of this process (RX_MAX_CONNECTIONS_PER_USER)
+        self._admitted: dict[Any, int] = {}
 
     # -- registration -------------------------------------------------------------
 
@@ -103,13 +120,16 @@ class Hub:
     # -- delivery -------------------------------------------------------------------
 
     def publish(
-        self, topic: Topic, frame: str, owner: Any = None, retained: Retained | None = None
+        self,
+        topic: Topic,
+        frame: str,
+        target: Target | None = None,
+        retained: Retained | None = None,
     ) -> int:
-        """Deliver ``frame`` to the topic's subscribers (only ``owner``'s, if given).
-
-        Returns the number of connections it was handed to.
+        """Deliver ``frame`` to the topic's subscribers that ``target`` names (every one
+        if None). Returns the number of connections it was handed to.
         """
-        targets = self._subscribers(topic, owner)
+        targets = self._subscribers(topic, target)
         anchor = topic[1]
         _schedule(targets, lambda s: s.deliver(anchor, frame, retained or None))
         return len(targets)
@@ -148,19 +168,75 @@ class Hub:
         _schedule(targets, lambda s: s.close_soon(code))
         return len(targets)
 
+    def close_user(
+        self, user_id: Any, code: int, channel_id: str | None = None, anchor: Any = None
+    ) -> int:
+        """Close the user's connections (of one channel, of one of its anchors); returns
+        how many. A revocation of every socket is remembered for :meth:`revoked_since`."""
+        with self._lock:
+            if channel_id is None:
+                self._revoked[user_id] = time.monotonic()
+                self._forget_old_revocations()
+                pools: list[set[Subscriber]] = list(self._channels.values())
+                pools.extend(s for users in self._topics.values() for s in users.values())
+            elif anchor is None:
+                pools = [self._channels.get(channel_id, set())]
+                pools.extend(
+                    users.get(user_id, set())
+                    for topic, users in self._topics.items()
+                    if topic[0] == channel_id
+                )
+            else:
+                pools = [self._topics.get((channel_id, anchor), {}).get(user_id, set())]
+            targets = {s for pool in pools for s in pool if s.user_id == user_id}
+        _schedule(targets, lambda s: s.close_soon(code))
+        return len(targets)
+
+    def admit_user(self, user_id: Any, limit: int | None) -> bool:
+        """Count one more connection of ``user_id``; False (nothing counted) at ``limit``."""
+        with self._lock:
+            admitted = self._admitted.get(user_id, 0)
+            if limit is not None and admitted >= limit:
+                return False
+            self._admitted[user_id] = admitted + 1
+            return True
+
+    def release_user(self, user_id: Any) -> None:
+        with self._lock:
+            admitted = self._admitted.get(user_id, 0) - 1
+            if admitted > 0:
+                self._admitted[user_id] = admitted
+            else:
+                self._admitted.pop(user_id, None)
+
+    def revoked_since(self, user_id: Any, moment: float) -> bool:
+        """Whether every socket of ``user_id`` was revoked at or after ``moment``
+        (monotonic seconds of this process)."""
+        with self._lock:
+            return self._revoked.get(user_id, float("-inf")) >= moment
+
+    def _forget_old_revocations(self) -> None:
+        """Admissions take seconds, not minutes: older revocations need no memory."""
+        horizon = time.monotonic() - REVOCATION_MEMORY
+        for user_id in [u for u, at in self._revoked.items() if at < horizon]:
+            del self._revoked[user_id]
+
     def offer(self, channel_id: str, anchors: list[Any]) -> None:
         with self._lock:
             targets = list(self._channels.get(channel_id, ()))
         _schedule(targets, lambda s: s.offer_anchors(list(anchors)))
 
-    def _subscribers(self, topic: Topic, owner: Any) -> list[Subscriber]:
+    def _subscribers(self, topic: Topic, target: Target | None) -> list[Subscriber]:
         with self._lock:
             users = self._topics.get(topic)
             if not users:
                 return []
-            if owner is None:
+            if target is None:
                 return [s for subscribers in users.values() for s in subscribers]
-            return list(users.get(owner, ()))
+            only, exclude = target
+            if only is not None:
+                return [s for user in only - exclude for s in users.get(user, ())]
+            return [s for user, found in users.items() if user not in exclude for s in found]
 
 
 def _schedule(targets: Iterable[Subscriber], callback: Callable[[Subscriber], None]) -> None:

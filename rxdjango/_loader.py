@@ -8,7 +8,7 @@ layer's own fields need. All functions here are synchronous ORM code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ class FlatRecord:
 
     key: Key
     data: dict[str, Any]
+    #: The ``user_key`` value of the row (a wire pk), None for layers without one.
     owner: Any = None
     refs: list[Key] = field(default_factory=list)
     tstamp: float = 0.0
@@ -41,6 +42,12 @@ class FlatRecord:
     #: or related property), as of when it was read: a change here means a parent's
     #: list of ids changed.
     parent_links: frozenset[Key] = frozenset()
+    #: Who may see it in its anchor (None: everyone), inherited from the private records
+    #: above it (:mod:`rxdjango._audience`); set when the record is placed in an anchor.
+    audience: frozenset[Any] | None = None
+    #: The audiences of the children it names that are not public, so it can be rendered
+    #: for one viewer (its lists filtered) without reading them.
+    private_children: Mapping[Key, frozenset[Any]] = field(default_factory=dict)
     _initial: bytes | None = field(default=None, repr=False, compare=False)
 
     def initial_state_bytes(self) -> bytes:

@@ -1,10 +1,12 @@
-"""Which anchors hold an instance, read from the database (not from the cache).
+"""Which anchors hold an instance, and who may see it there, read from the database.
 
-Writes must be confined to the writer's anchors. The cache could lag behind a
+Writes must be confined to what the writer sees. The cache could lag behind a
 move that has just committed, or hold nothing for an anchor that expired, so
-the check walks the state tree upwards in the database, inside the write's
-transaction: from the instance to its parents, layer by layer, until it reaches
-anchor rows. One query per relation crossed, never per row.
+the checks walk the state tree upwards in the database, inside the write's
+transaction: from the instance to its parents, layer by layer, until they reach
+anchor rows. :func:`anchors_holding` costs one query per relation crossed, never
+per row; :func:`audience_in` follows each path of one row (a few rows), reading
+the owner of every private record on the way.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from ._audience import Audience, restrict, union
 from ._state_model import Edge, EdgeKind, Layer, StateModel, pk_repr
 
-__all__ = ["anchors_holding"]
+__all__ = ["anchors_holding", "audience_in"]
 
 
 def _parent_pks(edge: Edge, child_pks: set[Any]) -> set[Any]:
@@ -51,3 +54,33 @@ def anchors_holding(state_model: StateModel, layer: Layer, pks: Iterable[Any]) -
             if parents:
                 frontier.setdefault(edge.parent.instance_type, set()).update(parents)
     return anchors
+
+
+def audience_in(state_model: StateModel, layer: Layer, pk: Any, anchors: Iterable[Any]) -> Audience:
+    """Who may see the row ``pk`` of ``layer`` in ``anchors``: the union, over its paths
+    up to one of those anchor rows, of the owners that the private records on each path
+    restrict it to (None: public). Empty when no path reaches ``anchors``.
+    """
+    wanted = set(anchors)
+    found: Audience = frozenset()
+    seen: set[tuple[str, Any, Audience]] = set()
+    stack: list[tuple[Layer, Any, Audience]] = [(layer, pk, None)]
+    while stack:
+        current, row, audience = stack.pop()
+        if current.user_key_attname is not None:
+            owner = (
+                current.model._default_manager.filter(pk=row)
+                .values_list(current.user_key_attname, flat=True)
+                .first()
+            )
+            audience = restrict(audience, None if owner is None else pk_repr(owner))
+        step = (current.instance_type, row, audience)
+        if step in seen or audience == frozenset():
+            continue
+        seen.add(step)
+        if current is state_model.root and pk_repr(row) in wanted:
+            found = union(found, audience)
+        for edge in current.incoming:
+            for parent in _parent_pks(edge, {row}):
+                stack.append((edge.parent, parent, audience))
+    return found

@@ -2,15 +2,19 @@
 
 A client that stops reading makes the server's writes block; without a bound the
 frames meant for it would pile up in memory for as long as it stays connected.
-Live frames are counted against ``RX_SEND_QUEUE_LIMIT``; initial-state frames are
-not (they are bounded by the anchor's size and already in memory). When the bound
-is crossed the queue is emptied and the connection is closed with 4408: the client
+Everything waiting for one client counts against ``RX_SEND_QUEUE_LIMIT``: live
+frames, live frames held back until an anchor's initial state is sent, and the
+initial state itself, which is produced chunk by chunk as room appears (a
+client that never reads costs at most the limit plus one chunk). A live frame
+that would cross the bound, or a queue that has not moved for
+``RX_SEND_TIMEOUT`` seconds, closes the connection with 4408: the client
 reconnects with ``lastUpdate`` and catches up from the history.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -29,33 +33,94 @@ class Outbox:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        #: Bytes of queued frames plus bytes charged for frames held elsewhere.
         self.waiting_bytes = 0
         self._items: deque[tuple[str | Close, int]] = deque()
         self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._closed = False
+        #: Whether the writer is sending an item it took (it may block on the peer).
+        self.sending = False
+        #: Monotonic time the queue last moved (an item sent, or nothing waiting).
+        self.moved_at = time.monotonic()
 
-    def put(self, frame: str, counted: bool = True) -> bool:
-        """Queue ``frame``; False when counted frames now exceed the limit (nothing queued)."""
-        size = len(frame) if counted else 0
-        if size and self.waiting_bytes + size > self.limit:
+    @property
+    def closed(self) -> bool:
+        """Nothing more will be sent (the connection is going away)."""
+        return self._closed
+
+    def charge(self, size: int) -> bool:
+        """Count ``size`` bytes kept for this client outside the queue; False (nothing
+        counted) if that would cross the limit."""
+        if self.waiting_bytes + size > self.limit:
             return False
         self.waiting_bytes += size
-        self._items.append((frame, size))
-        self._ready.set()
         return True
+
+    def refund(self, size: int) -> None:
+        self.waiting_bytes = max(0, self.waiting_bytes - size)
+        self._room.set()
+
+    def put(self, frame: str) -> bool:
+        """Queue a live frame; False when it would cross the limit (nothing queued)."""
+        size = len(frame)
+        if self._closed or not self.charge(size):
+            return False
+        self._append(frame, size)
+        return True
+
+    async def put_when_room(self, frame: str) -> bool:
+        """Queue ``frame`` once what waits leaves room for it (at once if nothing waits);
+        False if the outbox was closed meanwhile."""
+        size = len(frame)
+        while not self._closed and self.waiting_bytes and self.waiting_bytes + size > self.limit:
+            self._room.clear()
+            await self._room.wait()
+        if self._closed:
+            return False
+        self.waiting_bytes += size
+        self._append(frame, size)
+        return True
+
+    def put_charged(self, frame: str) -> None:
+        r"""Queue a frame whose bytes were :meth:`charge`\ d while it was held elsewhere."""
+        if not self._closed:
+            self._append(frame, len(frame))
 
     def put_close(self, code: int) -> None:
         self._items.append((Close(code), 0))
         self._ready.set()
 
-    def discard(self) -> None:
-        """Forget everything waiting (the connection is being dropped)."""
+    def _append(self, frame: str, size: int) -> None:
+        if not self._items and not self.sending:
+            self.moved_at = time.monotonic()  # the queue starts waiting now
+        self._items.append((frame, size))
+        self._ready.set()
+
+    def close(self) -> None:
+        """Forget everything waiting and refuse what comes (the connection is going)."""
+        self._closed = True
         self._items.clear()
         self.waiting_bytes = 0
+        self._room.set()
+
+    def stalled_for(self) -> float:
+        """Seconds frames have waited without the queue moving (0 if nothing waits)."""
+        if not self._items and not self.sending:
+            return 0.0
+        return time.monotonic() - self.moved_at
 
     async def get(self) -> str | Close:
         while not self._items:
             self._ready.clear()
             await self._ready.wait()
         item, size = self._items.popleft()
+        self.sending = True
         self.waiting_bytes -= size
         return item
+
+    def sent(self) -> None:
+        """The writer delivered the item it took."""
+        self.sending = False
+        self.moved_at = time.monotonic()
+        self._room.set()

@@ -13,8 +13,9 @@ Given the keys of instances that changed in one committed transaction, the
    ids newly referenced bring their whole subtree in as ``create`` records;
    records no longer reachable from the anchor are removed and sent as
    ``delete``;
-5. encodes each anchor's delta once (once per owner for ``user_key`` records)
-   and publishes it.
+5. works out who may see each record (:mod:`rxdjango._audience`), renders each
+   anchor's delta once for everyone and once per user an audience names
+   (:mod:`rxdjango._render`), and publishes it.
 
 The propagator works on an :class:`AnchorStore` (the embedded memory cache or
 Redis); the caller serializes propagation per channel (a lock) and runs it in
@@ -27,21 +28,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from . import _codec, _metrics
+from . import _metrics
+from ._audience import Audience, assign_all, assign_changed
+from ._hub import Target
 from ._loader import FlatRecord, fetch_layer, load_subtrees, parent_links
-from ._protocol import Operation, delete_record
+from ._render import Item, render_delta
 from ._state_model import EdgeKind, Key, StateModel
 
-__all__ = [
-    "AnchorRef",
-    "AnchorStore",
-    "AnchorView",
-    "Change",
-    "Delta",
-    "Propagator",
-    "diff_fields",
-    "encode_delta",
-]
+__all__ = ["AnchorRef", "AnchorStore", "AnchorView", "Change", "Delta", "Propagator"]
 
 #: (channel id, anchor pk as sent on the wire)
 AnchorRef = tuple[str, Any]
@@ -56,7 +50,8 @@ class Change:
     tstamp: float
     key: Key
     deleted: bool
-    owner: Any
+    #: Who received something about the record in this change (None: every client).
+    audience: Audience
 
 
 class AnchorView(Protocol):
@@ -90,9 +85,9 @@ class AnchorView(Protocol):
         """Make the changes visible to :meth:`AnchorStore.anchors_containing`."""
 
     def emit(
-        self, frames: list[tuple[Any, str]], retained: Retained, changes: list[Change]
+        self, frames: list[tuple[Target, str]], retained: Retained, changes: list[Change]
     ) -> None:
-        """Deliver ``frames`` ((owner or None, frame)) to the anchor's clients in every
+        """Deliver ``frames`` (each to its target viewers) to the anchor's clients in every
         process, record ``changes`` in its history, and tell its clients if it was dropped."""
 
 
@@ -105,57 +100,29 @@ class AnchorStore(Protocol):
         """A view of ``ref`` if it is hot, else None."""
 
 
-def diff_fields(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """Fields of ``new`` whose value differs from ``old``."""
-    return {name: value for name, value in new.items() if name not in old or old[name] != value}
-
-
 @dataclass
 class Delta:
-    """What the clients of one anchor receive for one committed batch."""
+    """What changed in one anchor for one committed batch, before rendering."""
 
-    creates: list[FlatRecord] = field(default_factory=list)
-    updates: list[tuple[FlatRecord, dict[str, Any]]] = field(default_factory=list)
-    deletes: list[FlatRecord] = field(default_factory=list)
+    #: keys new to the anchor
+    created: list[Key] = field(default_factory=list)
+    #: (record as the clients held it, key) of records whose data or owner changed
+    updated: list[tuple[FlatRecord, Key]] = field(default_factory=list)
+    #: records removed from the anchor
+    deleted: list[FlatRecord] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.creates or self.updates or self.deletes)
-
-    def add_change(self, cached: FlatRecord, record: FlatRecord) -> bool:
-        """Add what turns ``cached`` into ``record``; False if nothing changed.
-
-        A record that changes owner leaves the old owner (delete) and reaches the
-        new one whole (create); otherwise only the changed fields travel.
-        """
-        if cached.owner != record.owner:
-            self.deletes.append(cached)
-            self.creates.append(record)
-            return True
-        changes = diff_fields(cached.data, record.data)
-        if changes:
-            self.updates.append((record, changes))
-        return bool(changes)
+        return bool(self.created or self.updated or self.deleted)
 
 
-def encode_delta(delta: Delta, tstamp: float) -> list[tuple[Any, str]]:
-    """(owner, frame) pairs: public records first (owner None), then per owner."""
-    groups: dict[Any, list[bytes]] = {None: []}
-    for record in delta.creates:
-        wire = {**record.data, "_tstamp": tstamp, "_operation": Operation.CREATE}
-        groups.setdefault(record.owner, []).append(_codec.encode_bytes(wire))
-    for record, changes in delta.updates:
-        wire = {
-            "id": record.key[1],
-            "_instance_type": record.key[0],
-            **changes,
-            "_tstamp": tstamp,
-            "_operation": Operation.UPDATE,
-        }
-        groups.setdefault(record.owner, []).append(_codec.encode_bytes(wire))
-    for record in delta.deletes:
-        wire = delete_record(*record.key, tstamp)
-        groups.setdefault(record.owner, []).append(_codec.encode_bytes(wire))
-    return [(owner, _codec.join_array(items)) for owner, items in groups.items() if items]
+def changed(cached: FlatRecord, record: FlatRecord) -> bool:
+    """Whether the row behind ``cached`` changed (its data or its owner)."""
+    return cached.owner != record.owner or cached.data != record.data
+
+
+def _shown_differently(cached: FlatRecord, record: FlatRecord) -> bool:
+    """Whether the same data now reaches other viewers, or shows them other children."""
+    return cached.audience != record.audience or cached.private_children != record.private_children
 
 
 class Propagator:
@@ -204,51 +171,78 @@ class Propagator:
         deltas = []
         for view in involved.values():
             view.prefetch(parents)
-            deltas.append((view, self._reconcile(view, fetched, tstamp)))
-        for view, _ in deltas:
+            delta, seeds = self._reconcile(view, fetched, tstamp)
+            deltas.append((view, delta, self._assign_audiences(view, seeds)))
+        for view, _, _ in deltas:
             view.save()
         # Published once every anchor is reconciled and saved, so a delete knows where
         # its record still lives (an instance moved between two anchors of one list).
-        for view, delta in deltas:
-            self._publish(view, delta, tstamp)
+        for view, delta, previous in deltas:
+            self._publish(view, delta, previous, tstamp)
 
     def replace_all(self, view: AnchorView, fresh: dict[Key, FlatRecord], tstamp: float) -> None:
-        """Make the anchor hold exactly ``fresh`` and send its clients the difference."""
+        """Make the anchor hold exactly ``fresh`` (a whole anchor read at one moment) and
+        send its clients the difference."""
         delta = Delta()
         held = view.all_records()
-        for record in fresh.values():
+        for record in assign_all(fresh, view.root, self.state_model).values():
             cached = view.put(record)
             if cached is None:
-                delta.creates.append(record)
-            else:
-                delta.add_change(cached, record)
+                delta.created.append(record.key)
+            elif changed(cached, record) or _shown_differently(cached, record):
+                delta.updated.append((cached, record.key))
         for key in [k for k in held if k not in fresh]:
             removed = view.remove(key)
             if removed is not None:
-                delta.deletes.append(removed)
+                delta.deleted.append(removed)
         view.save()
-        self._publish(view, delta, tstamp)
+        self._publish(view, delta, {}, tstamp)
 
-    def _publish(self, view: AnchorView, delta: Delta, tstamp: float) -> None:
+    def _assign_audiences(self, view: AnchorView, seeds: set[Key]) -> dict[Key, FlatRecord]:
+        """Bring who-may-see-what up to date for the records this propagation put or
+        re-parented; the version before of every record that changed because of it."""
+        if not self.state_model.has_private or not seeds:
+            return {}
+        return assign_changed(view, seeds, self.state_model)
+
+    def _publish(
+        self, view: AnchorView, delta: Delta, previous: dict[Key, FlatRecord], tstamp: float
+    ) -> None:
+        items = self._items(view, delta, previous)
+        if not items:
+            return
+        frames, recipients = render_delta(items, self.state_model, tstamp)
+        deleted = {record.key for record in delta.deleted}
+        changes = [Change(tstamp, key, key in deleted, audience) for key, audience in recipients]
         retained: Retained = {}
-        if delta.deletes:
-            holders = self.store.anchors_containing([r.key for r in delta.deletes])
-            for record in delta.deletes:
+        if deleted:
+            holders = self.store.anchors_containing(deleted)
+            for key in deleted:
                 others = frozenset(
                     ref[1]
-                    for ref in holders.get(record.key, ())
+                    for ref in holders.get(key, ())
                     if ref[0] == self.channel_id and ref != view.ref
                 )
                 if others:
-                    retained[record.key] = others
-        changes = [
-            *(Change(tstamp, r.key, False, r.owner) for r in delta.creates),
-            *(Change(tstamp, r.key, False, r.owner) for r, _ in delta.updates),
-            *(Change(tstamp, r.key, True, r.owner) for r in delta.deletes),
-        ]
-        frames = encode_delta(delta, tstamp)
+                    retained[key] = others
         _metrics.count(frames=len(frames))
         view.emit(frames, retained, changes)
+
+    @staticmethod
+    def _items(view: AnchorView, delta: Delta, previous: dict[Key, FlatRecord]) -> list[Item]:
+        """The records the clients must hear about, as they held them and as they are:
+        what the delta changed, and records whose audience or private children changed."""
+        items: dict[Key, Item] = {}
+        for key in delta.created:
+            items[key] = Item(None, view.get(key))
+        for cached, key in delta.updated:
+            items[key] = Item(cached, view.get(key))
+        for record in delta.deleted:
+            items[record.key] = Item(record, None)
+        for key, before in previous.items():
+            if key not in items:
+                items[key] = Item(before, view.get(key))
+        return list(items.values())
 
     # -- steps -----------------------------------------------------------------
 
@@ -312,8 +306,12 @@ class Propagator:
 
     def _reconcile(
         self, view: AnchorView, fetched: dict[Key, FlatRecord | None], tstamp: float
-    ) -> Delta:
+    ) -> tuple[Delta, set[Key]]:
+        """Apply the fetched records to one anchor: the delta, and the keys whose
+        audience may have changed (records put, and records that gained or lost a
+        referrer)."""
         delta = Delta()
+        seeds: set[Key] = set()
         entering: set[Key] = set()
         orphans: set[Key] = set()  # lost a referrer: removed unless another one remains
         for key, record in fetched.items():
@@ -323,19 +321,25 @@ class Propagator:
             if record is None:
                 if key == view.root:
                     view.drop()
-                    return Delta(deletes=[cached])
+                    return Delta(deleted=[cached]), set()
                 view.remove(key)
-                delta.deletes.append(cached)
+                delta.deleted.append(cached)
                 orphans.update(cached.refs)
                 continue
-            if not delta.add_change(cached, record):
+            record = replace(
+                record, audience=cached.audience, private_children=cached.private_children
+            )
+            if not changed(cached, record):
                 if cached.parent_links != record.parent_links:
                     view.put(replace(record, tstamp=cached.tstamp))
                 continue
             view.put(record)
+            delta.updated.append((cached, key))
+            seeds.add(key)
             old_refs, new_refs = set(cached.refs), set(record.refs)
             entering |= new_refs - old_refs
             orphans |= old_refs - new_refs
+            seeds |= (new_refs - old_refs) | (old_refs - new_refs)
         # A record the anchor lacks although a held record lists it: rows read by two
         # propagations racing on one instance (deleted, then saved again by another
         # writer) can leave a parent's list ahead of its children. Load it now.
@@ -349,9 +353,10 @@ class Propagator:
             available = {k: r for k, r in fetched.items() if r is not None and k in entering}
             for record in self._load(entering, available, view, tstamp):
                 view.put(record)
-                delta.creates.append(record)
+                delta.created.append(record.key)
+                seeds.add(record.key)
         self._collect(view, orphans, delta)
-        return delta
+        return delta, seeds - {r.key for r in delta.deleted}
 
     def _collect(self, view: AnchorView, orphans: set[Key], delta: Delta) -> None:
         """Remove the records no held record references any more, and what only they held.
@@ -366,7 +371,7 @@ class Propagator:
                 continue
             removed = view.remove(key)
             if removed is not None:
-                delta.deletes.append(removed)
+                delta.deleted.append(removed)
                 stack.extend(removed.refs)
 
     def _load(

@@ -70,6 +70,7 @@ AUTH_ERRORS: dict[Status, str] = {
     Status.FORBIDDEN: "error/forbidden",
     Status.NOT_FOUND: "error/not-found",
     Status.TIMEOUT: "error/auth-timeout",
+    Status.TOO_MANY_REQUESTS: "error/too-many-connections",
 }
 
 

@@ -24,9 +24,10 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import Enum
 from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Any
@@ -41,10 +42,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from . import _codec, _loader
-from ._backend import Snapshot, snapshot_since
+from ._audience import assign_all
+from ._backend import Snapshot
 from ._cache import changes_since
 from ._consistent_reads import consistent_reads
-from ._hub import Hub, Subscriber
+from ._hub import Hub, Subscriber, only_user
+from ._loader import FlatRecord
 from ._propagation import AnchorRef, Propagator
 from ._protocol import CloseCode
 from ._redis_fanout import Listener, envelope
@@ -52,6 +55,7 @@ from ._redis_store import (
     HISTORY_SCRIPT,
     Keys,
     RedisStore,
+    StoredRecord,
     decode_change,
     decode_record,
     encode_record,
@@ -76,6 +80,10 @@ LOCK_TIMEOUT = 60.0
 JOURNAL_SIZE = 10_000
 #: Records written per command when a load lands.
 WRITE_CHUNK = 1000
+#: The key layout of a cached anchor; an anchor written with another is loaded again.
+LAYOUT = "3"
+#: Records read per round trip when a snapshot streams from Redis.
+SCAN_PAGE = 100
 #: How long ``snapshot`` waits for the pub/sub subscription before giving up.
 READY_TIMEOUT = 10.0
 
@@ -103,14 +111,16 @@ redis.call('SET', KEYS[1], fresh)
 return {fresh, 1}
 """
 
-#: Decide who loads a cold anchor. KEYS: meta. ARGV: epoch, token, lease ms, root.
-#: Returns {'hot'}, {'wait', ms}, {'stale'} (hot in an old epoch) or {'load'}.
+#: Decide who loads a cold anchor. KEYS: meta. ARGV: epoch, token, lease ms, root, layout.
+#: Returns {'hot'}, {'wait', ms}, {'stale'} (hot in an old epoch, or written by a
+#: version of the library with another key layout) or {'load'}.
 BEGIN_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local m = redis.call('HMGET', KEYS[1], 'status', 'epoch', 'lease_until')
+local m = redis.call('HMGET', KEYS[1], 'status', 'epoch', 'lease_until', 'layout')
 if m[2] == ARGV[1] then
-  if m[1] == 'hot' then return {'hot'} end
+  if m[1] == 'hot' and m[4] == ARGV[5] then return {'hot'} end
+  if m[1] == 'hot' then return {'stale'} end
   if m[1] == 'heating' and tonumber(m[3]) > now then return {'wait', tonumber(m[3]) - now} end
 elseif m[1] == 'hot' then
   return {'stale'}
@@ -118,6 +128,16 @@ end
 redis.call('HSET', KEYS[1], 'status', 'heating', 'epoch', ARGV[1], 'token', ARGV[2],
   'lease_until', now + tonumber(ARGV[3]), 'root', ARGV[4])
 return {'load'}
+"""
+
+#: Count a connection of a user unless the user has the limit. KEYS: conns. ARGV: now ms,
+#: deadline ms, connection id, limit ('' for none). Returns 1 if counted.
+ADMIT_SCRIPT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if ARGV[4] ~= '' and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+return 1
 """
 
 #: Note when the last watcher of this process left. KEYS: meta, watch. ARGV: process, now ms.
@@ -150,6 +170,9 @@ class RedisBackend:
         self._begin = self.redis.register_script(BEGIN_SCRIPT)
         self._release = self.redis.register_script(RELEASE_SCRIPT)
         self._remember = self.redis.register_script(HISTORY_SCRIPT)
+        self._admit = self.redis.register_script(ADMIT_SCRIPT)
+        #: connection id -> user id, for the connections this process serves
+        self._connections: dict[str, Any] = {}
         self._watched: set[AnchorRef] = set()
         self._watched_lock = threading.Lock()
         self._releases: SimpleQueue[AnchorRef] = SimpleQueue()
@@ -255,6 +278,9 @@ class RedisBackend:
         kind = header.get("k")
         if kind == "all":
             self.hub.publish_all(payload)
+        elif kind == "revoke":
+            order = orjson.loads(payload)
+            self.hub.close_user(order["u"], int(order["code"]), order["c"], header.get("a"))
         elif kind == "epoch":
             self._wake.set()
             try:
@@ -370,7 +396,9 @@ class RedisBackend:
         loaded = False
         while True:
             token = uuid.uuid4().hex
-            decision = self._begin(keys=[meta], args=[self.epoch, token, lease_ms, key_field(root)])
+            decision = self._begin(
+                keys=[meta], args=[self.epoch, token, lease_ms, key_field(root), LAYOUT]
+            )
             verdict = decision[0].decode()
             if verdict == "hot":
                 snapshot = self._read(channel, ref, since)
@@ -386,8 +414,10 @@ class RedisBackend:
             if verdict == "stale":
                 self._check_epoch()  # the anchor may be newer than what we knew
                 with self._locked(ref[0]):
-                    epoch = self.redis.hget(meta, "epoch")
-                    if epoch is not None and epoch.decode() != self.epoch:
+                    epoch, layout = self.redis.hmget(meta, "epoch", "layout")
+                    if (epoch is not None and epoch.decode() != self.epoch) or (
+                        layout != LAYOUT.encode()
+                    ):
                         self._purge(ref)
                 continue
             result = self._load(channel, ref, root, token)
@@ -415,7 +445,7 @@ class RedisBackend:
             if root not in records:
                 self._purge(ref)
                 return None
-            self._write_loaded(ref, records, tstamp)
+            self._write_loaded(channel, ref, records, tstamp)
             self.loads += 1
             if not self._replay(channel, ref, mark):
                 return _RETRY
@@ -479,7 +509,11 @@ class RedisBackend:
                 touched.setdefault(kind, set()).update(pks)
         return touched
 
-    def _write_loaded(self, ref: AnchorRef, records: dict[Key, Any], tstamp: float) -> None:
+    def _write_loaded(
+        self, channel: type[ContextChannel], ref: AnchorRef, records: dict[Key, Any], tstamp: float
+    ) -> None:
+        root = (channel.state_model().root.instance_type, ref[1])
+        records = assign_all(records, root, channel.state_model())
         member = ref_member(ref)
         pipe = self.redis.pipeline(transaction=False)
         for key in records:
@@ -492,9 +526,11 @@ class RedisBackend:
         encoded = [(key_field(k), encode_record(r)) for k, r in records.items()]
         tx = self.redis.pipeline(transaction=True)
         rec, refby = self.keys.rec(ref), self.keys.refby(ref)
-        tx.delete(rec, refby, self.keys.hist(ref))
+        order = self.keys.order(ref)
+        tx.delete(rec, order, refby, self.keys.hist(ref))
         for start in range(0, len(encoded), WRITE_CHUNK):
             tx.hset(rec, mapping=dict(encoded[start : start + WRITE_CHUNK]))
+            tx.zadd(order, {name: 0 for name, _ in encoded[start : start + WRITE_CHUNK]})
         items = [
             (key_field(k), orjson.dumps(sorted(([t, pk] for t, pk in v), key=repr)))
             for k, v in referrers.items()
@@ -511,6 +547,7 @@ class RedisBackend:
                 "applied": repr(self.clock()),
                 "complete_after": repr(tstamp),
                 "last_seen": int(self._now_ms()),
+                "layout": LAYOUT,
             },
         )
         tx.hdel(self.keys.meta(ref), "token", "lease_until")
@@ -519,28 +556,38 @@ class RedisBackend:
     def _read(
         self, channel: type[ContextChannel], ref: AnchorRef, since: float | None
     ) -> Snapshot | None:
-        """One consistent read of a hot anchor (None if it stopped being hot)."""
+        """A hot anchor's snapshot (None if it stopped being hot): its meta and history
+        now, its records streamed as the client takes them (:class:`StreamedSnapshot`)."""
         tx = self.redis.pipeline(transaction=True)
         tx.hmget(self.keys.meta(ref), "status", "epoch", "applied", "complete_after")
-        tx.hgetall(self.keys.rec(ref))
         if since is not None:
             tx.lrange(self.keys.hist(ref), 0, -1)
         with self._watched_lock:
             watched = ref in self._watched
         if watched:  # from now on this process's heartbeat renews the lease
             self._renew_watch(tx, ref, self._watch_deadline())
-        (status, epoch, applied, complete_after), raw_records, *rest = tx.execute()
+        (status, epoch, applied, complete_after), *rest = tx.execute()
         if status != b"hot" or epoch is None or epoch.decode() != self.epoch:
             return None
-        records = {field_key(k): decode_record(v) for k, v in raw_records.items()}
-        tstamp = float(applied)
+        root = (channel.state_model().root.instance_type, ref[1])
+        snapshot = StreamedSnapshot(
+            root,
+            float(applied),
+            redis=self.redis,
+            rec=self.keys.rec(ref),
+            order=self.keys.order(ref),
+        )
         if since is None:
-            return Snapshot(list(records.values()), tstamp)
+            return snapshot
         changes = None
         if not channel.many:
             history = [decode_change(raw) for raw in rest[0]]
             changes = changes_since(history, float(complete_after), since)
-        return snapshot_since(records, changes, tstamp)
+        if changes is None:
+            snapshot.resync = True  # the history cannot prove a catch-up complete
+        else:
+            snapshot.partial, snapshot.changes = True, changes
+        return snapshot
 
     # -- dropping -------------------------------------------------------------------------
 
@@ -620,26 +667,61 @@ class RedisBackend:
         self.hub.unregister(channel_id, subscriber)
 
     def notify(self, ref: AnchorRef, frame: str, user_id: Any = None) -> None:
-        message = envelope("frame", ref[1], frame, o=user_id)
+        target = None if user_id is None else only_user(pk_repr(user_id))
+        message = envelope("frame", ref[1], frame, target=target)
         self._publish(self.keys.pub(ref[0]), message)
 
     def broadcast_all(self, frame: str) -> None:
         self._publish(self.keys.control, envelope("all", None, frame))
 
+    def admit_connection(self, user_id: Any, connection_id: str) -> bool:
+        """Counted in Redis with a lease this process's heartbeat renews, so the
+        connections of a process that died stop counting by themselves."""
+        self._serve()  # the heartbeat renews the lease from now on
+        limit = rx_settings.RX_MAX_CONNECTIONS_PER_USER
+        member = f"{self.process_id}:{connection_id}"
+        now = self._now_ms()
+        admitted = self._admit(
+            keys=[self.keys.connections(user_id)],
+            args=[int(now), int(self._watch_deadline()), member, "" if limit is None else limit],
+        )
+        if admitted:
+            with self._watched_lock:
+                self._connections[member] = user_id
+        return bool(admitted)
+
+    def release_connection(self, user_id: Any, connection_id: str) -> None:
+        member = f"{self.process_id}:{connection_id}"
+        with self._watched_lock:
+            self._connections.pop(member, None)
+        self._submit(self.redis.zrem, self.keys.connections(user_id), member)
+
+    def revoke(
+        self, user_id: Any, code: int, channel_id: str | None = None, anchor: Any = None
+    ) -> None:
+        """Every process closes the user's sockets (this one included, through Redis)."""
+        payload = _codec.encode_bytes({"u": user_id, "c": channel_id, "code": code})
+        self._publish(self.keys.control, envelope("revoke", anchor, payload))
+
     def _publish(self, channel: str, message: bytes) -> None:
         """Publish without blocking an event loop (from async code it is handed off)."""
+        self._submit(self.redis.publish, channel, message)
+
+    def _submit(self, command: Callable[..., Any], *args: Any) -> None:
+        """Run a Redis command now, or from an event loop in the background (logged)."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            self.redis.publish(channel, message)
+            command(*args)
         else:
-            self._publisher.submit(self._publish_logged, channel, message)
+            self._publisher.submit(self._logged, command, *args)
 
-    def _publish_logged(self, channel: str, message: bytes) -> None:
+    @staticmethod
+    def _logged(command: Callable[..., Any], *args: Any) -> None:
         try:
-            self.redis.publish(channel, message)
+            command(*args)
         except RedisError:
-            logger.exception("rxdjango: could not publish on %s", channel)
+            logger.exception("rxdjango: Redis command failed in the background")
 
     def offer_created(self, channel: type[ContextChannel], pks: set[Any]) -> None:
         model = channel.state_model().anchor_model
@@ -737,11 +819,15 @@ class RedisBackend:
             self._ensure_epoch()
         with self._watched_lock:
             watched = list(self._watched)
-        if watched:
+            connections = list(self._connections.items())
+        if watched or connections:
             deadline = self._watch_deadline()
             pipe = self.redis.pipeline(transaction=False)
             for ref in watched:
                 self._renew_watch(pipe, ref, deadline)
+            for member, user_id in connections:
+                pipe.zadd(self.keys.connections(user_id), {member: deadline}, xx=True)
+                pipe.pexpireat(self.keys.connections(user_id), int(deadline))
             pipe.execute()
 
     def _drain_releases(self) -> None:
@@ -809,6 +895,47 @@ class RedisBackend:
                 return _Idle.KEEP
             last = max(last, newest_watch[0][1])
         return _Idle.EXPIRED if now - last >= ttl_ms else _Idle.KEEP
+
+
+@dataclass
+class StreamedSnapshot(Snapshot):
+    """Records read from Redis page by page while the client takes them, so a client
+    that reads slowly (or not at all) costs this process one page, not the anchor.
+
+    Pages follow the anchor's key index in order, so each record arrives once. They
+    are not one atomic read: a record written meanwhile may arrive in either version,
+    one created meanwhile may be missing. Each record is rendered from itself alone
+    (it carries its children's audiences), and every change after the client
+    subscribed reaches it after the end marker and sets absolute values, so what it
+    holds then is the current state.
+    """
+
+    redis: Any = None
+    rec: str = ""
+    order: str = ""
+
+    def records(self) -> Iterator[Any]:
+        root = key_field(self.root)
+        raw_root = self.redis.hget(self.rec, root)
+        if raw_root is not None:
+            yield StoredRecord(root, raw_root)
+            del raw_root
+        after = b"-"
+        while True:
+            names = self.redis.zrangebylex(self.order, after, b"+", start=0, num=SCAN_PAGE)
+            if not names:
+                return
+            after = b"(" + names[-1]
+            for name, raw in zip(names, self.redis.hmget(self.rec, names), strict=True):
+                if raw is not None and name != root:  # gone meanwhile: its delete follows
+                    yield StoredRecord(name, raw)
+
+    def current(self, keys: Iterable[Key]) -> dict[Key, FlatRecord]:
+        wanted = list(keys)
+        if not wanted:
+            return {}
+        raws = self.redis.hmget(self.rec, [key_field(k) for k in wanted])
+        return {k: decode_record(raw) for k, raw in zip(wanted, raws, strict=True) if raw}
 
 
 def _read_anchor(channel: type[ContextChannel], root: Key, tstamp: float) -> dict[Key, Any]:

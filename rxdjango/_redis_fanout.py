@@ -25,7 +25,7 @@ import redis
 from redis.client import PubSub
 from redis.exceptions import RedisError
 
-from ._hub import Hub
+from ._hub import Hub, Target
 from ._propagation import Retained
 from ._redis_store import Keys
 
@@ -39,12 +39,24 @@ RECONNECT_DELAY_CAP = 2.0
 
 
 def envelope(
-    kind: str, anchor: Any, payload: str | bytes, *, o: Any = None, r: Retained | None = None
+    kind: str,
+    anchor: Any,
+    payload: str | bytes,
+    *,
+    target: Target | None = None,
+    r: Retained | None = None,
 ) -> bytes:
-    """One pub/sub message: a JSON header line, then the frame as sent to clients."""
+    """One pub/sub message: a JSON header line, then the frame as sent to clients.
+
+    ``target`` travels as ``o`` (only these users) and ``x`` (except these users).
+    """
     header: dict[str, Any] = {"k": kind, "a": anchor}
-    if o is not None:
-        header["o"] = o
+    if target is not None:
+        only, exclude = target
+        if only is not None:
+            header["o"] = sorted(only, key=repr)
+        if exclude:
+            header["x"] = sorted(exclude, key=repr)
     if r:
         header["r"] = [[key[0], key[1], list(holders)] for key, holders in r.items()]
     body = payload.encode() if isinstance(payload, str) else payload
@@ -160,7 +172,7 @@ class Listener:
         kind = header.get("k")
         if kind == "frame":
             retained = {(t, pk): frozenset(holders) for t, pk, holders in header.get("r", ())}
-            self.hub.publish(topic, payload, header.get("o"), retained or None)
+            self.hub.publish(topic, payload, _target(header), retained or None)
         elif kind == "gone":
             self.hub.anchor_gone(topic)
         elif kind == "close":
@@ -177,3 +189,10 @@ class _Subscription(PubSub):
     def on_connect(self, connection: Any) -> None:
         self.connects += 1
         super().on_connect(connection)
+
+
+def _target(header: dict[str, Any]) -> Target | None:
+    only, exclude = header.get("o"), header.get("x")
+    if only is None and not exclude:
+        return None
+    return (None if only is None else frozenset(only), frozenset(exclude or ()))

@@ -4,6 +4,8 @@ Per anchor (all under one hash tag, so multi-key transactions and scripts run
 on Redis Cluster)::
 
     <p>:{<channel>|<pk>}:rec     hash  record key -> header "\\n" initial_state JSON
+    <p>:{<channel>|<pk>}:ord     zset  the same record keys, score 0 (read in key order,
+                                       page by page, each exactly once)
     <p>:{<channel>|<pk>}:refby   hash  record key -> keys of the records referencing it
     <p>:{<channel>|<pk>}:meta    hash  status, epoch, root, lease, tstamps
     <p>:{<channel>|<pk>}:hist    list  "<tstamp>|<change>" for reconnect catch-up
@@ -16,7 +18,8 @@ Per channel (hash tag of the channel)::
     <p>:{<channel>}:journal  stream  every change batch (loaders replay what they missed)
 
 Across channels: ``<p>:idx:<record key>`` (set of anchor refs holding the
-record), ``<p>:epoch`` and ``<p>:clock``. Index entries are added before the
+record), ``<p>:{user|<id>}:conns`` (a user's connections, leases renewed by each
+process's heartbeat), ``<p>:epoch`` and ``<p>:clock``. Index entries are added before the
 anchor's records and removed after them, so a crash in between leaves an
 entry too many (ignored when the anchor does not hold the record), never one
 too few.
@@ -25,10 +28,13 @@ too few.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ._audience import Audience
+from ._hub import Target
 from ._loader import FlatRecord
 from ._propagation import AnchorRef, Change, Retained
 from ._state_model import Key
@@ -37,7 +43,7 @@ from .conf import rx_settings
 if TYPE_CHECKING:
     from redis import Redis
 
-__all__ = ["Keys", "RedisStore", "RedisView", "decode_record", "encode_record"]
+__all__ = ["Keys", "RedisStore", "RedisView", "StoredRecord", "decode_record", "encode_record"]
 
 _WIRE_ONLY = ("_tstamp", "_operation")
 
@@ -77,6 +83,17 @@ def member_ref(raw: bytes | str) -> AnchorRef:
 
 
 def encode_record(record: FlatRecord) -> bytes:
+    """Three lines: who may see it (short), its cache header, its ``initial_state`` JSON.
+
+    A client's initial state needs the first and last lines only: the header can be
+    large (an anchor listing 20,000 children holds 20,000 references).
+    """
+    visibility = orjson.dumps(
+        {
+            "a": _encode_audience(record.audience),
+            "h": [[k[0], k[1], sorted(a, key=repr)] for k, a in record.private_children.items()],
+        }
+    )
     header = orjson.dumps(
         {
             "o": record.owner,
@@ -85,11 +102,18 @@ def encode_record(record: FlatRecord) -> bytes:
             "t": record.tstamp,
         }
     )
-    return header + b"\n" + record.initial_state_bytes()
+    return visibility + b"\n" + header + b"\n" + record.initial_state_bytes()
+
+
+def _visibility(raw: bytes) -> tuple[Audience, dict[Key, frozenset[Any]]]:
+    found = orjson.loads(raw)
+    hidden = {(t, pk): frozenset(a) for t, pk, a in found["h"]}
+    return _decode_audience(found["a"]), hidden
 
 
 def decode_record(raw: bytes) -> FlatRecord:
-    header_raw, wire = raw.split(b"\n", 1)
+    visibility, header_raw, wire = raw.split(b"\n", 2)
+    audience, hidden = _visibility(visibility)
     header = orjson.loads(header_raw)
     data = orjson.loads(wire)
     for name in _WIRE_ONLY:
@@ -102,19 +126,58 @@ def decode_record(raw: bytes) -> FlatRecord:
         refs=[(t, pk) for t, pk in header["r"]],
         tstamp=header["t"],
         parent_links=frozenset((t, pk) for t, pk in header["p"]),
+        audience=audience,
+        private_children=hidden,
         _initial=wire,
     )
 
 
+class StoredRecord:
+    """A cached record as a client's initial state needs it: who may see it and its
+    encoded form, without the cache header; its fields are decoded only when its lists
+    must be filtered for a viewer."""
+
+    __slots__ = ("__dict__", "audience", "key", "private_children", "wire")
+
+    def __init__(self, name: bytes, raw: bytes) -> None:
+        visibility, rest = raw.split(b"\n", 1)
+        self.audience, self.private_children = _visibility(visibility)
+        self.wire = rest[rest.index(b"\n") + 1 :]
+        self.key = field_key(name)
+
+    def initial_state_bytes(self) -> bytes:
+        return self.wire
+
+    @cached_property
+    def data(self) -> dict[str, Any]:
+        data = orjson.loads(self.wire)
+        for name in _WIRE_ONLY:
+            data.pop(name, None)
+        return data
+
+    @property
+    def tstamp(self) -> float:
+        return float(orjson.loads(self.wire)["_tstamp"])
+
+
 def encode_change(change: Change) -> bytes:
-    body = orjson.dumps([change.key[0], change.key[1], change.deleted, change.owner])
+    audience = _encode_audience(change.audience)
+    body = orjson.dumps([change.key[0], change.key[1], change.deleted, audience])
     return f"{change.tstamp!r}|".encode() + body
 
 
 def decode_change(raw: bytes) -> Change:
     tstamp, body = raw.split(b"|", 1)
-    instance_type, pk, deleted, owner = orjson.loads(body)
-    return Change(float(tstamp), (instance_type, pk), deleted, owner)
+    instance_type, pk, deleted, audience = orjson.loads(body)
+    return Change(float(tstamp), (instance_type, pk), deleted, _decode_audience(audience))
+
+
+def _encode_audience(audience: Audience) -> list[Any] | None:
+    return None if audience is None else sorted(audience, key=repr)
+
+
+def _decode_audience(raw: Any) -> Audience:
+    return None if raw is None else frozenset(raw)
 
 
 class Keys:
@@ -133,6 +196,9 @@ class Keys:
     def rec(self, ref: AnchorRef) -> str:
         return self._anchor(ref, "rec")
 
+    def order(self, ref: AnchorRef) -> str:
+        return self._anchor(ref, "ord")
+
     def refby(self, ref: AnchorRef) -> str:
         return self._anchor(ref, "refby")
 
@@ -146,7 +212,14 @@ class Keys:
         return self._anchor(ref, "watch")
 
     def anchor_keys(self, ref: AnchorRef) -> list[str]:
-        return [self.rec(ref), self.refby(ref), self.meta(ref), self.hist(ref), self.watch(ref)]
+        return [
+            self.rec(ref),
+            self.order(ref),
+            self.refby(ref),
+            self.meta(ref),
+            self.hist(ref),
+            self.watch(ref),
+        ]
 
     def anchors(self, channel_id: str) -> str:
         return f"{self.prefix}:{{{channel_id}}}:anchors"
@@ -156,6 +229,10 @@ class Keys:
 
     def journal(self, channel_id: str) -> str:
         return f"{self.prefix}:{{{channel_id}}}:journal"
+
+    def connections(self, user_id: Any) -> str:
+        """A user's connections in every process: zset connection id -> lease deadline."""
+        return f"{self.prefix}:{{user|{orjson.dumps(user_id).decode()}}}:conns"
 
     def index(self, key: Key) -> str:
         return f"{self.prefix}:idx:" + key_field(key).decode()
@@ -311,7 +388,7 @@ class RedisView:
             pipe.execute()
 
     def emit(
-        self, frames: list[tuple[Any, str]], retained: Retained, changes: list[Change]
+        self, frames: list[tuple[Target, str]], retained: Retained, changes: list[Change]
     ) -> None:
         if self._dropped:
             self._emit_dropped(frames)
@@ -329,8 +406,11 @@ class RedisView:
                     if (r := self._records[k]) is not None
                 },
             )
+        if self._entered:
+            tx.zadd(self.keys.order(self.ref), {key_field(k): 0 for k in self._entered})
         if self._removed:
             tx.hdel(rec, *[key_field(k) for k in self._removed])
+            tx.zrem(self.keys.order(self.ref), *[key_field(k) for k in self._removed])
         for target in self._refby_ops:
             referrers = self.referrers_of(target)
             if referrers:
@@ -348,22 +428,23 @@ class RedisView:
                 client=tx,
             )
         channel = self.keys.pub(self.ref[0])
-        for owner, frame in frames:
+        for target, frame in frames:
             tx.publish(
-                channel, self.store.envelope("frame", self.ref[1], frame, o=owner, r=retained)
+                channel,
+                self.store.envelope("frame", self.ref[1], frame, target=target, r=retained),
             )
         tx.execute()
         if self._removed:
             self._unindex(self._removed)
 
-    def _emit_dropped(self, frames: list[tuple[Any, str]]) -> None:
+    def _emit_dropped(self, frames: list[tuple[Target, str]]) -> None:
         """The anchor row is gone: its clients get its delete, then the anchor is forgotten."""
         held = [field_key(k) for k in self.redis.hkeys(self.keys.rec(self.ref))]
         channel = self.keys.pub(self.ref[0])
         tx = self.redis.pipeline(transaction=True)
         tx.delete(*self.keys.anchor_keys(self.ref))
-        for owner, frame in frames:
-            tx.publish(channel, self.store.envelope("frame", self.ref[1], frame, o=owner))
+        for target, frame in frames:
+            tx.publish(channel, self.store.envelope("frame", self.ref[1], frame, target=target))
         tx.publish(channel, self.store.envelope("gone", self.ref[1], ""))
         tx.execute()
         self.redis.srem(self.keys.anchors(self.ref[0]), orjson.dumps(self.ref[1]))

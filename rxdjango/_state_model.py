@@ -12,6 +12,7 @@ the database (see :mod:`rxdjango._loader`).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
@@ -102,6 +103,9 @@ class Layer:
     incoming: list[Edge] = field(default_factory=list)
     select_related: list[str] = field(default_factory=list)
     prefetch_related: list[str] = field(default_factory=list)
+    #: Whether records of this layer can be private: it declares ``user_key`` or is
+    #: nested below a layer that can (set once the tree is built).
+    may_be_private: bool = False
 
     def __repr__(self) -> str:
         return f"<Layer {self.instance_type}>"
@@ -113,11 +117,16 @@ class Layer:
             edge.kind is not EdgeKind.FORWARD and edge.order_sensitive for edge in self.incoming
         )
 
+    @cached_property
+    def private_edges(self) -> list[Edge]:
+        """Edges whose children may be private: their ids are filtered per user."""
+        return [edge for edge in self.edges if edge.child.may_be_private]
+
     def owner_of(self, obj: models.Model) -> Any:
-        """The ``user_key`` value of ``obj`` (None for public layers)."""
+        """The ``user_key`` value of ``obj`` as a wire pk (None for public layers)."""
         if self.user_key_attname is None:
             return None
-        return getattr(obj, self.user_key_attname)
+        return pk_repr(getattr(obj, self.user_key_attname))
 
     def serialize_fields(self, obj: models.Model) -> dict[str, Any]:
         """The record of ``obj`` without references and without wire metadata."""
@@ -146,6 +155,9 @@ class StateModel:
             concrete = layer.model._meta.concrete_model
             self.by_model.setdefault(concrete, []).append(layer)
         self.order = _topological_order(self.root, self.layers)
+        _mark_private(self.layers.values())
+        #: Whether any record of this state can be private (else no per-user work at all).
+        self.has_private = any(layer.may_be_private for layer in self.layers.values())
         self.through_models: dict[type[models.Model], list[Edge]] = {}
         for layer in self.layers.values():
             for edge in layer.edges:
@@ -324,6 +336,17 @@ def _plan_flat_queries(layer: Layer) -> None:
             continue  # reads the *_id column, no query
         elif relation.concrete or relation.one_to_one:
             layer.select_related.append(first)
+
+
+def _mark_private(layers: Iterable[Layer]) -> None:
+    """Mark the layers that declare ``user_key`` and everything nested below them."""
+    stack = [layer for layer in layers if layer.user_key_attname is not None]
+    while stack:
+        layer = stack.pop()
+        if layer.may_be_private:
+            continue
+        layer.may_be_private = True
+        stack.extend(edge.child for edge in layer.edges)
 
 
 def _topological_order(root: Layer, layers: dict[str, Layer]) -> list[Layer]:

@@ -5,15 +5,19 @@ Checks, in the order the protocol fixes; the first that fails answers:
 1. the instance type is in the state tree (400);
 2. the type and operation are declared in ``Meta.writable`` (403) — before
    any database access;
-3. the instance (the parent, for a create) belongs to one of the connection's
-   anchors, read from the database, and to the user for ``user_key`` layers (400);
-4. the data passes the serializer's validation, DB validators included (400,
+3. the instance (the parent, for a create) is one this user sees in the
+   connection's anchors, read from the database: inside an anchor, and not
+   private to another user at any depth (400);
+4. every related row the data names is one this user sees there too (400);
+5. the data passes the serializer's validation, DB validators included (400,
    with DRF's detail);
-5. every foreign key in the data points inside the connection's anchors (400);
-6. ``can_save`` / ``can_create`` / ``can_delete`` returns exactly True (403).
+6. ``can_save`` / ``can_create`` / ``can_delete`` returns exactly True (403);
+   ``can_save`` and ``can_create`` receive the validated data of the fields sent.
 
-Steps 3 to 6 and the write itself run in one transaction, with the row (or the
-parent) locked by ``select_for_update``. A refusal rolls everything back.
+A missing id and an id outside what the user sees get the same answer, so a
+write cannot probe what exists. Steps 3 to 6 and the write itself run in one
+transaction, with the row (or the parent) locked by ``select_for_update``. A
+refusal rolls everything back.
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
-from django.db import IntegrityError, models, router, transaction
+from django.db import IntegrityError, connections, models, router, transaction
 from rest_framework import serializers
 
-from ._membership import anchors_holding
+from ._audience import may_see
+from ._membership import audience_in
 from ._protocol import Status, client_value, error_frame
 from ._state_model import EdgeKind, Layer, StateModel, pk_repr
 from .exceptions import ChannelDeclarationError
@@ -205,15 +210,15 @@ def _perform(channel: ContextChannel, anchors: list[Any], write: Write) -> Any:
     state_model = type(channel).state_model()
     if write.operation == CREATE:
         return _create(channel, state_model, anchors, write)
-    instance = _locked(write.layer, write.instance_id)
-    _check_held(channel, state_model, write.layer, instance, anchors)
+    instance = _visible_row(channel, state_model, anchors, write.layer, write.instance_id)
     if write.operation == DELETE:
         _check_allowed(channel.can_delete, instance)
         instance.delete()
         return None
-    serializer = _validated(write.layer, channel, write.data, instance=instance)
-    _check_foreign_keys(state_model, anchors, write.layer, serializer.validated_data)
-    _check_allowed(channel.can_save, instance, write.data)
+    serializer = _serializer(write.layer, channel, write.data, instance=instance)
+    _check_foreign_keys(channel, state_model, anchors, serializer, write.data)
+    _check_valid(serializer)
+    _check_allowed(channel.can_save, instance, dict(serializer.validated_data))
     serializer.save()
     return None
 
@@ -234,8 +239,7 @@ def _create(
             Status.BAD_REQUEST,
             f"children cannot be created through {client_value(write.relation)}",
         )
-    parent = _locked(write.parent, write.parent_id)
-    _check_held(channel, state_model, write.parent, parent, anchors)
+    parent = _visible_row(channel, state_model, anchors, write.parent, write.parent_id)
     data = dict(write.data)
     fixed: dict[str, Any] = {edge.child_lookup: parent}
     # Fields the server decides; put in the data too, so unique_together sees them.
@@ -244,45 +248,66 @@ def _create(
     if owner_field is not None:
         fixed[owner_field] = channel.user
         data_fixed[owner_field] = channel.user_id
-    serializer = _validated(write.layer, channel, {**data, **data_fixed})
-    _check_foreign_keys(state_model, anchors, write.layer, serializer.validated_data, fixed)
-    _check_allowed(channel.can_create, write.layer.model, parent, write.data)
+    serializer = _serializer(write.layer, channel, {**data, **data_fixed})
+    _check_foreign_keys(channel, state_model, anchors, serializer, data)
+    _check_valid(serializer)
+    sent = {k: v for k, v in serializer.validated_data.items() if k not in fixed}
+    _check_allowed(channel.can_create, write.layer.model, parent, sent)
     created = serializer.save(**fixed)
     return pk_repr(created.pk)
 
 
-def _locked(layer: Layer, raw_pk: Any) -> models.Model:
+def _as_pk(model: type[models.Model], raw: Any) -> Any:
+    """``raw`` as a pk of ``model``, or None if it cannot be one (the wrong type)."""
+    if isinstance(raw, bool | list | dict):
+        return None
     try:
-        if isinstance(raw_pk, list | dict):
-            raise TypeError("a primary key is a string or a number")
-        pk = layer.model._meta.pk.to_python(raw_pk)
-        return layer.model._default_manager.select_for_update().get(pk=pk)
-    except (ObjectDoesNotExist, ValidationError, ValueError, TypeError):
-        raise WriteRefused(
-            Status.BAD_REQUEST,
-            f"{layer.instance_type} {client_value(raw_pk)} is not in this context",
-        ) from None
+        return model._meta.pk.to_python(raw)
+    except (ValidationError, ValueError, TypeError):
+        return None
 
 
-def _check_held(
+def _storable(model: type[models.Model], pk: Any) -> bool:
+    """Whether a row could have ``pk`` (an integer within the column's range): a query
+    for one that could not would fail, and no such row exists anyway."""
+    if not isinstance(pk, int):
+        return True
+    field = model._meta.pk
+    try:
+        low, high = connections[router.db_for_read(model)].ops.integer_field_range(
+            field.get_internal_type()
+        )
+    except KeyError:  # not an integer column
+        return True
+    return (low is None or pk >= low) and (high is None or pk <= high)
+
+
+def _outside(layer: Layer, raw_pk: Any) -> WriteRefused:
+    """The one answer for an id outside what the user sees: missing, in another anchor,
+    another user's private record all read the same."""
+    return WriteRefused(
+        Status.BAD_REQUEST, f"{layer.instance_type} {client_value(raw_pk)} is not in this context"
+    )
+
+
+def _visible_row(
     channel: ContextChannel,
     state_model: StateModel,
-    layer: Layer,
-    instance: models.Model,
     anchors: list[Any],
-) -> None:
-    holders = anchors_holding(state_model, layer, [instance.pk])
-    if not holders & set(anchors):
-        raise WriteRefused(
-            Status.BAD_REQUEST,
-            f"{layer.instance_type} {pk_repr(instance.pk)!r} is not in this context",
-        )
-    owner = layer.owner_of(instance)
-    if owner is not None and owner != channel.user_id:
-        raise WriteRefused(
-            Status.BAD_REQUEST,
-            f"{layer.instance_type} {pk_repr(instance.pk)!r} is not in this context",
-        )
+    layer: Layer,
+    raw_pk: Any,
+) -> models.Model:
+    """The row ``raw_pk`` of ``layer``, locked, if this user sees it in their anchors."""
+    pk = _as_pk(layer.model, raw_pk)
+    try:
+        if pk is None or not _storable(layer.model, pk):
+            raise ObjectDoesNotExist
+        instance = layer.model._default_manager.select_for_update().get(pk=pk)
+    except ObjectDoesNotExist:
+        raise _outside(layer, raw_pk) from None
+    if not may_see(audience_in(state_model, layer, instance.pk, anchors), channel.user_id):
+        raise _outside(layer, raw_pk)
+    return instance
 
 
 def _owner_field(layer: Layer) -> str | None:
@@ -294,7 +319,7 @@ def _owner_field(layer: Layer) -> str | None:
     return None
 
 
-def _validated(
+def _serializer(
     layer: Layer,
     channel: ContextChannel,
     data: dict[str, Any],
@@ -310,9 +335,12 @@ def _validated(
     )
     if instance is not None and changes_owner:
         raise WriteRefused(Status.BAD_REQUEST, f"{owner_field} cannot be changed")
+    return serializer
+
+
+def _check_valid(serializer: serializers.ModelSerializer) -> None:
     if not serializer.is_valid():
         raise WriteRefused(Status.BAD_REQUEST, "invalid data", serializer.errors)
-    return serializer
 
 
 _write_serializers: dict[str, type[serializers.ModelSerializer]] = {}
@@ -357,34 +385,43 @@ def _write_serializer_class(layer: Layer) -> type[serializers.ModelSerializer]:
 
 
 def _check_foreign_keys(
+    channel: ContextChannel,
     state_model: StateModel,
     anchors: list[Any],
-    layer: Layer,
-    validated: dict[str, Any],
-    fixed: dict[str, Any] | None = None,
+    serializer: serializers.ModelSerializer,
+    data: dict[str, Any],
 ) -> None:
-    """Every related row named in the data must lie inside the connection's anchors."""
-    for name, value in validated.items():
-        if fixed and name in fixed:
+    """Every related row the client names must be one this user sees in its anchors.
+
+    Checked before the serializer's own validation, so that a missing row and a row
+    outside the context get the same answer (DRF would say "does not exist").
+    """
+    for name, value in data.items():
+        field = serializer.fields.get(name)
+        if isinstance(field, serializers.ManyRelatedField):
+            related, values = field.child_relation, value
+        elif isinstance(field, serializers.RelatedField):
+            related, values = field, [value]
+        else:
             continue
-        try:
-            model_field = layer.model._meta.get_field(name)
-        except Exception:
-            continue
-        if not model_field.is_relation or value is None:
-            continue
-        targets = list(value) if model_field.many_to_many else [value]
-        target_layers = state_model.layers_for_model(model_field.related_model)
-        if not target_layers:
-            continue  # a model outside the state: the serializer's queryset decides
-        for target in targets:
-            pk = target.pk if isinstance(target, models.Model) else target
-            if not any(
-                anchors_holding(state_model, target_layer, [pk]) & set(anchors)
-                for target_layer in target_layers
+        queryset = getattr(related, "queryset", None)
+        target_layers = state_model.layers_for_model(queryset.model) if queryset else []
+        if not target_layers or not isinstance(values, list):
+            continue  # outside the state: the serializer's queryset decides
+        for raw in values:
+            if raw is None or isinstance(raw, bool | list | dict):
+                continue  # DRF's own type errors
+            pk = _as_pk(queryset.model, raw)
+            if pk is None:
+                continue  # not an id at all: DRF says so
+            if not _storable(queryset.model, pk) or not any(
+                may_see(audience_in(state_model, layer, pk, anchors), channel.user_id)
+                for layer in target_layers
             ):
                 raise WriteRefused(
-                    Status.BAD_REQUEST, f"{name} points outside this context", {name: ["outside"]}
+                    Status.BAD_REQUEST,
+                    f"{name} points outside this context",
+                    {name: ["outside this context"]},
                 )
 
 

@@ -20,14 +20,16 @@ class RxDjangoConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import _changes
+        from . import _access, _changes
         from .channels import ContextChannel
 
         discover_channels()
         for channel in ContextChannel.get_registered_channels():
             channel.state_model()
         _changes.connect_signals()
+        _access.connect_revocation_signals()
         checks.register(check_settings, "rxdjango")
+        checks.register(check_channels, "rxdjango")
 
 
 def discover_channels() -> None:
@@ -63,3 +65,22 @@ def check_settings(app_configs: object = None, **kwargs: object) -> list[checks.
             )
         )
     return errors
+
+
+def check_channels(app_configs: object = None, **kwargs: object) -> list[checks.CheckMessage]:
+    from .channels import ContextChannel
+
+    warnings: list[checks.CheckMessage] = []
+    for channel in sorted(ContextChannel.get_registered_channels(), key=lambda c: c.channel_id):
+        if channel.has_permission is ContextChannel.has_permission:
+            warnings.append(
+                checks.Warning(
+                    f"{channel.channel_id} does not define has_permission: every "
+                    "authenticated user may open it, for any anchor.",
+                    hint="Declare @staticmethod has_permission(user, **route_kwargs) "
+                    "returning True only for users who may see the anchor.",
+                    obj=channel,
+                    id="rxdjango.W002",
+                )
+            )
+    return warnings

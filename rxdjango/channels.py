@@ -28,8 +28,10 @@ from django.db import models, router
 from rest_framework import serializers
 
 from . import _codec
+from ._access import revoke
+from ._awaitable import Done
 from ._dispatch import ActionSpec, collect_actions, collect_consumers
-from ._protocol import Reply
+from ._protocol import CloseCode, Reply
 from ._runtime import runtime_defaults
 from .conf import rx_settings
 from .exceptions import ChannelDeclarationError, UnknownRuntimeVar
@@ -295,6 +297,20 @@ class ContextChannel:
         from ._backend import get_backend
 
         return get_backend().clear((cls.channel_id, cls._anchor_pk(anchor_id)))
+
+    @classmethod
+    def revoke(cls, user_id: Any, anchor_id: Any = None) -> Done:
+        """Close ``user_id``'s sockets on this channel (only those of ``anchor_id``, if
+        given) with 4403, in every process, once the current transaction commits.
+
+        Call it when access ends in a way ``has_permission`` would see (a membership
+        removed), so the user's open sockets stop at once rather than at their next
+        re-check. A plain call; awaiting the result works too.
+        """
+        anchor = None if anchor_id is None else cls._anchor_pk(anchor_id)
+        model = cls.state_model().anchor_model
+        revoke(user_id, CloseCode.FORBIDDEN, cls.channel_id, anchor, router.db_for_write(model))
+        return Done()
 
     @classmethod
     def tracked_models(cls) -> frozenset[type[models.Model]]:

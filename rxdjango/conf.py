@@ -27,8 +27,18 @@ DEFAULTS: dict[str, Any] = {
     "RX_MAX_MESSAGE_SIZE": 1024 * 1024,
     # Frames per second one connection may send (None: no limit); see docs/settings.md.
     "RX_RATE_LIMIT": 100,
-    # Bytes of live frames that may wait for a slow client before it is closed (4408).
+    # Frames per second one user may send over all their sockets in one process.
+    "RX_USER_RATE_LIMIT": 100,
+    # Sockets one user may have open at once in the whole deployment (None: no limit).
+    "RX_MAX_CONNECTIONS_PER_USER": 100,
+    # Detached actions one connection may have running at once (beyond: a 429 reply).
+    "RX_MAX_DETACHED_ACTIONS": 16,
+    # Bytes that may wait for a slow client (live frames and its initial state) before
+    # it is closed (4408).
     "RX_SEND_QUEUE_LIMIT": 8 * 1024 * 1024,
+    # Seconds frames may wait for a client without any being taken before it is closed
+    # (4408): a client that stopped reading.
+    "RX_SEND_TIMEOUT": 60.0,
     # Directory where `makefrontend` writes the TypeScript of the channels.
     "RX_FRONTEND_DIR": None,
     # WebSocket base URL written into generated channels ("" = the page's own origin).
@@ -44,6 +54,9 @@ DEFAULTS: dict[str, Any] = {
     "RX_REDIS_HEARTBEAT": 5.0,
     # Seconds one process may spend loading an anchor before another takes over.
     "RX_LOAD_TIMEOUT": 60.0,
+    # Seconds between re-checks of has_permission (and the user's token) on an idle
+    # socket; writes and actions re-check before they run. None: only those.
+    "RX_PERMISSION_RECHECK": 60.0,
 }
 
 

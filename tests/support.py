@@ -29,7 +29,19 @@ from rxdjango import _codec
 from rxdjango.testing import ChannelCommunicator, ClientState, timeout
 
 from jobs.channels import JobChannel
-from jobs.models import Asset, Deadline, Job, JobSpec, Label, Note, Participant, Project, Task
+from jobs.models import (
+    Asset,
+    Deadline,
+    Job,
+    JobSpec,
+    Label,
+    Note,
+    NoteComment,
+    NoteReaction,
+    Participant,
+    Project,
+    Task,
+)
 
 # Instance types of the test project's state, as they travel on the wire.
 TASK = "jobs.serializers.TaskSerializer"
@@ -37,6 +49,10 @@ NOTE = "jobs.serializers.NoteSerializer"
 JOB = "jobs.serializers.JobSerializer"
 ASSET = "jobs.serializers.AssetSerializer"
 LABEL = "jobs.serializers.LabelSerializer"
+NOTE_COMMENT = "jobs.serializers.NoteCommentSerializer"
+NOTE_REACTION = "jobs.serializers.NoteReactionSerializer"
+#: The layers of the job tree that hold a user's private records (a note and below it).
+PRIVATE_TYPES = (NOTE, NOTE_COMMENT, NOTE_REACTION)
 
 
 @dataclass
@@ -80,8 +96,10 @@ def build_world(task_count: int = 3) -> World:
     Asset.objects.create(job=job, name="blueprint")
     Deadline.objects.create(job=job, due=datetime.date(2026, 5, 1), label="beta")
     JobSpec.objects.create(job=job, text="go to the moon")
-    Note.objects.create(job=job, owner=alice, text="alice private")
-    Note.objects.create(job=job, owner=bob, text="bob private")
+    for owner in (alice, bob):
+        note = Note.objects.create(job=job, owner=owner, text=f"{owner.username} private")
+        comment = NoteComment.objects.create(note=note, text=f"{owner.username} comment")
+        NoteReaction.objects.create(comment=comment, emoji=f"{owner.username} reaction")
     return World(alice, bob, carol, tokens, project, job, other_job, tasks, labels)
 
 
@@ -289,6 +307,15 @@ class SocketClient:
             assert closed.rcvd is not None, "closed without a close frame"
             return closed.rcvd.code
 
+    async def quiet(self, units: float = 0.2) -> bool:
+        """True if no frame arrives within ``units`` timeout units (nothing is consumed
+        otherwise: a frame that arrives is applied and makes this False)."""
+        try:
+            await self.read(units)
+        except TimeoutError:
+            return True
+        return False
+
     async def close(self) -> None:
         if self.ws is not None:
             await self.ws.close()
@@ -371,3 +398,55 @@ def run_harness(script: str, *args: str, units: float = 60) -> subprocess.Comple
         timeout=timeout(units),
         env={k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
     )
+
+
+def _test_env(settings: dict[str, Any]) -> dict[str, str]:
+    """The environment that makes a server subprocess use ``settings`` (RX_... names;
+    tests/testproject/settings.py reads them back)."""
+    env = {}
+    for name, value in settings.items():
+        assert name.startswith("RX_"), name
+        env[f"RX_TEST_{name[3:]}"] = "0" if value is None else str(value)
+    return env
+
+
+@contextlib.contextmanager
+def deployment(
+    kind: str, shared_redis: RedisTarget | None = None, **settings: Any
+) -> Iterator[list[str]]:
+    """Servers of one kind of deployment, with ``settings``; yields their ws:// URLs.
+
+    ``embedded``: uvicorn on a thread of this process, embedded backend (this process's
+    commits reach it). ``redis``: two uvicorn processes on the Redis backend; this
+    process commits and publishes through the same Redis.
+    """
+    from rxdjango.testing import reset_state
+
+    from testproject.asgi import application
+
+    if kind == "embedded":
+        reset_state()
+        with (
+            override_settings(REDIS_URL=None, **settings),
+            server_in_this_process(application) as url,
+        ):
+            yield [url]
+        reset_state()
+        return
+    assert kind == "redis" and shared_redis is not None
+    env = shared_redis.server_env(**_test_env(settings))
+    with shared_redis.settings(**settings), running_server(env) as one, running_server(env) as two:
+        reset_state()
+        try:
+            yield [one.url, two.url]
+        finally:
+            reset_state()
+
+
+def process_rss_kib(pid: int) -> int:
+    """Resident memory of a process, in KiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for process {pid}")

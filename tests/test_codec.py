@@ -1,4 +1,4 @@
-"""Pure pieces: the JSON encoder, frame chunking, deltas and their encoding."""
+"""Pure pieces: the JSON encoder, frame chunking, replies (rendering: test_rendering)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import orjson
 import pytest
 
 from rxdjango import _codec
-from rxdjango._loader import FlatRecord
-from rxdjango._propagation import Delta, diff_fields, encode_delta
 from rxdjango._protocol import Status, auth_reply
 
 
@@ -47,43 +45,6 @@ def test_chunking_keeps_every_item_and_respects_the_size():
     assert [r["i"] for r in decoded] == list(range(50))
     big = _codec.encode_bytes({"pad": "y" * 500})
     assert [orjson.loads(f) for f in _codec.chunk_array([big], 200)] == [[{"pad": "y" * 500}]]
-
-
-def test_diff_keeps_only_changed_fields():
-    old = {"id": 1, "title": "a", "done": False, "labels": [1, 2]}
-    new = {"id": 1, "title": "b", "done": False, "labels": [2, 1]}
-    assert diff_fields(old, new) == {"title": "b", "labels": [2, 1]}
-    assert diff_fields(old, dict(old)) == {}
-
-
-def test_encode_delta_routes_private_records_to_their_owner():
-    public = FlatRecord(
-        ("app.TaskSerializer", 1), {"id": 1, "_instance_type": "app.TaskSerializer", "title": "t"}
-    )
-    private = FlatRecord(
-        ("app.NoteSerializer", 7), {"id": 7, "_instance_type": "app.NoteSerializer"}, owner=42
-    )
-    delta = Delta(creates=[public], updates=[(private, {"text": "x"})], deletes=[public])
-    frames = dict(encode_delta(delta, 12.5))
-    assert set(frames) == {None, 42}
-    assert [r["_operation"] for r in orjson.loads(frames[None])] == ["create", "delete"]
-    (update,) = orjson.loads(frames[42])
-    assert update == {
-        "id": 7,
-        "_instance_type": "app.NoteSerializer",
-        "text": "x",
-        "_tstamp": 12.5,
-        "_operation": "update",
-    }
-    deleted = orjson.loads(frames[None])[1]
-    assert deleted == {
-        "id": 1,
-        "_instance_type": "app.TaskSerializer",
-        "_tstamp": 12.5,
-        "_operation": "delete",
-        "_deleted": True,
-    }
-    assert encode_delta(Delta(), 1.0) == []
 
 
 def test_auth_replies():

@@ -40,7 +40,20 @@ from rxdjango.testing import ChannelCommunicator, ClientState, ConnectionClosed,
 from jobs.channels import JobChannel
 from jobs.models import Asset, Deadline, Job, JobSpec, Note, Participant, Project, Task
 from jobs.serializers import JobSerializer
-from support import ASSET, JOB, LABEL, NOTE, TASK, World, expected_state, make_user, running_server
+from support import (
+    ASSET,
+    JOB,
+    LABEL,
+    NOTE,
+    NOTE_COMMENT,
+    NOTE_REACTION,
+    PRIVATE_TYPES,
+    TASK,
+    World,
+    expected_state,
+    make_user,
+    running_server,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -152,24 +165,43 @@ def check_control(frame: dict) -> None:
 
 
 class Witness:
-    """Checks every frame a client receives; knows the owner of every user_key record."""
+    """Checks every frame a client receives; knows the owner of every private record
+    (a note, and the comments and reactions below it) and of every id in a list."""
 
     def __init__(self) -> None:
+        state_model = JobChannel.state_model()
         private = {
-            layer.instance_type
-            for layer in JobChannel.state_model().layers.values()
-            if layer.user_key_attname
+            layer.instance_type for layer in state_model.layers.values() if layer.user_key_attname
         }
         assert private == {NOTE}, "the checks below know only the notes as private records"
-        self.owners: dict[Any, Any] = {}
+        below = {t for t, layer in state_model.layers.items() if layer.may_be_private}
+        assert below == set(PRIVATE_TYPES), "the checks below know the notes' subtree"
+        #: private instance type -> pk -> owner
+        self.owners: dict[str, dict[Any, Any]] = {t: {} for t in PRIVATE_TYPES}
+        #: list fields naming private records: (holder type, field) -> private type
+        self.lists = {
+            (layer.instance_type, edge.name): edge.child.instance_type
+            for layer in state_model.layers.values()
+            for edge in layer.private_edges
+        }
         self.frames = 0
         self.records = 0
 
     def learn(self, rows: dict) -> None:
-        """Owners of the notes in a database snapshot."""
-        for (model, pk), fields in rows.items():
-            if model == "jobs.note":
-                self.owners[pk] = fields["owner"]
+        """Owners of the private records in a database snapshot."""
+        notes = {pk: f["owner"] for (m, pk), f in rows.items() if m == "jobs.note"}
+        comments = {
+            pk: notes.get(f["note"]) for (m, pk), f in rows.items() if m == "jobs.notecomment"
+        }
+        reactions = {
+            pk: comments.get(f["comment"])
+            for (m, pk), f in rows.items()
+            if m == "jobs.notereaction"
+        }
+        for kind, found in ((NOTE, notes), (NOTE_COMMENT, comments), (NOTE_REACTION, reactions)):
+            for pk, owner in found.items():
+                if owner is not None:
+                    self.owners[kind].setdefault(pk, owner)
 
     def check(self, text: Any, user_pk: Any) -> Any:
         assert isinstance(text, str), f"the server sent a binary frame: {text!r:.200}"
@@ -187,12 +219,21 @@ class Witness:
     def check_record(self, record: dict, user_pk: Any) -> None:
         self.records += 1
         assert record.get("_operation") in OPERATIONS and "id" in record, record
-        if record["_instance_type"] != NOTE:
+        kind = record["_instance_type"]
+        for (holder, name), child in self.lists.items():
+            if holder == kind and name in record:
+                value = record[name]
+                for pk in value if isinstance(value, list) else [value]:
+                    owner = self.owners[child].get(pk)
+                    assert owner is None or owner == user_pk, (
+                        f"user {user_pk} was told of {child} {pk} of {owner} in {record}"
+                    )
+        if kind not in self.owners:
             return
-        if "owner" in record:
-            self.owners.setdefault(record["id"], record["owner"])
+        if kind == NOTE and "owner" in record:
+            self.owners[NOTE].setdefault(record["id"], record["owner"])
             assert record["owner"] == user_pk, f"user {user_pk} received {record}"
-        owner = self.owners.get(record["id"])
+        owner = self.owners[kind].get(record["id"])
         assert owner is None or owner == user_pk, f"user {user_pk} received {record} of {owner}"
 
 
@@ -810,9 +851,10 @@ def corpus(w: World, x: Extra) -> list[Case]:
             base_save,
             "instanceId",
             [*wrong_ids, str(task), True, 1.5],
+            # A boolean is never an id; 1.5 reads as pk 1 (Django's int conversion).
             lambda i, v: (
                 refused(i, 403, "not allowed")
-                if v == str(task) or (v in (True, 1.5) and task_one_here)
+                if v == str(task) or (v == 1.5 and v is not True and task_one_here)
                 else refused(i, 400)
             ),
         )
@@ -833,7 +875,8 @@ def corpus(w: World, x: Extra) -> list[Case]:
         ({"title": "forbidden", "developer": "abc"}, "invalid data"),
         ({"title": "forbidden", "developer": True}, "invalid data"),
         ({"title": "forbidden", "developer": []}, "invalid data"),
-        ({"title": "forbidden", "developer": 2**63}, "invalid data"),
+        # No row can have that id: the same answer as for a row outside the context.
+        ({"title": "forbidden", "developer": 2**63}, "developer points outside"),
         ({"title": "forbidden", "developer": x.outsider}, "developer points outside"),
         ({"title": "forbidden", "id": 999}, "not allowed"),
         ({"title": "forbidden", "labels": [1, 2]}, "not allowed"),
@@ -1036,7 +1079,11 @@ async def test_hostile_frame_corpus_through_a_real_server(world, capfd):
     users = {"alice": world.alice.pk, "bob": world.bob.pk, "carol": world.carol.pk}
     witness = Witness()
     sent = 0
-    with running_server({"RX_TEST_RATE_LIMIT": str(RATE)}) as server:
+    # The cases follow each other faster than one user may send (tests/test_limits.py
+    # shows the per-user limit): only the per-connection limit applies here.
+    with running_server(
+        {"RX_TEST_RATE_LIMIT": str(RATE), "RX_TEST_USER_RATE_LIMIT": "0"}
+    ) as server:
         alice = await Conn.open(f"{server}{job_path}", world.alice.pk, witness)
         await alice.start(world.tokens["alice"])
         bob = await Conn.open(f"{server}{job_path}", world.bob.pk, witness)

@@ -17,7 +17,7 @@ from channels.db import database_sync_to_async as db
 from rxdjango.testing import timeout
 
 from jobs.models import Task
-from support import SocketClient, running_server
+from support import SocketClient, process_rss_kib, running_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -142,3 +142,84 @@ async def test_a_flooding_client_is_refused_then_closed_and_others_are_served(wo
                 break
         assert frame["result"] == len(world.tasks)
         await calm.close()
+
+
+def _a_large_job(world) -> int:
+    """About 4 MB of state: 20,000 tasks with long titles under the world's job."""
+    Task.objects.bulk_create(
+        Task(job=world.job, title=f"{i:06d}".ljust(100, "x")) for i in range(20_000)
+    )
+    return world.job.pk
+
+
+async def never_reading_client(url: str, token: str) -> websockets.ClientConnection:
+    """A client that authenticates and then never reads: a tiny kernel buffer, and the
+    websockets library stops reading the socket once one message waits for it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    host, port = url.removeprefix("ws://").split("/")[0].split(":")
+    sock.connect((host, int(port)))
+    sock.setblocking(False)
+    ws = await websockets.connect(
+        url, sock=sock, max_size=2**22, max_queue=1, ping_interval=None, compression=None
+    )
+    await ws.send(orjson.dumps({"token": token, "lastUpdate": None}).decode())
+    return ws
+
+
+@pytest.mark.parametrize("backend", ["embedded", "redis"])
+async def test_clients_that_never_read_their_initial_state_cost_bounded_memory(
+    world, shared_redis, backend, capsys
+):
+    """40 sockets that authenticate on a 4 MB job and never read: each holds at most the
+    send-queue limit plus one chunk, and each is closed with 4408."""
+    count, limit, chunk = 40, 64 * 1024, 16 * 1024
+    job_pk = await db(_a_large_job)(world)
+    env = {
+        "RX_TEST_SEND_QUEUE_LIMIT": str(limit),
+        "RX_TEST_FRAME_SIZE": str(chunk),
+        "RX_TEST_SEND_TIMEOUT": "3",
+        "RX_TEST_MAX_CONNECTIONS_PER_USER": "0",
+        "RX_TEST_RATE_LIMIT": "0",
+    }
+    if backend == "redis":
+        env = shared_redis.server_env(**env)
+    # A small kernel send buffer too, or the kernel would take the whole state off the
+    # server's hands (the test of what the server itself holds).
+    with running_server(env, send_buffer=4096) as server:
+        url = f"{server}/ws/job/{job_pk}/"
+        warm = SocketClient(url, world.tokens["alice"])  # the anchor is cached from now on
+        warm.ws = await websockets.connect(url, max_size=2**24)
+        await warm.ws.send(orjson.dumps({"token": world.tokens["alice"]}).decode())
+        while '"end_initial_state"' not in await asyncio.wait_for(warm.ws.recv(), timeout(4)):
+            pass
+        state_size = 0
+        baseline = process_rss_kib(server.process.pid)
+        stalled = [await never_reading_client(url, world.tokens["bob"]) for _ in range(count)]
+        peak = baseline
+        deadline = time.monotonic() + timeout(4)
+        while any(ws.close_code is None for ws in stalled) and time.monotonic() < deadline:
+            peak = max(peak, process_rss_kib(server.process.pid))
+            await asyncio.sleep(0.05)
+        codes = []
+        for ws in stalled:  # now read what was sent before the close, then the close
+            try:
+                while True:
+                    state_size += len(await asyncio.wait_for(ws.recv(), timeout()))
+            except websockets.ConnectionClosed as closed:
+                codes.append(closed.rcvd.code if closed.rcvd else None)
+        assert codes == [4408] * count
+        growth = peak - baseline
+        with capsys.disabled():
+            print(
+                f"\nnever-reading clients ({backend}): {count} on a 4 MB job, server RSS "
+                f"{baseline / 1024:.1f} -> peak {peak / 1024:.1f} MiB; they received "
+                f"{state_size / count / 1024:.0f} KiB each before the close"
+            )
+        # Without the bound each would hold its whole state (3 MB encoded, several times
+        # that decoded: over 120 MB for 40); with it each holds the limit and a chunk,
+        # plus its socket, a page of records read from the cache and allocator slack.
+        bound = count * (limit + chunk + 1024 * 1024) // 1024
+        assert growth < bound, f"server memory grew by {growth / 1024:.1f} MiB"
+        assert state_size < count * 4 * 1024 * 1024 / 4, "they received only part of it"
+        await warm.ws.close()

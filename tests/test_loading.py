@@ -72,7 +72,7 @@ def test_waiters_wait_for_the_loader_then_share_its_result(world_sync, monkeypat
     loader.join(timeout())
     waiter.join(timeout())
     assert backend.loads == 1
-    keys = lambda snap: sorted(r.key for r in snap.records)  # noqa: E731
+    keys = lambda snap: sorted(r.key for r in snap.records())  # noqa: E731
     assert keys(results["loader"]) == keys(results["waiter"])
 
 
@@ -101,7 +101,7 @@ def test_clear_cache_during_a_load_discards_what_that_load_read(world_sync, monk
     assert JobChannel.clear_cache(world.job.pk) is False  # it was not hot yet
     release.set()
     loader.join(timeout())
-    titles = {r.data.get("title") for r in results["client"].records}
+    titles = {r.data.get("title") for r in results["client"].records()}
     assert "changed, then cleared" in titles, "the load that read stale rows was discarded"
     assert len(calls) == 2
 
@@ -130,7 +130,7 @@ def test_a_failed_loader_does_not_leave_others_waiting(world_sync, monkeypatch):
     loader.join(timeout())
     waiter.join(timeout())
     assert isinstance(results["loader"], RuntimeError)
-    assert results["waiter"] is not None and len(results["waiter"].records) > 10
+    assert results["waiter"] is not None and len(list(results["waiter"].records())) > 10
     assert len(calls) == 2 and backend.loads == 1
 
 

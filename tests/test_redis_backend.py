@@ -42,7 +42,8 @@ from support import (
     until,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# The servers of these tests run on the backend each test chooses.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.own_backend]
 
 
 def rename(task_pk: int, title: str) -> None:
@@ -147,7 +148,7 @@ def test_concurrent_first_connects_load_once(world_sync, shared_redis, in_proces
             thread.join(timeout(2))
         assert sum(b.loads for b in backends) == 1
         assert len(results) == 6
-        keys = {frozenset(r.key for r in result.records) for result in results}
+        keys = {frozenset(r.key for r in result.records()) for result in results}
         assert len(keys) == 1, "every caller streams the same records"
         for backend in backends:
             backend.close()
@@ -380,7 +381,7 @@ async def test_redis_commands_per_change_do_not_grow_with_clients(world, shared_
     from testproject.asgi import application
 
     path = f"/ws/job/{world.job.pk}/"
-    with shared_redis.settings(RX_REDIS_HEARTBEAT=3600):
+    with shared_redis.settings(RX_REDIS_HEARTBEAT=3600, RX_MAX_CONNECTIONS_PER_USER=None):
         clients = [await connect(application, path, world.tokens["alice"])]
         one = await _commands_for_a_change(world, clients, "watched by one")
         for _ in range(199):

@@ -22,6 +22,8 @@ ASGI_APPLICATION = "benchproject.asgi.application"
 if os.environ.get("BENCH_DB"):
     DATABASES["default"]["NAME"] = os.environ["BENCH_DB"]  # noqa: F405
 REST_FRAMEWORK = {"DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"]}
+# One benchmark user opens every connection (1,000 and more): no per-user cap here.
+RX_MAX_CONNECTIONS_PER_USER = None
 LOGGING = {"version": 1, "disable_existing_loggers": False}
 # DCRF's observers need a channel layer (RxDjango's own fan-out does not use one).
 if MULTI:

@@ -8,7 +8,6 @@ from typing import TypedDict
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import transaction
-from django.db.models import F
 
 from rxdjango.actions import action
 from rxdjango.channels import ContextChannel
@@ -57,32 +56,41 @@ class BoardChannel(ContextChannel):
         return author == self.user.pk  # only your own comments
 
     # -- presence: `viewers` counts the connections open on this board, in every process --
+    # A join is one group event; only the newcomer hears the answers (on its own group),
+    # so each join or leave costs every other connection one event, not one per viewer.
 
     async def on_connect(self, tstamp):
         board_id = self.kwargs["board_id"]
         self.presence_id = uuid.uuid4().hex
         self.present = {self.presence_id}
         await self.group_add(self._group)
-        await self._tell("presence.joined")
+        await self.group_add(self._personal_group)  # before joining: answers come here
+        await self._tell(self._group, "presence.joined", reply_to=self._personal_group)
         self.set_runtime_var("viewers", 1)
         self.broadcast_notification(board_id, {"kind": "joined", "user": self.user.username})
 
     async def on_disconnect(self):
-        await self._tell("presence.left")
+        await self._tell(self._group, "presence.left")
 
     @property
     def _group(self) -> str:
         return f"board-{self.kwargs['board_id']}"
 
-    async def _tell(self, event_type: str) -> None:
+    @property
+    def _personal_group(self) -> str:
+        return f"{self._group}-{self.presence_id}"
+
+    async def _tell(self, group: str, event_type: str, **extra: str) -> None:
         await get_channel_layer().group_send(
-            self._group, {"type": event_type, "presence": self.presence_id}
+            group, {"type": event_type, "presence": self.presence_id, **extra}
         )
 
     @consumer("presence.joined")
     async def someone_joined(self, event):
         if event["presence"] != self.presence_id:
-            await self._tell("presence.here")  # so the newcomer counts us too
+            # Only the newcomer needs to count us: answer it alone.
+            # (an older process's event has no reply_to: answer the whole board)
+            await self._tell(event.get("reply_to", self._group), "presence.here")
         self._count(event["presence"], present=True)
 
     @consumer("presence.here")
@@ -111,26 +119,48 @@ class BoardChannel(ContextChannel):
     async def archive_column(self, column_id: int) -> bool:
         updated = await database_sync_to_async(_archive)(self.kwargs["board_id"], column_id)
         if not updated:
-            raise ActionError(404, "no such column on this board")
+            raise ActionError("no such column on this board", 404)
         return True
 
 
 def _move_card(board_id: int, card_id: int, column_id: int, position: int) -> None:
+    """Move a card, renumbering both columns 0..n-1: positions stay dense, so any
+    ``position`` the client sends is clamped and nothing can overflow."""
     with transaction.atomic():
+        # Moves on a board take its row first: they serialize, and cannot deadlock on
+        # each other's cards when crossing columns in opposite directions.
+        Board.objects.select_for_update().filter(pk=board_id).first()
         card = (
             Card.objects.select_for_update().filter(pk=card_id, column__board_id=board_id).first()
         )
         column = Column.objects.filter(pk=column_id, board_id=board_id).first()
         if card is None or column is None:
-            raise ActionError(404, "no such card or column on this board")
-        Card.objects.filter(column=column, position__gte=position).exclude(pk=card.pk).update(
-            position=F("position") + 1
-        )
+            raise ActionError("no such card or column on this board", 404)
+        source_id = card.column_id
+        cards = _column_cards(column.pk, without=card)
+        cards.insert(min(max(position, 0), len(cards)), card)
         card.column = column
-        card.position = max(position, 0)
-        card.save()
-        for moved in Card.objects.filter(column=column).exclude(pk=card.pk):
-            BoardChannel.broadcast_instance(board_id, moved)
+        _renumber(cards, moved=card if source_id != column.pk else None)
+        if source_id != column.pk:
+            _renumber(_column_cards(source_id, without=card))
+
+
+def _column_cards(column_id: int, without: Card) -> list[Card]:
+    return list(
+        Card.objects.select_for_update()
+        .filter(column_id=column_id)
+        .exclude(pk=without.pk)
+        .order_by("position", "id")
+    )
+
+
+def _renumber(cards: list[Card], moved: Card | None = None) -> None:
+    """Number ``cards`` 0..n-1 in order, saving (so signals fire) only those that changed;
+    ``moved`` changed column, so it is saved even if its number is the same."""
+    for index, card in enumerate(cards):
+        if card.position != index or card is moved:
+            card.position = index
+            card.save(update_fields=["column", "position"])
 
 
 def _archive(board_id: int, column_id: int) -> bool:

@@ -32,6 +32,8 @@ class CardSerializer(serializers.ModelSerializer):
     class Meta:
         model = Card
         fields = ["id", "title", "position", "assignee", "comments"]
+        # Positions change only through the move_card action, which keeps them dense.
+        read_only_fields = ["position"]
 
 
 class ColumnSerializer(serializers.ModelSerializer):

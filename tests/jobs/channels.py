@@ -1,3 +1,4 @@
+import asyncio
 import datetime
 from typing import TypedDict
 
@@ -13,6 +14,8 @@ from .serializers import (
     JobBriefSerializer,
     JobSerializer,
     LabelDetailSerializer,
+    NoteCommentSerializer,
+    NoteReactionSerializer,
     NoteSerializer,
     TaskSerializer,
 )
@@ -32,6 +35,8 @@ class JobChannel(ContextChannel):
             JobSerializer: [SAVE],
             TaskSerializer: [SAVE, CREATE, DELETE],
             NoteSerializer: [SAVE, CREATE, DELETE],
+            NoteCommentSerializer: [SAVE, CREATE],
+            NoteReactionSerializer: [SAVE, CREATE],
             AssetSerializer: [CREATE],
         }
 
@@ -82,6 +87,12 @@ class JobChannel(ContextChannel):
             return times
 
         return await database_sync_to_async(rename)()
+
+    @action(detached=True)
+    async def linger(self, seconds: float) -> float:
+        """Take a while without holding up the connection (a detached action)."""
+        await asyncio.sleep(seconds)
+        return seconds
 
 
 class ProjectJobsChannel(ContextChannel):

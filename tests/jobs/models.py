@@ -90,3 +90,23 @@ class Note(models.Model):
     class Meta:
         ordering = ["id"]
         unique_together = [("job", "owner", "text")]
+
+
+class NoteComment(models.Model):
+    """Under a private note: private to the note's owner too (one level down)."""
+
+    note = models.ForeignKey(Note, on_delete=models.CASCADE, related_name="comments")
+    text = models.CharField(max_length=200)
+
+    class Meta:
+        ordering = ["id"]
+
+
+class NoteReaction(models.Model):
+    """Two levels under a private note."""
+
+    comment = models.ForeignKey(NoteComment, on_delete=models.CASCADE, related_name="reactions")
+    emoji = models.CharField(max_length=20)
+
+    class Meta:
+        ordering = ["id"]

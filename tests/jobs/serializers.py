@@ -1,7 +1,19 @@
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from .models import Asset, Deadline, Job, JobSpec, Label, Note, Participant, Project, Task
+from .models import (
+    Asset,
+    Deadline,
+    Job,
+    JobSpec,
+    Label,
+    Note,
+    NoteComment,
+    NoteReaction,
+    Participant,
+    Project,
+    Task,
+)
 
 
 class UserSerializer(serializers.ModelSerializer):
@@ -55,7 +67,23 @@ class JobSpecSerializer(serializers.ModelSerializer):
         fields = ["id", "text"]
 
 
+class NoteReactionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = NoteReaction
+        fields = ["id", "emoji"]
+
+
+class NoteCommentSerializer(serializers.ModelSerializer):
+    reactions = NoteReactionSerializer(many=True)
+
+    class Meta:
+        model = NoteComment
+        fields = ["id", "text", "reactions"]
+
+
 class NoteSerializer(serializers.ModelSerializer):
+    comments = NoteCommentSerializer(many=True)
+
     class Meta:
         model = Note
         fields = "__all__"

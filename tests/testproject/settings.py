@@ -62,6 +62,16 @@ if "RX_TEST_REDIS_HEARTBEAT" in os.environ:
     RX_REDIS_HEARTBEAT = float(os.environ["RX_TEST_REDIS_HEARTBEAT"])
 if "RX_TEST_RATE_LIMIT" in os.environ:
     RX_RATE_LIMIT = float(os.environ["RX_TEST_RATE_LIMIT"]) or None
+if "RX_TEST_USER_RATE_LIMIT" in os.environ:
+    RX_USER_RATE_LIMIT = float(os.environ["RX_TEST_USER_RATE_LIMIT"]) or None
+if "RX_TEST_MAX_CONNECTIONS_PER_USER" in os.environ:
+    RX_MAX_CONNECTIONS_PER_USER = int(os.environ["RX_TEST_MAX_CONNECTIONS_PER_USER"]) or None
+if "RX_TEST_PERMISSION_RECHECK" in os.environ:
+    RX_PERMISSION_RECHECK = float(os.environ["RX_TEST_PERMISSION_RECHECK"])
+if "RX_TEST_FRAME_SIZE" in os.environ:
+    RX_FRAME_SIZE = int(os.environ["RX_TEST_FRAME_SIZE"])
+if "RX_TEST_SEND_TIMEOUT" in os.environ:
+    RX_SEND_TIMEOUT = float(os.environ["RX_TEST_SEND_TIMEOUT"])
 if "RX_TEST_SEND_QUEUE_LIMIT" in os.environ:
     RX_SEND_QUEUE_LIMIT = int(os.environ["RX_TEST_SEND_QUEUE_LIMIT"])
 if "RX_TEST_LOAD_TIMEOUT" in os.environ:

@@ -1,0 +1,148 @@
+"""Access for as long as a socket is open: re-checks and revocations.
+
+A connection is admitted once (token, ``has_permission``, anchor), but access
+can end while it stays open. Three things end it:
+
+* the user's token is deleted, or the user is deactivated or deleted: signal
+  receivers here close every socket of that user, in every process, with 4401
+  once that transaction commits;
+* ``has_permission`` no longer holds: it is checked again before every write
+  and action, and every ``RX_PERMISSION_RECHECK`` seconds on an idle socket
+  (a refusal answers 403 and closes with 4403);
+* the application calls ``ContextChannel.revoke(user_id, anchor_id=None)``:
+  4403 on that channel's sockets of that user.
+
+A re-check also finds what no signal announced (a user deactivated by raw SQL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+
+from ._hooks import call_hook
+from ._protocol import CloseCode, Status
+from ._state_model import pk_repr
+
+if TYPE_CHECKING:
+    from .channels import ContextChannel
+
+__all__ = [
+    "Credential",
+    "connect_revocation_signals",
+    "recheck",
+    "recheck_sync",
+    "revoke",
+]
+
+
+class Credential:
+    """Who a connection is, and what it proved it with."""
+
+    __slots__ = ("token", "user_id")
+
+    def __init__(self, user_id: Any, token: str | None) -> None:
+        self.user_id = user_id
+        #: The DRF token key it authenticated with (None: another authenticator).
+        self.token = token
+
+
+def _current_user(credential: Credential) -> Any | None:
+    """The user, read again: None if deleted, inactive, or its token is gone."""
+    user = get_user_model()._default_manager.filter(pk=credential.user_id).first()
+    if user is None or not user.is_active:
+        return None
+    if credential.token is not None:
+        from rest_framework.authtoken.models import Token
+
+        if not Token.objects.filter(key=credential.token, user_id=user.pk).exists():
+            return None
+    return user
+
+
+def recheck_sync(channel: ContextChannel, credential: Credential) -> Status | None:
+    """None if the connection may still act, else the status that refuses it
+    (synchronous ORM code; ``has_permission`` may be a coroutine function)."""
+    user = _current_user(credential)
+    if user is None:
+        return Status.UNAUTHORIZED
+    hook = type(channel).has_permission
+    if inspect.iscoroutinefunction(hook):
+        allowed = async_to_sync(hook)(user, **channel.kwargs)
+    else:
+        allowed = hook(user, **channel.kwargs)
+    return None if allowed is True else Status.FORBIDDEN
+
+
+async def recheck(channel: ContextChannel, credential: Credential) -> Status | None:
+    """As :func:`recheck_sync`, from the event loop."""
+    user = await database_sync_to_async(_current_user)(credential)
+    if user is None:
+        return Status.UNAUTHORIZED
+    allowed = await call_hook(type(channel).has_permission, user, **channel.kwargs)
+    return None if allowed is True else Status.FORBIDDEN
+
+
+def revoke(
+    user_id: Any,
+    code: CloseCode,
+    channel_id: str | None = None,
+    anchor: Any = None,
+    using: str | None = None,
+) -> None:
+    """Close the user's sockets (of one channel, of one anchor) in every process, once
+    the current transaction on ``using`` commits (at once outside a transaction, and
+    from async code, which never runs inside one)."""
+    from ._backend import get_backend
+
+    def close() -> None:
+        get_backend().revoke(pk_repr(user_id), int(code), channel_id, anchor)
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        transaction.on_commit(close, using=using)
+    else:
+        close()  # the backend does not block an event loop
+
+
+# -- signals ------------------------------------------------------------------------------
+
+
+def _on_token_deleted(sender: type, instance: Any, using: str, **kwargs: Any) -> None:
+    revoke(instance.user_id, CloseCode.UNAUTHORIZED, using=using)
+
+
+def _on_user_saved(sender: type, instance: Any, using: str, **kwargs: Any) -> None:
+    if kwargs.get("raw") or getattr(instance, "is_active", True):
+        return
+    revoke(instance.pk, CloseCode.UNAUTHORIZED, using=using)
+
+
+def _on_user_deleted(sender: type, instance: Any, using: str, **kwargs: Any) -> None:
+    revoke(instance.pk, CloseCode.UNAUTHORIZED, using=using)
+
+
+def connect_revocation_signals() -> None:
+    """Watch the token and user tables (called once, when the app is ready)."""
+    user_model = get_user_model()
+    receivers: list[tuple[Any, Callable[..., None], type, str]] = [
+        (post_save, _on_user_saved, user_model, "rxdjango.revoke.user_saved"),
+        (post_delete, _on_user_deleted, user_model, "rxdjango.revoke.user_deleted"),
+    ]
+    from django.apps import apps
+
+    if apps.is_installed("rest_framework.authtoken"):
+        from rest_framework.authtoken.models import Token
+
+        receivers.append((post_delete, _on_token_deleted, Token, "rxdjango.revoke.token"))
+    for signal, receiver, sender, uid in receivers:
+        signal.connect(receiver, sender=sender, dispatch_uid=uid, weak=False)
