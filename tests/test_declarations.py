@@ -181,3 +181,14 @@ def test_system_checks_name_the_fix(monkeypatch):
     ):
         (error,) = check_settings()
     assert error.id == "rxdjango.E001" and "rest_framework.authtoken" in error.hint
+
+
+def test_a_channel_without_has_permission_is_reported_by_a_system_check():
+    from rxdjango.apps import check_channels
+
+    from jobs.channels import JobChannel, LabelChannel, ProjectJobsChannel
+
+    found = {w.obj: w for w in check_channels() if w.id == "rxdjango.W002"}
+    assert ProjectJobsChannel in found and LabelChannel in found
+    assert JobChannel not in found
+    assert "every authenticated user" in found[LabelChannel].msg

@@ -598,3 +598,64 @@ class LabelDetailSerializerStandIn(LabelSerializer):
 
 
 del JobChannel
+
+
+class StrictHooksChannel(ContextChannel):
+    """can_save / can_create hooks written against what will be applied."""
+
+    class Meta:
+        state = JobSerializer()
+        writable = {TaskSerializer: [SAVE, CREATE]}
+
+    seen: list = []
+
+    @staticmethod
+    def has_permission(user, job_id):
+        return True
+
+    def can_save(self, instance, data):
+        StrictHooksChannel.seen.append(("save", dict(data)))
+        return data["title"].strip() != ""  # a number sent would have no .strip()
+
+    def can_create(self, model_class, parent, data):
+        StrictHooksChannel.seen.append(("create", dict(data)))
+        return bool(data["title"].strip())
+
+
+strict = URLRouter([path("strict/<int:job_id>/", StrictHooksChannel.as_asgi())])
+
+
+async def test_hooks_receive_the_validated_data_of_the_fields_sent(world):
+    StrictHooksChannel.seen = []
+    client = await connect(
+        strict, f"/strict/{world.job.pk}/", world.tokens["alice"], channel=StrictHooksChannel
+    )
+    task = world.tasks[0]
+    saved = await write(
+        client,
+        writeId=1,
+        operation="save",
+        instanceType=TASK,
+        instanceId=task.pk,
+        data={"title": 123},
+    )
+    assert saved == {"type": "writeResponse", "writeId": 1, "success": True}
+    created = await write(
+        client,
+        writeId=2,
+        operation="create",
+        instanceType=TASK,
+        parentType=JOB,
+        parentId=world.job.pk,
+        relationName="tasks",
+        data={"title": 456, "done": "true"},
+    )
+    assert created["success"] is True, created
+    # What the serializer will apply: strings for the title, a bool for done; only the
+    # fields sent (not the parent the server sets).
+    assert StrictHooksChannel.seen == [
+        ("save", {"title": "123"}),
+        ("create", {"title": "456", "done": True}),
+    ]
+    assert (await db(Task.objects.get)(pk=task.pk)).title == "123"
+    await client.disconnect()
