@@ -130,15 +130,25 @@ redis.call('HSET', KEYS[1], 'status', 'heating', 'epoch', ARGV[1], 'token', ARGV
 return {'load'}
 """
 
-#: Count a connection of a user unless the user has the limit. KEYS: conns. ARGV: now ms,
-#: deadline ms, connection id, limit ('' for none). Returns 1 if counted.
+#: Count a connection of a user unless the user has the limit. KEYS: conns. ARGV: member
+#: (``<process>:<connection>``), limit ('' for none), key ttl ms, then the ids of the
+#: live processes: connections of any other process (one that died) stop counting here.
+#: Returns 1 if counted.
 ADMIT_SCRIPT = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if ARGV[4] ~= '' and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
-redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+local live = {}
+for i = 4, #ARGV do live[ARGV[i]] = true end
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if not live[string.match(member, '^[^:]*')] then redis.call('SREM', KEYS[1], member) end
+end
+if ARGV[2] ~= '' and redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
+
+#: How long a user's connection set outlives its last renewal (renewed a few times
+#: within it while the user stays connected, so the key never outlives its users for long).
+CONNECTIONS_TTL_MS = 3_600_000
 
 #: Note when the last watcher of this process left. KEYS: meta, watch. ARGV: process, now ms.
 RELEASE_SCRIPT = """
@@ -173,6 +183,10 @@ class RedisBackend:
         self._admit = self.redis.register_script(ADMIT_SCRIPT)
         #: connection id -> user id, for the connections this process serves
         self._connections: dict[str, Any] = {}
+        #: user id -> when this process last renewed the TTL of the user's connection set
+        self._connection_keys_renewed: dict[Any, float] = {}
+        #: this process is in the live-process set (its heartbeat keeps it there)
+        self._registered = False
         self._watched: set[AnchorRef] = set()
         self._watched_lock = threading.Lock()
         self._releases: SimpleQueue[AnchorRef] = SimpleQueue()
@@ -675,26 +689,32 @@ class RedisBackend:
         self._publish(self.keys.control, envelope("all", None, frame))
 
     def admit_connection(self, user_id: Any, connection_id: str) -> bool:
-        """Counted in Redis with a lease this process's heartbeat renews, so the
-        connections of a process that died stop counting by themselves."""
-        self._serve()  # the heartbeat renews the lease from now on
+        """Counted in Redis per user. A connection counts while its process is live:
+        each process renews one lease per heartbeat (not one per connection), and a
+        process that died stops counting at the next admission of that user."""
+        self._serve()
+        if not self._registered:  # before the first heartbeat, so others see us live
+            self.redis.zadd(self.keys.processes, {self.process_id: self._watch_deadline()})
+            self._registered = True
         limit = rx_settings.RX_MAX_CONNECTIONS_PER_USER
         member = f"{self.process_id}:{connection_id}"
-        now = self._now_ms()
+        live = self.redis.zrangebyscore(self.keys.processes, self._now_ms(), "+inf")
+        cap = "" if limit is None else limit
         admitted = self._admit(
             keys=[self.keys.connections(user_id)],
-            args=[int(now), int(self._watch_deadline()), member, "" if limit is None else limit],
+            args=[member, cap, CONNECTIONS_TTL_MS, self.process_id, *live],
         )
         if admitted:
             with self._watched_lock:
                 self._connections[member] = user_id
+                self._connection_keys_renewed[user_id] = time.monotonic()
         return bool(admitted)
 
     def release_connection(self, user_id: Any, connection_id: str) -> None:
         member = f"{self.process_id}:{connection_id}"
         with self._watched_lock:
             self._connections.pop(member, None)
-        self._submit(self.redis.zrem, self.keys.connections(user_id), member)
+        self._submit(self.redis.srem, self.keys.connections(user_id), member)
 
     def revoke(
         self, user_id: Any, code: int, channel_id: str | None = None, anchor: Any = None
@@ -817,18 +837,36 @@ class RedisBackend:
             self._needs_new_epoch = False
         else:
             self._ensure_epoch()
+        deadline = self._watch_deadline()
         with self._watched_lock:
             watched = list(self._watched)
-            connections = list(self._connections.items())
-        if watched or connections:
-            deadline = self._watch_deadline()
-            pipe = self.redis.pipeline(transaction=False)
-            for ref in watched:
-                self._renew_watch(pipe, ref, deadline)
-            for member, user_id in connections:
-                pipe.zadd(self.keys.connections(user_id), {member: deadline}, xx=True)
-                pipe.pexpireat(self.keys.connections(user_id), int(deadline))
-            pipe.execute()
+            users = self._connection_keys_to_renew()
+        pipe = self.redis.pipeline(transaction=False)
+        for ref in watched:
+            self._renew_watch(pipe, ref, deadline)
+        if self._registered:
+            pipe.zadd(self.keys.processes, {self.process_id: deadline})
+            pipe.zremrangebyscore(self.keys.processes, "-inf", self._now_ms())
+        for user_id in users:
+            pipe.pexpire(self.keys.connections(user_id), CONNECTIONS_TTL_MS)
+        pipe.execute()
+
+    def _connection_keys_to_renew(self) -> list[Any]:
+        """The users whose connection set was last renewed a third of its TTL ago
+        (so a heartbeat costs a few commands, not one per connection)."""
+        now = time.monotonic()
+        connected = set(self._connections.values())
+        for user_id in list(self._connection_keys_renewed):
+            if user_id not in connected:
+                del self._connection_keys_renewed[user_id]
+        due = [
+            user_id
+            for user_id, renewed in self._connection_keys_renewed.items()
+            if now - renewed > CONNECTIONS_TTL_MS / 3000
+        ]
+        for user_id in due:
+            self._connection_keys_renewed[user_id] = now
+        return due
 
     def _drain_releases(self) -> None:
         from .channels import channel_by_id

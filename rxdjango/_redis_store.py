@@ -189,6 +189,8 @@ class Keys:
         self.clock = f"{prefix}:clock"
         self.control = f"{prefix}:ctl"
         self.pub_pattern = f"{prefix}:pub:*"
+        #: zset process id -> lease deadline of every serving process
+        self.processes = f"{prefix}:processes"
 
     def _anchor(self, ref: AnchorRef, part: str) -> str:
         return f"{self.prefix}:{{{ref[0]}|{orjson.dumps(ref[1]).decode()}}}:{part}"
@@ -231,7 +233,7 @@ class Keys:
         return f"{self.prefix}:{{{channel_id}}}:journal"
 
     def connections(self, user_id: Any) -> str:
-        """A user's connections in every process: zset connection id -> lease deadline."""
+        """A user's connections in every process: set of ``<process id>:<connection id>``."""
         return f"{self.prefix}:{{user|{orjson.dumps(user_id).decode()}}}:conns"
 
     def index(self, key: Key) -> str:

@@ -383,6 +383,7 @@ async def test_redis_commands_per_change_do_not_grow_with_clients(world, shared_
     path = f"/ws/job/{world.job.pk}/"
     with shared_redis.settings(RX_REDIS_HEARTBEAT=3600, RX_MAX_CONNECTIONS_PER_USER=None):
         clients = [await connect(application, path, world.tokens["alice"])]
+        await _commands_for_a_change(world, clients, "warm-up")  # Redis caches our scripts
         one = await _commands_for_a_change(world, clients, "watched by one")
         for _ in range(199):
             clients.append(await connect(application, path, world.tokens["alice"]))
@@ -413,3 +414,63 @@ def _command_counts(client: redis.Redis) -> dict[str, int]:
     return {
         name: int(value["calls"]) for name, value in stats.items() if name not in ("cmdstat_info",)
     }
+
+
+async def test_a_heartbeat_costs_the_same_commands_for_one_connection_and_for_many(
+    world, shared_redis, in_process
+):
+    """Connection counting renews one lease per process, not one per connection."""
+    from testproject.asgi import application
+
+    path = f"/ws/job/{world.job.pk}/"
+    with shared_redis.settings(RX_REDIS_HEARTBEAT=3600, RX_MAX_CONNECTIONS_PER_USER=None):
+        backend = get_backend()
+        clients = [await connect(application, path, world.tokens["alice"])]
+        await _commands_for_a_heartbeat(backend)  # Redis caches our scripts
+        one = await _commands_for_a_heartbeat(backend)
+        for _ in range(99):
+            clients.append(await connect(application, path, world.tokens["bob"]))
+        many = await _commands_for_a_heartbeat(backend)
+        assert one == many, (one, many)
+        for client in clients:
+            await client.disconnect()
+
+
+async def _commands_for_a_heartbeat(backend: RedisBackend) -> dict[str, int]:
+    monitor = redis.Redis.from_url(SHARED_REDIS)
+    before = _command_counts(monitor)
+    await db(backend._heartbeat)()
+    after = _command_counts(monitor)
+    monitor.close()
+    return {name: after[name] - before.get(name, 0) for name in after}
+
+
+async def test_the_connections_of_a_process_that_died_stop_counting(world, shared_redis):
+    env = shared_redis.server_env(
+        RX_TEST_REDIS_HEARTBEAT="0.1", RX_TEST_MAX_CONNECTIONS_PER_USER="2"
+    )
+    path = f"/ws/job/{world.job.pk}/"
+    with running_server(env) as doomed, running_server(env) as survivor:
+        held = [SocketClient(f"{doomed}{path}", world.tokens["bob"]) for _ in range(2)]
+        for client in held:
+            await client.open()
+        refused = SocketClient(f"{survivor}{path}", world.tokens["bob"])
+        with pytest.raises(AssertionError, match="too-many-connections"):
+            await refused.open()
+        doomed.process.kill()  # no release, no goodbye: only its lease runs out
+        doomed.process.wait(timeout(1))
+        deadline = time.monotonic() + timeout(2)
+        admitted = []
+        while len(admitted) < 2:
+            client = SocketClient(f"{survivor}{path}", world.tokens["bob"])
+            try:
+                await client.open()
+                admitted.append(client)
+            except AssertionError:
+                assert time.monotonic() < deadline, "a dead process's sockets still count"
+                await asyncio.sleep(0.05)
+        third = SocketClient(f"{survivor}{path}", world.tokens["bob"])
+        with pytest.raises(AssertionError, match="too-many-connections"):
+            await third.open()
+        for client in admitted:
+            await client.close()
