@@ -31,6 +31,7 @@ from django.db.models.signals import post_delete, post_save
 from ._hooks import call_hook
 from ._protocol import CloseCode, Status
 from ._state_model import pk_repr
+from .exceptions import ForbiddenError, UnauthorizedError
 
 if TYPE_CHECKING:
     from .channels import ContextChannel
@@ -75,10 +76,13 @@ def recheck_sync(channel: ContextChannel, credential: Credential) -> Status | No
     if user is None:
         return Status.UNAUTHORIZED
     hook = type(channel).has_permission
-    if inspect.iscoroutinefunction(hook):
-        allowed = async_to_sync(hook)(user, **channel.kwargs)
-    else:
-        allowed = hook(user, **channel.kwargs)
+    try:
+        if inspect.iscoroutinefunction(hook):
+            allowed = async_to_sync(hook)(user, **channel.kwargs)
+        else:
+            allowed = hook(user, **channel.kwargs)
+    except (UnauthorizedError, ForbiddenError) as refused:
+        return _refusal_status(refused)
     return None if allowed is True else Status.FORBIDDEN
 
 
@@ -87,8 +91,16 @@ async def recheck(channel: ContextChannel, credential: Credential) -> Status | N
     user = await database_sync_to_async(_current_user)(credential)
     if user is None:
         return Status.UNAUTHORIZED
-    allowed = await call_hook(type(channel).has_permission, user, **channel.kwargs)
+    try:
+        allowed = await call_hook(type(channel).has_permission, user, **channel.kwargs)
+    except (UnauthorizedError, ForbiddenError) as refused:
+        return _refusal_status(refused)
     return None if allowed is True else Status.FORBIDDEN
+
+
+def _refusal_status(refused: Exception) -> Status:
+    """What ``has_permission`` raising one of the original's errors means."""
+    return Status.UNAUTHORIZED if isinstance(refused, UnauthorizedError) else Status.FORBIDDEN
 
 
 def revoke(

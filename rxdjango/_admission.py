@@ -17,6 +17,7 @@ from ._auth import user_for_token
 from ._hooks import call_hook
 from ._protocol import Status
 from ._state_model import pk_repr, wire_pk
+from .exceptions import AnchorDoesNotExist, ClientError
 
 if TYPE_CHECKING:
     from ._consumer import ChannelConsumer
@@ -49,7 +50,24 @@ async def admit(
     frame: Any,
     connection: ChannelConsumer,
 ) -> Admission:
-    """Check the auth frame; raises AuthFailure, or whatever a user hook raises."""
+    """Check the auth frame; raises AuthFailure, or whatever a user hook raises
+    (a :class:`~rxdjango.exceptions.ClientError` from a hook refuses with its status)."""
+    try:
+        return await _admit(channel_class, scope, frame, connection)
+    except ClientError as refused:
+        status = refused.status if refused.status in _AUTH_STATUSES else Status.FORBIDDEN
+        raise AuthFailure(Status(status)) from None
+
+
+_AUTH_STATUSES = (Status.BAD_REQUEST, Status.UNAUTHORIZED, Status.FORBIDDEN, Status.NOT_FOUND)
+
+
+async def _admit(
+    channel_class: type[ContextChannel],
+    scope: dict[str, Any],
+    frame: Any,
+    connection: ChannelConsumer,
+) -> Admission:
     token = frame.get("token") if isinstance(frame, dict) else None
     if not isinstance(token, str):
         raise AuthFailure(Status.BAD_REQUEST)
@@ -72,7 +90,7 @@ async def admit(
         instance_id = await call_hook(channel.get_instance_id, **kwargs)
         existing = await database_sync_to_async(existing_id)(model, instance_id)
         if existing is None:
-            raise AuthFailure(Status.NOT_FOUND)
+            raise AnchorDoesNotExist
         anchors = existing
     return Admission(user, channel, anchors, last_update, token)
 

@@ -8,10 +8,13 @@ as well as a plain call. Such a method does its work and returns a
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import asyncio
+from collections.abc import Callable, Generator
 from typing import Any
 
-__all__ = ["Done"]
+from channels.db import database_sync_to_async
+
+__all__ = ["Done", "done_or_running"]
 
 
 class Done:
@@ -26,5 +29,36 @@ class Done:
         return self.value
         yield  # a generator that finishes at once: awaiting never suspends
 
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+    def __eq__(self, other: object) -> bool:
+        return self.value == (other.value if isinstance(other, Done) else other)
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
     def __repr__(self) -> str:
         return f"Done({self.value!r})"
+
+
+_running: set[asyncio.Task[Any]] = set()
+
+
+def done_or_running(work: Callable[[], Any]) -> Done | asyncio.Task[Any]:
+    """Do ``work`` (synchronous, may use the ORM) in a way both call styles accept.
+
+    Outside an event loop it runs now and the result is a :class:`Done`. On an event
+    loop, where ORM code may not run, it starts at once in a worker thread and the
+    result is its task: awaiting it gives the value and raises what ``work`` raised;
+    a caller that does not await still gets the work done (a failure is then reported
+    by asyncio as an exception never retrieved).
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return Done(work())
+    task = loop.create_task(database_sync_to_async(work)())
+    _running.add(task)
+    task.add_done_callback(_running.discard)
+    return task

@@ -164,6 +164,9 @@ class Backend(Protocol):
     def holders(self, key: Key) -> set[AnchorRef]:
         """The cached anchors that hold the record ``key``."""
 
+    def cached_record(self, ref: AnchorRef, key: Key) -> FlatRecord | None:
+        """The record ``key`` as the hot anchor ``ref`` holds it (None if it does not)."""
+
     def is_idle(self, ref: AnchorRef) -> bool:
         """Whether the anchor is hot and no client of any process watches it."""
 
@@ -444,6 +447,13 @@ class EmbeddedBackend:
     def holders(self, key: Key) -> set[AnchorRef]:
         with self.cache.lock:
             return set(self.cache.anchors_containing(key))
+
+    def cached_record(self, ref: AnchorRef, key: Key) -> FlatRecord | None:
+        with self.cache.lock:
+            anchor = self.cache.get(ref)
+            if anchor is None or anchor.status is not AnchorStatus.HOT:
+                return None
+            return anchor.records.get(key)
 
     def is_idle(self, ref: AnchorRef) -> bool:
         with self.cache.lock:

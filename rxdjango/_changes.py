@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections, models, transaction
-from django.db.models.signals import m2m_changed, post_delete, post_save
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
 
 from . import _metrics
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ._backend import Backend
     from .channels import ContextChannel
 
-__all__ = ["connect_signals", "disconnect_signals", "record_change"]
+__all__ = ["connect_signals", "disconnect_signals", "record_change", "record_dependents"]
 
 logger = logging.getLogger("rxdjango")
 
@@ -150,6 +150,8 @@ def _on_save(sender: type[models.Model], instance: models.Model, using: str, **k
     if kwargs.get("raw") or not _tracked(sender):
         return
     record_change(sender, [instance.pk], using, created=bool(kwargs.get("created")))
+    _record_remembered(("row", id(instance)), using)  # the values it counted in
+    record_dependents(sender, [instance.pk], using)  # the values it now counts in
 
 
 def _on_delete(
@@ -157,6 +159,52 @@ def _on_delete(
 ) -> None:
     if _tracked(sender) and instance.pk is not None:
         record_change(sender, [instance.pk], using)
+        _record_remembered(("row", id(instance)), using)
+
+
+def _before_change(
+    sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any
+) -> None:
+    """Before a row is saved or deleted: the values it counted in so far, recorded once
+    the write is done (in autocommit a record now would be read before the write)."""
+    if kwargs.get("raw") or instance.pk is None or instance._state.adding:
+        return
+    _remember_dependents(("row", id(instance)), sender, [instance.pk], using)
+
+
+def _remember_dependents(
+    key: tuple[Any, ...], model: type[models.Model], pks: Iterable[Any], using: str
+) -> None:
+    found = _dependent_rows(model, pks, using)
+    if found:
+        before: dict[tuple[Any, ...], list[Any]] = _local.__dict__.setdefault("before", {})
+        before.setdefault(key, []).extend(found)
+
+
+def _record_remembered(key: tuple[Any, ...], using: str) -> None:
+    for owner, pks in _local.__dict__.get("before", {}).pop(key, []):
+        record_change(owner, pks, using)
+
+
+def record_dependents(model: type[models.Model], pks: Iterable[Any], using: str) -> None:
+    """Rows whose plain values read ``pks`` of ``model`` (``decorators.related_property``)
+    are read again after the commit."""
+    for owner, found in _dependent_rows(model, pks, using):
+        record_change(owner, found, using)
+
+
+def _dependent_rows(
+    model: type[models.Model], pks: Iterable[Any], using: str
+) -> list[tuple[type[models.Model], list[Any]]]:
+    from .channels import dependents_of
+
+    rows = []
+    for owner, path in dependents_of(model):
+        owners = owner._default_manager.using(using).filter(**{f"{path}__in": list(pks)})
+        found = list(owners.values_list("pk", flat=True).distinct())
+        if found:
+            rows.append((owner, found))
+    return rows
 
 
 def _on_m2m_changed(
@@ -177,6 +225,10 @@ def _on_m2m_changed(
     if action == "pre_clear":
         # post_clear does not say which rows were removed: remember them now.
         clearing[key] = set(_related_pks(sender, instance, model))
+        _m2m_dependents(key, instance, model, clearing[key], using)
+        return
+    if action in ("pre_add", "pre_remove"):
+        _m2m_dependents(key, instance, model, pk_set or set(), using)
         return
     if action == "post_clear":
         pk_set = clearing.pop(key, set())
@@ -186,6 +238,23 @@ def _on_m2m_changed(
         record_change(type(instance), [instance.pk], using)
     if other_tracked and pk_set:
         record_change(model, pk_set, using)
+    _record_remembered(("m2m", *key), using)  # values read through it before the change
+    record_dependents(type(instance), [instance.pk], using)  # and after
+    if pk_set:
+        record_dependents(model, pk_set, using)
+
+
+def _m2m_dependents(
+    key: tuple[Any, ...],
+    instance: models.Model,
+    model: type[models.Model],
+    pks: set[Any],
+    using: str,
+) -> None:
+    """Before a many-to-many change: the values read through it, recorded after it."""
+    _remember_dependents(("m2m", *key), type(instance), [instance.pk], using)
+    if pks:
+        _remember_dependents(("m2m", *key), model, pks, using)
 
 
 def _related_pks(
@@ -204,6 +273,8 @@ def _related_pks(
 
 
 _RECEIVERS = (
+    (pre_save, _before_change, "rxdjango.pre_save"),
+    (pre_delete, _before_change, "rxdjango.pre_delete"),
     (post_save, _on_save, "rxdjango.post_save"),
     (post_delete, _on_delete, "rxdjango.post_delete"),
     (m2m_changed, _on_m2m_changed, "rxdjango.m2m_changed"),

@@ -54,7 +54,7 @@ from ._protocol import (
 from ._rate import RateLimit, Verdict, user_rates
 from ._render import changed_for, render_initial, render_since
 from ._state_model import pk_repr, wire_pk
-from ._writes import Write, is_write, parse_write, perform_write, refusal
+from ._writes import Write, is_write, parse_write, perform_write, refusal, restoring_records
 from .conf import rx_settings
 
 if TYPE_CHECKING:
@@ -103,6 +103,9 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         self._calls: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._held: dict[Any, list[str]] = {}
         self._anchors: list[Any] = []
+        self._admitted_anchors: list[Any] = []
+        #: Live frames handed to this connection so far (see ``_restoring``).
+        self._deliveries = 0
         self._loop_thread: int | None = None
         self._groups: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -177,20 +180,29 @@ class ChannelConsumer(AsyncWebsocketConsumer):
 
     # -- outgoing -----------------------------------------------------------------------
 
+    @property
+    def anchor_ids(self) -> list[Any]:
+        """The anchors of this client, in its order: while it starts (``on_connect``
+        included) the ones it was admitted with, then the ones it watches."""
+        if self.lifecycle is Lifecycle.STARTING:
+            return list(self._admitted_anchors)
+        return list(self._anchors)
+
     def send_frame(self, data: Any) -> None:
-        """Queue a JSON value (or ready JSON text) for this client, in order.
+        """Queue a JSON value (or ready JSON text, or bytes for a binary frame) for
+        this client, in order.
 
         Callable from the event loop or from any other thread.
         """
         if self.lifecycle is Lifecycle.CLOSED:
             return
-        text = data if isinstance(data, str) else _codec.encode(data)
+        text = data if isinstance(data, str | bytes) else _codec.encode(data)
         if threading.get_ident() == self._loop_thread:
             self._put(text)
         else:
             self.loop.call_soon_threadsafe(self._put, text)
 
-    def _put(self, frame: str) -> None:
+    def _put(self, frame: str | bytes) -> None:
         """Queue a frame unless the connection is closing; drop a client that is too
         far behind (``RX_SEND_QUEUE_LIMIT``) instead of buffering without bound."""
         if self.lifecycle in (Lifecycle.CLOSING, Lifecycle.CLOSED) or self._outbox.closed:
@@ -241,7 +253,10 @@ class ChannelConsumer(AsyncWebsocketConsumer):
                 if isinstance(item, Close):
                     await self.close(item.code)
                     return
-                await self.send(text_data=item)
+                if isinstance(item, bytes):
+                    await self.send(bytes_data=item)
+                else:
+                    await self.send(text_data=item)
                 self._outbox.sent()
         except asyncio.CancelledError:
             raise
@@ -254,6 +269,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
 
     def deliver(self, anchor: Any, frame: str, retained: Retained | None = None) -> None:
         """Live frames of an anchor; held back until that anchor's end marker."""
+        self._deliveries += 1
         if retained and len(self._anchors) > 1:
             filtered = _without_retained(frame, retained, set(self._anchors) - {anchor})
             if filtered is None:
@@ -418,13 +434,33 @@ class ChannelConsumer(AsyncWebsocketConsumer):
 
         try:
             reply, denied = await database_sync_to_async(checked_write)()
+            restore = None if reply["success"] or denied else await self._restoring(write)
         except Exception:
             logger.exception("rxdjango: write %s failed", write.operation)
             reply, denied = refusal(write.write_id, Status.SERVER_ERROR, "internal error"), None
+            restore = None
         self._checked_at = time.monotonic()
+        if restore:
+            self.send_frame(restore)
         self.send_frame(reply)
         if denied is not None:
             self.close_soon(CloseCode[denied.name])
+
+    async def _restoring(self, write: Write) -> list[Any] | None:
+        """The record a refused write touched, as it is now, so the client can undo.
+
+        It must be at least as new as every live frame queued before it (an older
+        record would undo a newer change for good), so it is read again while live
+        frames arrived during the read; frames that arrive after it are older or
+        equal, and applying them in order ends on the same values."""
+        assert self.channel is not None
+        channel, anchors = self.channel, list(self._anchors)
+        for _attempt in range(3):
+            seen = self._deliveries
+            restore = await database_sync_to_async(restoring_records)(channel, anchors, write)
+            if self._deliveries == seen:
+                return restore
+        return None  # changes keep coming: they bring the record back themselves
 
     async def _run_and_reply(self, call: Call) -> None:
         assert self.channel is not None
@@ -500,6 +536,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         self._checked_at = started
         self._user_rate = user_rates.acquire(user_id, rx_settings.RX_USER_RATE_LIMIT)
         anchors, last_update = admission.anchors, admission.last_update
+        self._admitted_anchors = anchors
         self.send_frame(auth_reply(Status.OK))
         backend.register(self.channel_class.channel_id, self)
         if hub.revoked_since(self.user_id, started):

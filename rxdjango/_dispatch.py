@@ -15,7 +15,7 @@ from ._params import ParamError, Parameter, bind, signature_of
 from ._protocol import Status, client_value, error_frame
 from .actions import ACTION_ATTRIBUTE, ActionOptions
 from .consumers import CONSUMER_ATTRIBUTE
-from .exceptions import ActionError, ChannelDeclarationError
+from .exceptions import ChannelDeclarationError, ClientError
 
 if TYPE_CHECKING:
     from .channels import ContextChannel
@@ -115,7 +115,7 @@ async def run_call(channel: ContextChannel, call: Call) -> str:
     method = getattr(channel, call.spec.name)  # a registry name, never the client's string
     try:
         result = await method(*call.args)
-    except ActionError as exc:
+    except ClientError as exc:  # ActionError, ForbiddenError, ...: the project's answer
         return _codec.encode(call_refusal(call.call_id, exc.status, exc.message))
     except Exception:
         logger.exception("rxdjango: action %s of %s raised", call.spec.name, type(channel).__name__)

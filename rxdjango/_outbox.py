@@ -35,7 +35,7 @@ class Outbox:
         self.limit = limit
         #: Bytes of queued frames plus bytes charged for frames held elsewhere.
         self.waiting_bytes = 0
-        self._items: deque[tuple[str | Close, int]] = deque()
+        self._items: deque[tuple[str | bytes | Close, int]] = deque()
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._closed = False
@@ -61,7 +61,7 @@ class Outbox:
         self.waiting_bytes = max(0, self.waiting_bytes - size)
         self._room.set()
 
-    def put(self, frame: str) -> bool:
+    def put(self, frame: str | bytes) -> bool:
         """Queue a live frame; False when it would cross the limit (nothing queued)."""
         size = len(frame)
         if self._closed or not self.charge(size):
@@ -91,7 +91,7 @@ class Outbox:
         self._items.append((Close(code), 0))
         self._ready.set()
 
-    def _append(self, frame: str, size: int) -> None:
+    def _append(self, frame: str | bytes, size: int) -> None:
         if not self._items and not self.sending:
             self.moved_at = time.monotonic()  # the queue starts waiting now
         self._items.append((frame, size))
@@ -110,7 +110,7 @@ class Outbox:
             return 0.0
         return time.monotonic() - self.moved_at
 
-    async def get(self) -> str | Close:
+    async def get(self) -> str | bytes | Close:
         while not self._items:
             self._ready.clear()
             await self._ready.wait()

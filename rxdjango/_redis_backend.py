@@ -753,8 +753,16 @@ class RedisBackend:
     # -- inspection --------------------------------------------------------------------------
 
     def is_cached(self, ref: AnchorRef) -> bool:
+        if not self.epoch:  # a process that has not served yet (a shell, a command)
+            self._check_epoch()
         status, epoch = self.redis.hmget(self.keys.meta(ref), "status", "epoch")
         return status == b"hot" and epoch is not None and epoch.decode() == self.epoch
+
+    def cached_record(self, ref: AnchorRef, key: Key) -> FlatRecord | None:
+        if not self.is_cached(ref):
+            return None
+        raw = self.redis.hget(self.keys.rec(ref), key_field(key))
+        return None if raw is None else decode_record(raw)
 
     def holders(self, key: Key) -> set[AnchorRef]:
         store = self._store()

@@ -21,7 +21,7 @@ from typing import Any
 from django.db import models
 from rest_framework import serializers
 
-from .exceptions import ChannelDeclarationError
+from .exceptions import ChannelDeclarationError, UnknownProperty
 from .relations import RelatedProperty
 
 __all__ = [
@@ -149,6 +149,8 @@ class StateModel:
                 f"got {type(root_serializer).__name__}"
             )
         self.layers: dict[str, Layer] = {}
+        #: model whose rows a plain value reads -> [(model holding the value, query path)]
+        self.dependencies: dict[type[models.Model], list[tuple[type[models.Model], str]]] = {}
         self.root = self._layer_for(type(root_serializer))
         self.by_model: dict[type[models.Model], list[Layer]] = {}
         for layer in self.layers.values():
@@ -173,6 +175,19 @@ class StateModel:
         return self.by_model.get(model._meta.concrete_model, [])
 
     # -- building -------------------------------------------------------------
+
+    def _note_dependencies(self, layer: Layer) -> None:
+        """Plain values computed from other rows (``decorators.related_property``):
+        a change to those rows re-reads the records of this layer that reach them."""
+        from .decorators import AccessorProperty
+
+        for name, serializer_field in layer.flat_serializer.fields.items():
+            source = serializer_field.source or name
+            attr = getattr(layer.model, source, None) if source.isidentifier() else None
+            if isinstance(attr, AccessorProperty):
+                where = f"{self.owner}: {layer.serializer_class.__name__}.{name}"
+                origin = attr.source_model(layer.model, where)._meta.concrete_model
+                self.dependencies.setdefault(origin, []).append((layer.model, attr.accessor))
 
     def _layer_for(self, serializer_class: type[serializers.ModelSerializer]) -> Layer:
         instance_type = instance_type_of(serializer_class)
@@ -204,6 +219,7 @@ class StateModel:
             user_key_attname=_user_key_attname(serializer_class, model, self.owner),
         )
         self.layers[instance_type] = layer
+        self._note_dependencies(layer)
         _plan_flat_queries(layer)
         for name, serializer_field in nested.items():
             child_serializer = _nested_serializer(serializer_field)
@@ -255,12 +271,18 @@ def _make_edge(parent: Layer, child: Layer, name: str, serializer_field: Any, ow
         )
     attr = getattr(parent.model, source, None)
     if isinstance(attr, RelatedProperty):
-        if attr.many != many:
+        if attr.many is not None and attr.many != many:
             raise ChannelDeclarationError(
                 f"{where}: many={many} does not match @related_property(many={attr.many})"
             )
-        return Edge(name, parent, child, many, EdgeKind.PROPERTY, child_lookup=attr.lookup)
+        lookup = attr.reverse_lookup(parent.model, where)
+        return Edge(name, parent, child, many, EdgeKind.PROPERTY, child_lookup=lookup)
     relation = _relation_named(parent.model, source)
+    if relation is None and isinstance(attr, property):
+        raise UnknownProperty(
+            f"{where}: {parent.model.__name__}.{source} is a plain property; declare it with "
+            "@related_property so RxDjango knows which rows it reaches"
+        )
     if relation is None:
         raise ChannelDeclarationError(
             f"{where}: {parent.model.__name__}.{source} is not a model relation; "

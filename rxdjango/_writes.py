@@ -35,15 +35,23 @@ from rest_framework import serializers
 
 from ._audience import may_see
 from ._membership import audience_in
-from ._protocol import Status, client_value, error_frame
+from ._protocol import Operation, Status, client_value, error_frame
 from ._state_model import EdgeKind, Layer, StateModel, pk_repr
-from .exceptions import ChannelDeclarationError
+from .exceptions import ChannelDeclarationError, ClientError, RxDjangoBug, WriteError
 from .operations import CREATE, DELETE, OPERATIONS
 
 if TYPE_CHECKING:
     from .channels import ContextChannel
 
-__all__ = ["Write", "WriteRefused", "check_writable", "is_write", "parse_write", "perform_write"]
+__all__ = [
+    "Write",
+    "WriteRefused",
+    "check_writable",
+    "is_write",
+    "parse_write",
+    "perform_write",
+    "restoring_records",
+]
 
 logger = logging.getLogger("rxdjango")
 
@@ -54,13 +62,11 @@ WRITE_RESPONSE = "writeResponse"
 MAX_DATA_DEPTH = 64
 
 
-class WriteRefused(Exception):
+class WriteRefused(WriteError):
     """A check failed: answer ``status`` with ``message`` (and DRF's ``detail``)."""
 
     def __init__(self, status: int, message: str, detail: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+        super().__init__(message, status)
         self.detail = detail
 
 
@@ -226,7 +232,8 @@ def _perform(channel: ContextChannel, anchors: list[Any], write: Write) -> Any:
 def _create(
     channel: ContextChannel, state_model: StateModel, anchors: list[Any], write: Write
 ) -> Any:
-    assert write.parent is not None
+    if write.parent is None:
+        raise RxDjangoBug("a create was parsed without its parent")
     edge = next((e for e in write.parent.edges if e.name == write.relation), None)
     if edge is None or edge.child is not write.layer:
         raise WriteRefused(
@@ -426,7 +433,49 @@ def _check_foreign_keys(
 
 
 def _check_allowed(hook: Any, *args: Any) -> None:
-    """Run a can_* hook (plain or coroutine) inside the transaction; only True allows."""
-    allowed = async_to_sync(hook)(*args) if inspect.iscoroutinefunction(hook) else hook(*args)
+    """Run a can_* hook (plain or coroutine) inside the transaction; only True allows.
+    A hook may also refuse by raising a ClientError (``WriteError``, ``ForbiddenError``)."""
+    try:
+        allowed = async_to_sync(hook)(*args) if inspect.iscoroutinefunction(hook) else hook(*args)
+    except WriteRefused:
+        raise
+    except ClientError as refused:
+        raise WriteRefused(refused.status, refused.message) from None
     if allowed is not True:
         raise WriteRefused(Status.FORBIDDEN, "not allowed")
+
+
+# -- after a refusal ------------------------------------------------------------------------
+
+
+def restoring_records(
+    channel: ContextChannel, anchors: list[Any], write: Write
+) -> list[dict[str, Any]] | None:
+    """After a refused save or delete: the record as its writer may see it now, so a
+    client that changed its copy before the reply can undo that exactly.
+
+    Read from the cache their anchors are served from. A record that is no longer in
+    the writer's view (deleted, moved, private) gets nothing here: the delete that
+    took it out of their view was sent to them when that change committed, and a
+    refusal must not name an id they may not see (nor answer missing and foreign ids
+    differently). Restoring records carry ``_tstamp`` 0: they correct one client's
+    copy and are not changes, so they do not move its ``lastUpdate``.
+    """
+    if write.operation == CREATE:
+        return None  # nothing of a refused create exists; its temporary record goes
+    from ._backend import get_backend
+    from ._render import visible_data
+
+    layer, user = write.layer, channel.user_id
+    state_model = type(channel).state_model()
+    pk = _as_pk(layer.model, write.instance_id)
+    if pk is None or not _storable(layer.model, pk):
+        return None
+    key = (layer.instance_type, pk_repr(pk))
+    backend = get_backend()
+    for anchor in anchors:
+        record = backend.cached_record((type(channel).channel_id, anchor), key)
+        if record is not None and may_see(record.audience, user):
+            data = visible_data(record, state_model, user)
+            return [{**data, "_tstamp": 0, "_operation": Operation.UPDATE}]
+    return None

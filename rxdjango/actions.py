@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-from .exceptions import ChannelDeclarationError
+from .exceptions import ActionNotAsync
 
 __all__ = ["action"]
 
@@ -54,7 +54,7 @@ def action(func: F | None = None, *, detached: bool = False) -> F | Callable[[F]
 
     def decorate(target: F) -> F:
         if not inspect.iscoroutinefunction(target):
-            raise ChannelDeclarationError(
+            raise ActionNotAsync(
                 f"@action {getattr(target, '__qualname__', target)!s} must be an `async def` "
                 "method; run ORM code in it with database_sync_to_async"
             )

@@ -29,7 +29,7 @@ from rest_framework import serializers
 
 from . import _codec
 from ._access import revoke
-from ._awaitable import Done
+from ._awaitable import Done, done_or_running
 from ._dispatch import ActionSpec, collect_actions, collect_consumers
 from ._protocol import CloseCode, Reply
 from ._runtime import runtime_defaults
@@ -46,6 +46,7 @@ _registry: dict[str, type[ContextChannel]] = {}
 _background: set[asyncio.Task[Any]] = set()
 _registry_lock = threading.Lock()
 _tracked: frozenset[type[models.Model]] | None = None
+_dependents: dict[type[models.Model], list[tuple[type[models.Model], str]]] | None = None
 
 
 class ContextChannel:
@@ -143,9 +144,22 @@ class ContextChannel:
     def on_disconnect(self) -> Any:
         """Called when the client disconnects."""
 
-    async def send(self, data: Any) -> None:
-        """Send a JSON value (or a ready JSON string) to this client."""
-        self._connection.send_frame(data)
+    async def send(
+        self, data: Any = None, *, text_data: str | None = None, bytes_data: bytes | None = None
+    ) -> None:
+        """Send a JSON value (or a ready JSON string) to this client; or, as Channels'
+        consumers do, ``text_data=`` (a text frame as is) or ``bytes_data=`` (binary)."""
+        given = [value is not None for value in (data, text_data, bytes_data)]
+        if sum(given) != 1:
+            raise TypeError("send() takes one of data, text_data= or bytes_data=")
+        if text_data is not None and not isinstance(text_data, str):
+            raise TypeError(f"text_data must be a str, got {type(text_data).__name__}")
+        if bytes_data is not None and not isinstance(bytes_data, bytes | bytearray):
+            raise TypeError(f"bytes_data must be bytes, got {type(bytes_data).__name__}")
+        if bytes_data is not None:
+            self._connection.send_frame(bytes(bytes_data))
+        else:
+            self._connection.send_frame(text_data if text_data is not None else data)
 
     async def group_add(self, group: str) -> None:
         """Join a channel-layer group; left automatically on disconnect."""
@@ -158,10 +172,16 @@ class ContextChannel:
         """The connection's runtime variables (read-only: use ``set_runtime_var``)."""
         return MappingProxyType(self._runtime_state)
 
-    def set_runtime_var(self, name: str, value: Any) -> None:
+    @property
+    def anchor_ids(self) -> list[Any]:
+        """The anchors this client holds, in order (one for a single-instance channel)."""
+        return self._connection.anchor_ids
+
+    def set_runtime_var(self, name: str, value: Any) -> Done:
         """Set a variable declared in ``RuntimeState`` and send it to the client.
 
-        Safe to call from the event loop or from ORM code in a worker thread.
+        Safe to call from the event loop or from ORM code in a worker thread. A plain
+        call; awaiting the result works too.
         """
         if name not in self._runtime_state:
             declared = ", ".join(sorted(self._runtime_state)) or "none"
@@ -171,6 +191,32 @@ class ContextChannel:
             )
         self._runtime_state[name] = value
         self._connection.send_frame({"type": Reply.RUNTIME_VAR, "var": name, "value": value})
+        return Done()
+
+    def serialize_instance(self, instance: models.Model, tstamp: float = 0) -> Any:
+        """``instance`` as a flat record of this channel's state (its nested relations as
+        ids), as the original RxDjango's method of that name gave it. A plain call from
+        synchronous code; from async code, ``await`` it (it runs in a worker thread)."""
+        layers = type(self).state_model().layers_for_model(type(instance))
+        if not layers:
+            raise TypeError(f"{type(instance).__name__} is not part of {type(self).__qualname__}")
+        layer = layers[0]
+
+        def serialize() -> dict[str, Any] | None:
+            from ._loader import fetch_layer
+
+            found = fetch_layer(layer, [instance.pk])
+            if not found:
+                return None  # not in the database (any more)
+            [record] = found.values()
+            return {
+                **record.data,
+                "_instance_type": layer.instance_type,
+                "_tstamp": tstamp,
+                "_operation": "initial_state",
+            }
+
+        return done_or_running(serialize)
 
     # -- write authorization (the third layer, after Meta.writable and the context) ------
 
@@ -256,27 +302,35 @@ class ContextChannel:
     @classmethod
     def broadcast_instance(
         cls, anchor_id: Any, instance: models.Model, operation: str = "update"
-    ) -> None:
+    ) -> Done | asyncio.Task[None]:
         """Propagate a change that emitted no signal (``QuerySet.update``, ``bulk_create``,
         raw SQL). The instance is re-read from the database after the current
         transaction commits, so ``operation`` ('create', 'update' or 'delete') only
         documents intent. Every anchor holding the instance is updated, including
-        ``anchor_id``'s.
+        ``anchor_id``'s. A plain call; awaiting the result works too (on an event loop
+        the work runs in a worker thread, and awaiting waits for it).
         """
-        from ._changes import record_change
+        from ._changes import record_change, record_dependents
 
         if operation not in ("create", "update", "delete"):
             raise ValueError(f"operation must be 'create', 'update' or 'delete', got {operation!r}")
-        record_change(type(instance), [instance.pk], router.db_for_write(type(instance)))
+        model = type(instance)
+
+        def record() -> None:
+            using = router.db_for_write(model)
+            record_change(model, [instance.pk], using)
+            record_dependents(model, [instance.pk], using)  # values computed from it
+
+        return done_or_running(record)
 
     @classmethod
     def broadcast_notification(
         cls, anchor_id: Any, data: dict[str, Any], user_id: Any = None
-    ) -> None:
+    ) -> Done:
         """Send ``data`` to every client of the anchor, or only to ``user_id``'s clients.
 
         Callable from sync code (views, commands, tasks) and async code; it does not
-        block and does not wait for a transaction.
+        block and does not wait for a transaction. A plain call; awaiting works too.
         """
         from ._backend import get_backend
 
@@ -284,6 +338,7 @@ class ContextChannel:
             raise TypeError(f"notification data must be a dict, got {type(data).__name__}")
         frame = _codec.encode([{**data, "_instance_type": "_notification"}])
         get_backend().notify((cls.channel_id, cls._anchor_pk(anchor_id)), frame, user_id)
+        return Done()
 
     @classmethod
     def _anchor_pk(cls, anchor_id: Any) -> Any:
@@ -292,11 +347,15 @@ class ContextChannel:
         return wire_pk(cls.state_model().anchor_model, anchor_id)
 
     @classmethod
-    def clear_cache(cls, anchor_id: Any) -> bool:
-        """Drop the cached state of an anchor; True if it was cached (hot)."""
+    def clear_cache(cls, anchor_id: Any) -> Done | asyncio.Task[bool]:
+        """Drop the cached state of an anchor (watched anchors reload); the result is
+        true if it was cached (hot). A plain call returns at once with the result
+        (truthy like that bool); from async code, ``await`` it (the work runs in a
+        worker thread)."""
         from ._backend import get_backend
 
-        return get_backend().clear((cls.channel_id, cls._anchor_pk(anchor_id)))
+        ref = (cls.channel_id, cls._anchor_pk(anchor_id))
+        return done_or_running(lambda: get_backend().clear(ref))
 
     @classmethod
     def revoke(cls, user_id: Any, anchor_id: Any = None) -> Done:
@@ -323,8 +382,24 @@ class ContextChannel:
                 state_model = channel.state_model()
                 found.update(state_model.by_model)
                 found.update(state_model.through_models)
+                found.update(state_model.dependencies)
             tracked = _tracked = frozenset(found)
         return tracked
+
+
+def dependents_of(model: type[models.Model]) -> list[tuple[type[models.Model], str]]:
+    """(model, query path to ``model``) of the plain values that read ``model``'s rows,
+    in every registered channel (internal)."""
+    global _dependents
+    dependents = _dependents
+    if dependents is None:
+        dependents = {}
+        for channel in ContextChannel.get_registered_channels():
+            for origin, owners in channel.state_model().dependencies.items():
+                known = dependents.setdefault(origin, [])
+                known.extend(owner for owner in owners if owner not in known)
+        _dependents = dependents
+    return dependents.get(model._meta.concrete_model, [])
 
 
 def broadcast_system_message(message: Any, *, maintenance: bool = False) -> None:
@@ -384,10 +459,10 @@ def _check_state(cls: type, state: Any) -> None:
 
 
 def _register(cls: type[ContextChannel]) -> None:
-    global _tracked
+    global _tracked, _dependents
     with _registry_lock:
         _registry[cls.channel_id] = cls
-        _tracked = None
+        _tracked = _dependents = None
 
 
 def channel_by_id(channel_id: str) -> type[ContextChannel] | None:
@@ -398,8 +473,8 @@ def channel_by_id(channel_id: str) -> type[ContextChannel] | None:
 
 def _unregister(cls: type[ContextChannel]) -> None:
     """Remove a channel from the registry (tests that declare throwaway channels)."""
-    global _tracked
+    global _tracked, _dependents
     with _registry_lock:
         if _registry.get(cls.channel_id) is cls:
             del _registry[cls.channel_id]
-        _tracked = None
+        _tracked = _dependents = None

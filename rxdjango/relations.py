@@ -26,9 +26,10 @@ __all__ = ["RelatedProperty", "related_property"]
 class RelatedProperty:
     """A read-only property that also carries its reverse ORM lookup."""
 
-    def __init__(self, func: Callable[[Any], Any], lookup: str, many: bool) -> None:
+    def __init__(self, func: Callable[[Any], Any], lookup: str, many: bool | None) -> None:
         self.func = func
         self.lookup = lookup
+        #: None: whatever the nested serializer says (``many=True`` or not).
         self.many = many
         self.__doc__ = func.__doc__
         self.__name__ = func.__name__
@@ -37,6 +38,10 @@ class RelatedProperty:
         if instance is None:
             return self
         return self.func(instance)
+
+    def reverse_lookup(self, model: type, where: str) -> str:
+        """The lookup from the related model back to ``model`` (for its filters)."""
+        return self.lookup
 
 
 def related_property(lookup: str, *, many: bool = True) -> Callable[[Callable], RelatedProperty]:

@@ -268,7 +268,7 @@ async def test_a_reload_after_clear_cache_keeps_changes_made_meanwhile(applicati
     watching = await connect(application, path_, world.tokens["alice"])
     pause = PauseOnce(JOB, lambda: CHANGES[kind](world))
     with between_load_layers(pause):
-        assert await db(JobChannel.clear_cache)(world.job.pk) is True
+        assert await db(JobChannel.clear_cache)(world.job.pk)
     assert pause.fired, "clear_cache did not reload the watched anchor"
     await converges(receive(watching), watching.state, job_state(world))
     later = await connect(application, path_, world.tokens["alice"])

@@ -98,7 +98,7 @@ def test_clear_cache_during_a_load_discards_what_that_load_read(world_sync, monk
     assert read.wait(timeout())
     # A change without signals (the reason to clear a cache), then the clear.
     Task.objects.filter(pk=world.tasks[0].pk).update(title="changed, then cleared")
-    assert JobChannel.clear_cache(world.job.pk) is False  # it was not hot yet
+    assert not JobChannel.clear_cache(world.job.pk)  # it was not hot yet
     release.set()
     loader.join(timeout())
     titles = {r.data.get("title") for r in results["client"].records()}
@@ -186,14 +186,14 @@ def test_idle_anchor_expires_after_its_ttl_without_a_cron_job(
 def test_clear_cache_drops_a_hot_anchor(world_sync):
     world = world_sync
     backend = get_backend()
-    assert JobChannel.clear_cache(world.job.pk) is False  # not cached
+    assert not JobChannel.clear_cache(world.job.pk)  # not cached
     backend.snapshot(JobChannel, world.job.pk)
     ref = (JobChannel.channel_id, world.job.pk)
     task_key = ("jobs.serializers.TaskSerializer", world.tasks[0].pk)
     assert ref in backend.holders(task_key)
-    assert JobChannel.clear_cache(str(world.job.pk)) is True
+    assert JobChannel.clear_cache(str(world.job.pk))
     assert ref not in backend.holders(task_key), "no stale index entries"
-    assert JobChannel.clear_cache(world.job.pk) is False
+    assert not JobChannel.clear_cache(world.job.pk)
     backend.snapshot(JobChannel, world.job.pk)
     assert backend.loads == 2
 
@@ -202,7 +202,7 @@ async def test_clear_cache_resyncs_clients_that_watch_the_anchor(application, wo
     client = await connect(application, f"/ws/job/{world.job.pk}/", world.tokens["alice"])
     await db(Task.objects.filter(pk=world.tasks[0].pk).update)(title="changed behind our back")
     assert await client.nothing_more()  # no signal, so nobody knew
-    assert await db(JobChannel.clear_cache)(world.job.pk) is True
+    assert await db(JobChannel.clear_cache)(world.job.pk)
     frame = await client.receive_records()
     assert [(r["id"], r["title"]) for r in frame] == [
         (world.tasks[0].pk, "changed behind our back")

@@ -62,6 +62,18 @@ export interface ChannelSnapshot<S, R> {
   readonly lastSystemMessage: SystemMessage | null;
   /** The latest `_notification` records, oldest first. */
   readonly notifications: readonly NotificationRecord[];
+  /** `connectionStatus === 'connected'`: authenticated and live. Name of the original RxDjango client. */
+  readonly connected: boolean;
+  /**
+   * When the connection was lost: set the moment a connected socket goes
+   * (any cause, a close by the client included), kept through the retries,
+   * cleared on the next `connected`. Undefined before the first connection.
+   */
+  readonly noConnectionSince: Date | undefined;
+  /** Same value as `noConnectionSince`, spelled as in the original RxDjango client. */
+  readonly no_connection_since: Date | undefined;
+  /** A list channel whose complete state has no anchor (ready, zero items). Always false for a single channel. */
+  readonly empty: boolean;
 }
 
 export interface ChannelEvents {
@@ -124,6 +136,8 @@ export abstract class ContextChannel<T, R = Record<string, unknown>> {
   #runtime: Record<string, unknown>;
   #notificationList: readonly NotificationRecord[] = [];
   #systemMessage: SystemMessage | null = null;
+  #everConnected = false;
+  #noConnectionSince: Date | undefined = undefined;
   #snapshot: ChannelSnapshot<ChannelState<T>, R>;
   #holders = 0;
   #held = false;
@@ -431,6 +445,13 @@ export abstract class ContextChannel<T, R = Record<string, unknown>> {
       const code = error?.code ?? 0;
       this.#tracker.failAll(new ActionError(code, error?.message ?? `connection ${status}`));
     }
+    if (status === 'connected') {
+      this.#everConnected = true;
+      this.#noConnectionSince = undefined;
+    } else if (this.#everConnected && this.#noConnectionSince === undefined) {
+      // The first status after `connected`: the moment the connection went.
+      this.#noConnectionSince = new Date();
+    }
     this.#events.emit('status', status);
     this.#publish();
   }
@@ -443,14 +464,21 @@ export abstract class ContextChannel<T, R = Record<string, unknown>> {
     const state = (
       this.#builder.loading && previous !== undefined ? previous.state : this.#builder.getState()
     ) as ChannelState<T>;
+    const connectionStatus = this.#connection.status;
+    const ready = this.#builder.ready;
+    const many = (this.constructor as unknown as ChannelClass).many === true;
     return {
       state,
-      connectionStatus: this.#connection.status,
+      connectionStatus,
       runtimeState: this.#runtime as R,
       error: this.#connection.error,
-      ready: this.#builder.ready,
+      ready,
       lastSystemMessage: this.#systemMessage,
       notifications: this.#notificationList,
+      connected: connectionStatus === 'connected',
+      noConnectionSince: this.#noConnectionSince,
+      no_connection_since: this.#noConnectionSince,
+      empty: many && ready && Array.isArray(state) && state.length === 0,
     };
   }
 

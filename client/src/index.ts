@@ -1,4 +1,4 @@
 /** `@rxdjango/react`: the core and the React hooks. Use `@rxdjango/react/core` without React. */
 
 export * from './core';
-export { useChannel, useChannelEvent, useChannelState, useInstance } from './react';
+export { useChannel, useChannelEvent, useChannelInstance, useChannelState, useInstance } from './react';

@@ -23,6 +23,10 @@ const IDLE_SNAPSHOT: ChannelSnapshot<undefined, undefined> = Object.freeze({
   ready: false,
   lastSystemMessage: null,
   notifications: Object.freeze([]),
+  connected: false,
+  noConnectionSince: undefined,
+  no_connection_since: undefined,
+  empty: false,
 });
 
 /**
@@ -37,8 +41,10 @@ export function useChannel<C extends ContextChannel<unknown, unknown>>(factory: 
 
 /**
  * Subscribe to a channel: `{ state, connectionStatus, runtimeState, error,
- * ready, lastSystemMessage, notifications }`. Re-renders only when the
- * snapshot changes; unchanged branches of `state` keep their identity.
+ * ready, lastSystemMessage, notifications }`, plus the fields of the
+ * original RxDjango client: `connected`, `noConnectionSince` (also spelled
+ * `no_connection_since`) and `empty`. Re-renders only when the snapshot
+ * changes; unchanged branches of `state` keep their identity.
  * Pass null while the channel cannot be made yet (no token).
  */
 export function useChannelState<T, R>(channel: ContextChannel<T, R>): ChannelSnapshot<ChannelState<T>, R>;
@@ -72,6 +78,31 @@ export function useInstance<I = Record<string, unknown>>(
     [channel, instanceType, id],
   );
   return useSyncExternalStore(subscribe, getSnapshot, getSnapshot);
+}
+
+/**
+ * `useInstance` as the original RxDjango client's `useChannelInstance`:
+ * null while there is no channel or no id (null or undefined), else the
+ * instance, undefined until it is available. Same arguments as `useInstance`.
+ */
+export function useChannelInstance<I = Record<string, unknown>>(
+  channel: ContextChannel<unknown, unknown> | null | undefined,
+  instanceType: string,
+  instanceId: Id | null | undefined,
+): I | null | undefined;
+/** The original's type parameters: `useChannelInstance<ChannelStateType, InstanceType>(...)`. */
+export function useChannelInstance<T, I>(
+  channel: ContextChannel<T, unknown> | null | undefined,
+  instanceType: string,
+  instanceId: Id | null | undefined,
+): I | null | undefined;
+export function useChannelInstance<I>(
+  channel: ContextChannel<unknown, unknown> | null | undefined,
+  instanceType: string,
+  instanceId: Id | null | undefined,
+): I | null | undefined {
+  const instance = useInstance<I>(channel, instanceType, instanceId);
+  return channel && instanceId !== null && instanceId !== undefined ? instance : null;
 }
 
 /** Run `listener` for each `event` of the channel (e.g. `notification`). The latest listener is used. */

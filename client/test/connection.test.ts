@@ -5,8 +5,8 @@ import { joinURL } from '../src/url';
 import { JobChannel, JobListChannel } from './fixtures/jobs.channels';
 import type { JobType } from './fixtures/jobs.interfaces';
 import { socketClass } from './support/fakeSocket';
-import { jobHarness, loadJob } from './support/channel';
-import { TASK, anchors, auth, end, jobRecords, update } from './support/records';
+import { jobHarness, listHarness, loadJob } from './support/channel';
+import { JOB, TASK, anchors, auth, create, del, end, jobRecords, update } from './support/records';
 
 beforeEach(() => {
   vi.useFakeTimers();
@@ -388,6 +388,109 @@ describe('state traffic through the channel', () => {
     ]);
     expect(custom).toEqual([{ type: 'confetti', amount: 3 }]);
     expect(channel.status).toBe('connected');
+  });
+});
+
+describe("the original client's fields", () => {
+  it('connected follows the connected status', async () => {
+    const { channel, socket } = jobHarness({ connect: false });
+    expect(channel.getSnapshot()).toMatchObject({ connectionStatus: 'connecting', connected: false });
+    socket().open();
+    expect(channel.getSnapshot().connected).toBe(false);
+    socket().receive(auth());
+    expect(channel.getSnapshot().connected).toBe(true);
+    socket().serverClose(1006);
+    expect(channel.getSnapshot()).toMatchObject({ connectionStatus: 'reconnecting', connected: false });
+    await vi.advanceTimersByTimeAsync(100);
+    socket().open();
+    socket().receive(auth());
+    expect(channel.getSnapshot().connected).toBe(true);
+  });
+
+  it('noConnectionSince: undefined before the first connection, the time of the drop until reconnected', async () => {
+    const { channel, socket } = jobHarness({ connect: false });
+    // A first attempt that fails is not a lost connection.
+    socket().serverClose(1006);
+    expect(channel.status).toBe('reconnecting');
+    expect(channel.getSnapshot().noConnectionSince).toBeUndefined();
+    await vi.advanceTimersByTimeAsync(100);
+    socket().open();
+    socket().receive(auth());
+    loadJob(socket());
+    expect(channel.getSnapshot().noConnectionSince).toBeUndefined();
+
+    vi.setSystemTime(new Date('2026-01-02T03:04:05Z'));
+    socket().serverClose(1006);
+    const since = channel.getSnapshot().noConnectionSince;
+    expect(since).toBeInstanceOf(Date);
+    expect(since?.toISOString()).toBe('2026-01-02T03:04:05.000Z');
+    expect(channel.getSnapshot().no_connection_since).toBe(since);
+    // Other changes meanwhile keep the same Date.
+    channel.save(TASK, 10, { title: 'offline' }).catch(() => undefined);
+    expect((channel.state as JobType).tasks[0]?.title).toBe('offline');
+    expect(channel.getSnapshot().noConnectionSince).toBe(since);
+
+    // Failed retries keep the moment the connection went.
+    await vi.advanceTimersByTimeAsync(100);
+    socket().serverClose(1006);
+    await vi.advanceTimersByTimeAsync(200);
+    expect(channel.getSnapshot().noConnectionSince).toBe(since);
+
+    socket().open();
+    socket().receive(auth());
+    expect(channel.getSnapshot()).toMatchObject({
+      connected: true,
+      noConnectionSince: undefined,
+      no_connection_since: undefined,
+    });
+  });
+
+  it('noConnectionSince is set when the client closes a connected socket, cleared when it reopens', async () => {
+    const { channel, socket, unsubscribe } = jobHarness();
+    unsubscribe();
+    await vi.advanceTimersByTimeAsync(50);
+    expect(channel.status).toBe('closed');
+    expect(channel.getSnapshot().noConnectionSince).toBeInstanceOf(Date);
+    const again = channel.subscribe(() => undefined);
+    socket().open();
+    socket().receive(auth());
+    expect(channel.getSnapshot().noConnectionSince).toBeUndefined();
+    again();
+  });
+
+  it('keeps the snapshot object while nothing changed', () => {
+    const { channel, socket, notified } = jobHarness();
+    loadJob(socket());
+    const snapshot = channel.getSnapshot();
+    const count = notified();
+    socket().receive({ type: 'custom-frame' });
+    socket().receive([]); // a records frame: the snapshot is rebuilt and compared
+    expect(channel.getSnapshot()).toBe(snapshot);
+    expect(notified()).toBe(count);
+  });
+
+  it('empty: a list channel with no anchor after its initial state, false once one arrives', () => {
+    const { channel, socket } = listHarness();
+    expect(channel.getSnapshot()).toMatchObject({ ready: false, empty: false });
+    socket().receive(anchors());
+    expect(channel.getSnapshot()).toMatchObject({ ready: true, state: [], empty: true });
+    socket().receive({ type: 'appendAnchor', anchorId: 3 });
+    socket().receive([create(JOB, 3, { name: 'new', tasks: [], spec: null })]);
+    expect(channel.getSnapshot().state).toHaveLength(1);
+    expect(channel.getSnapshot().empty).toBe(false);
+    socket().receive([del(JOB, 3, 3)]);
+    expect(channel.getSnapshot()).toMatchObject({ state: [], empty: true });
+  });
+
+  it('empty is false for a list channel with anchors and for a single channel', () => {
+    const list = listHarness();
+    list.socket().receive(anchors(1));
+    list.socket().receive([...jobRecords(), end()]);
+    expect(list.channel.getSnapshot().state).toHaveLength(1);
+    expect(list.channel.getSnapshot().empty).toBe(false);
+    const single = jobHarness();
+    single.socket().receive(anchors());
+    expect(single.channel.getSnapshot()).toMatchObject({ ready: true, state: undefined, empty: false });
   });
 });
 

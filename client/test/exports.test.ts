@@ -6,7 +6,7 @@ import * as core from '@rxdjango/react/core';
 import * as root from '@rxdjango/react';
 import type { ChannelState } from '@rxdjango/react';
 import { JobChannel, JobListChannel } from './fixtures/jobs.channels';
-import type { JobType } from './fixtures/jobs.interfaces';
+import type { JobType, TaskType } from './fixtures/jobs.interfaces';
 
 const CORE_VALUES = [
   'ActionError',
@@ -25,7 +25,7 @@ const CORE_VALUES = [
   'WriteError',
   'isTemporaryId',
 ];
-const HOOKS = ['useChannel', 'useChannelEvent', 'useChannelState', 'useInstance'];
+const HOOKS = ['useChannel', 'useChannelEvent', 'useChannelInstance', 'useChannelState', 'useInstance'];
 
 describe('public API', () => {
   it('pins the names exported by the core', () => {
@@ -45,6 +45,19 @@ describe('public API', () => {
     expectTypeOf(many.state).toEqualTypeOf<JobType[]>();
     expectTypeOf(single.runtimeState.counter).toEqualTypeOf<number>();
     expectTypeOf(single.renameTask(1, 'x')).toEqualTypeOf<Promise<null>>();
+  });
+
+  it("types the original client's snapshot fields and useChannelInstance", () => {
+    const snapshot = new JobListChannel('t').getSnapshot();
+    expectTypeOf(snapshot.state).toEqualTypeOf<JobType[]>();
+    expectTypeOf(snapshot.connected).toEqualTypeOf<boolean>();
+    expectTypeOf(snapshot.noConnectionSince).toEqualTypeOf<Date | undefined>();
+    expectTypeOf(snapshot.no_connection_since).toEqualTypeOf<Date | undefined>();
+    expectTypeOf(snapshot.empty).toEqualTypeOf<boolean>();
+    expectTypeOf<ReturnType<typeof root.useChannelInstance<TaskType>>>().toEqualTypeOf<TaskType | null | undefined>();
+    expectTypeOf<ReturnType<typeof root.useChannelInstance<JobType, TaskType>>>().toEqualTypeOf<
+      TaskType | null | undefined
+    >();
   });
 });
 

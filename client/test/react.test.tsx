@@ -2,12 +2,19 @@
 import { StrictMode, useState, type ReactElement } from 'react';
 import { act, cleanup, render, screen, waitFor } from '@testing-library/react';
 import { afterEach, describe, expect, it } from 'vitest';
-import { useChannel, useChannelEvent, useChannelState, useInstance, type NotificationRecord } from '@rxdjango/react';
-import { JobChannel } from './fixtures/jobs.channels';
-import type { TaskType } from './fixtures/jobs.interfaces';
+import {
+  useChannel,
+  useChannelEvent,
+  useChannelInstance,
+  useChannelState,
+  useInstance,
+  type NotificationRecord,
+} from '@rxdjango/react';
+import { JobChannel, JobListChannel } from './fixtures/jobs.channels';
+import type { JobType, TaskType } from './fixtures/jobs.interfaces';
 import { socketClass, type FakeSocketClass } from './support/fakeSocket';
 import { loadJob } from './support/channel';
-import { TASK, auth, del, update } from './support/records';
+import { JOB, TASK, anchors, auth, create, del, update } from './support/records';
 
 afterEach(cleanup);
 
@@ -103,6 +110,114 @@ describe('useChannelState', () => {
     }
     render(<NoChannel />);
     expect(screen.getByText('idle:undefined')).toBeTruthy();
+  });
+});
+
+describe("useChannelState: the original client's fields", () => {
+  function Fields({ channel }: { channel: JobChannel | JobListChannel | null }): ReactElement {
+    const { connected, noConnectionSince, no_connection_since, empty, state } = useChannelState<unknown, unknown>(channel);
+    return (
+      <div>
+        <p data-testid="connected">{String(connected)}</p>
+        <p data-testid="since">{noConnectionSince === undefined ? 'none' : noConnectionSince.toISOString()}</p>
+        <p data-testid="same">{String(no_connection_since === noConnectionSince)}</p>
+        <p data-testid="empty">{String(empty)}</p>
+        <p data-testid="count">{Array.isArray(state) ? state.length : state === undefined ? '-' : 'one'}</p>
+      </div>
+    );
+  }
+  const text = (id: string): string | null => screen.getByTestId(id).textContent;
+
+  it('connected and noConnectionSince follow a drop and a reconnect', async () => {
+    const Socket = socketClass();
+    const channel = new JobChannel(1, 'secret', { WebSocket: Socket, closeDelay: 10, reconnect: { initialDelay: 5, jitter: 0 } });
+    render(<Fields channel={channel} />);
+    expect([text('connected'), text('since')]).toEqual(['false', 'none']);
+    act(() => {
+      Socket.last().open();
+      Socket.last().receive(auth());
+      loadJob(Socket.last());
+    });
+    expect([text('connected'), text('since'), text('empty'), text('count')]).toEqual(['true', 'none', 'false', 'one']);
+    const before = Date.now();
+    act(() => Socket.last().serverClose(1006));
+    expect(text('connected')).toBe('false');
+    const since = Date.parse(text('since') ?? '');
+    expect(since).toBeGreaterThanOrEqual(before);
+    expect(since).toBeLessThanOrEqual(Date.now());
+    expect(text('same')).toBe('true');
+    await waitFor(() => expect(Socket.instances).toHaveLength(2));
+    act(() => {
+      Socket.last().open();
+      Socket.last().receive(auth());
+    });
+    expect([text('connected'), text('since'), text('same')]).toEqual(['true', 'none', 'true']);
+  });
+
+  it('empty is true for a list channel without anchors, false once one is added', () => {
+    const Socket = socketClass();
+    const channel = new JobListChannel('secret', { WebSocket: Socket, baseURL: 'ws://test/', closeDelay: 10 });
+    render(<Fields channel={channel} />);
+    act(() => {
+      Socket.last().open();
+      Socket.last().receive(auth());
+    });
+    expect([text('connected'), text('empty')]).toEqual(['true', 'false']); // no initial state yet
+    act(() => Socket.last().receive(anchors()));
+    expect([text('empty'), text('count')]).toEqual(['true', '0']);
+    act(() => {
+      Socket.last().receive({ type: 'prependAnchor', anchorId: 2 });
+      Socket.last().receive([create(JOB, 2, { name: 'new', tasks: [], spec: null })]);
+    });
+    expect([text('empty'), text('count')]).toEqual(['false', '1']);
+  });
+
+  it('idle values without a channel', () => {
+    render(<Fields channel={null} />);
+    expect([text('connected'), text('since'), text('empty')]).toEqual(['false', 'none', 'false']);
+  });
+});
+
+describe('useChannelInstance', () => {
+  it('returns null without a channel or an id, else the instance once available', () => {
+    const Socket = socketClass();
+    const channel = newChannel(Socket);
+    function TaskView({ id, withChannel = true }: { id: number | null; withChannel?: boolean }): ReactElement {
+      // The original's type parameters: <channel state, instance>.
+      const task = useChannelInstance<JobType, TaskType>(withChannel ? channel : null, TASK, id);
+      useChannelState(channel);
+      return <p data-testid="task">{task === null ? 'null' : task === undefined ? 'undefined' : task.title}</p>;
+    }
+    const { rerender } = render(<TaskView id={null} />);
+    expect(screen.getByTestId('task').textContent).toBe('null');
+    rerender(<TaskView id={11} />);
+    expect(screen.getByTestId('task').textContent).toBe('undefined');
+    act(() => {
+      Socket.last().open();
+      Socket.last().receive(auth());
+      loadJob(Socket.last());
+    });
+    expect(screen.getByTestId('task').textContent).toBe('B');
+    rerender(<TaskView id={11} withChannel={false} />);
+    expect(screen.getByTestId('task').textContent).toBe('null');
+    rerender(<TaskView id={null} />);
+    expect(screen.getByTestId('task').textContent).toBe('null');
+  });
+
+  it('takes one type parameter like useInstance', () => {
+    const Socket = socketClass();
+    const channel = newChannel(Socket);
+    function Title(): ReactElement {
+      const task = useChannelInstance<TaskType>(channel, TASK, 10);
+      return <p data-testid="title">{task?.title ?? String(task)}</p>;
+    }
+    render(<Title />);
+    act(() => {
+      Socket.last().open();
+      Socket.last().receive(auth());
+      loadJob(Socket.last());
+    });
+    expect(screen.getByTestId('title').textContent).toBe('A');
   });
 });
 

@@ -1,4 +1,4 @@
-"""ASGI entry point of the test project: the channels of the ``jobs`` app."""
+"""ASGI entry point of the test project: the channels of the ``jobs`` and ``shop`` apps."""
 
 import os
 
@@ -8,6 +8,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
 django_application = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from shop.routing import websocket_urlpatterns as shop_urlpatterns  # noqa: E402
 
 from jobs.routing import websocket_urlpatterns  # noqa: E402
 
@@ -25,5 +26,5 @@ if os.environ.get("RX_TEST_PAUSE_LOADS_IN"):
     pause_loads_in(os.environ["RX_TEST_PAUSE_LOADS_IN"])
 
 application = ProtocolTypeRouter(
-    {"http": django_application, "websocket": URLRouter(websocket_urlpatterns)}
+    {"http": django_application, "websocket": URLRouter(websocket_urlpatterns + shop_urlpatterns)}
 )

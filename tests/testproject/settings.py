@@ -18,6 +18,7 @@ INSTALLED_APPS = [
     "channels",
     "rxdjango",
     "jobs",
+    "shop",
 ]
 
 if os.environ.get("RX_TEST_DB", "postgresql") == "sqlite":
