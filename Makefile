@@ -52,12 +52,12 @@ docs: venv
 	$(VENV)/bin/mkdocs build --strict -q -d site
 
 ## Run every test: lint, docs (broken links fail), the client's tests, then the suite on
-## PostgreSQL, on SQLite (the embedded default), on PostgreSQL with the Redis backend (less
-## the tests that choose their backend themselves: they ran in the first pass), and the
-## example app in Chromium.
+## PostgreSQL, on SQLite (the embedded default; fewer random sequences, the same code
+## paths), on PostgreSQL with the Redis backend (less the tests that choose their backend
+## themselves: they ran in the first pass), and the example app in Chromium.
 test: venv services lint docs client example-frontend
 	$(VENV)/bin/pytest
-	RX_TEST_DB=sqlite $(VENV)/bin/pytest -q
+	RX_TEST_DB=sqlite RX_CONVERGENCE_EXAMPLES=8 RX_FUZZ_EXAMPLES=100 $(VENV)/bin/pytest -q
 	RX_TEST_BACKEND=redis $(VENV)/bin/pytest -q -m "not own_backend"
 	$(VENV)/bin/pytest -q example/tests
 
