@@ -54,11 +54,13 @@ docs: venv
 ## Run every test: lint, docs (broken links fail), the client's tests, then the suite on
 ## PostgreSQL, on SQLite (the embedded default; fewer random sequences, the same code
 ## paths), on PostgreSQL with the Redis backend (less the tests that choose their backend
-## themselves: they ran in the first pass), and the example app in Chromium.
+## themselves: they ran in the first pass), and the example app in Chromium. The
+## benchmark and soak harness smoke tests set up their own database: only the first pass.
 test: venv services lint docs client example-frontend
 	$(VENV)/bin/pytest
-	RX_TEST_DB=sqlite RX_CONVERGENCE_EXAMPLES=8 RX_FUZZ_EXAMPLES=100 $(VENV)/bin/pytest -q
-	RX_TEST_BACKEND=redis $(VENV)/bin/pytest -q -m "not own_backend"
+	RX_TEST_DB=sqlite RX_CONVERGENCE_EXAMPLES=6 RX_FUZZ_EXAMPLES=100 \
+		$(VENV)/bin/pytest -q -m "not harness"
+	RX_TEST_BACKEND=redis RX_FUZZ_EXAMPLES=100 $(VENV)/bin/pytest -q -m "not own_backend and not harness"
 	$(VENV)/bin/pytest -q example/tests
 
 example/frontend/node_modules/.installed: example/frontend/package.json example/frontend/package-lock.json client/node_modules/.installed
