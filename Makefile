@@ -55,11 +55,12 @@ docs: venv
 ## PostgreSQL, on SQLite (the embedded default; fewer random sequences, the same code
 ## paths), on PostgreSQL with the Redis backend (less the tests that choose their backend
 ## themselves: they ran in the first pass), and the example app in Chromium. The
-## benchmark and soak harness smoke tests set up their own database: only the first pass.
+## benchmark and soak harness smoke tests set up their own database, and the fault and
+## memory tests are not about the database: only the first pass runs them.
 test: venv services lint docs client example-frontend
 	$(VENV)/bin/pytest
 	RX_TEST_DB=sqlite RX_CONVERGENCE_EXAMPLES=6 RX_FUZZ_EXAMPLES=100 \
-		$(VENV)/bin/pytest -q -m "not harness"
+		$(VENV)/bin/pytest -q -m "not harness and not db_agnostic"
 	RX_TEST_BACKEND=redis RX_FUZZ_EXAMPLES=100 $(VENV)/bin/pytest -q -m "not own_backend and not harness"
 	$(VENV)/bin/pytest -q example/tests
 

@@ -478,6 +478,7 @@ def interleave(first: list[tuple], second: list[tuple]) -> list[tuple]:
 
 
 @pytest.mark.rx_errors_expected  # changes committed while Redis is down fail to propagate
+@pytest.mark.db_agnostic
 def test_clients_converge_through_faults(world_sync, private_redis, tmp_path, capsys):
     """A server process killed mid-broadcast, a client killed mid-initial-load, Redis
     restarted mid-run and a loader killed during a cold load: no one intervenes, and

@@ -167,6 +167,8 @@ async def never_reading_client(url: str, token: str) -> websockets.ClientConnect
     return ws
 
 
+@pytest.mark.own_backend
+@pytest.mark.db_agnostic
 @pytest.mark.parametrize("backend", ["embedded", "redis"])
 async def test_clients_that_never_read_their_initial_state_cost_bounded_memory(
     world, shared_redis, backend, capsys
