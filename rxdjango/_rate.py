@@ -2,10 +2,15 @@
 
 A token bucket lets bursts of up to one second's worth through. A frame over the
 limit gets an ``error`` reply and is not handled. When more frames than the limit
-are refused within one second (the client sends over twice the limit), the
-connection is closed with 4429. Every connection has its own bucket, and the
-connections of one user in one process also share one (:class:`UserRates`), so
-opening more sockets does not multiply what a user may send.
+have been refused with no quiet second between two refusals (the client keeps
+sending over the limit), the connection is closed with 4429. Counting the refusals
+of a whole flood, not of one second, closes it even when the server takes the
+frames in more slowly than the client sends them (a busy server refills the bucket
+while it reads, so per second it would see fewer refusals than were sent).
+
+Every connection has its own bucket, and the connections of one user in one process
+also share one (:class:`UserRates`), so opening more sockets does not multiply what
+a user may send.
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ class RateLimit:
         self.per_second = float(per_second or 0)
         self._tokens = self.per_second
         self._last = time.monotonic()
-        self._window_start = self._last
-        self._refused_in_window = 0
+        self._last_refusal = float("-inf")
+        #: refusals since the last quiet second
+        self._refused_in_flood = 0
 
     def check(self) -> Verdict:
         """Spend one token for an incoming frame."""
@@ -42,10 +48,11 @@ class RateLimit:
         if self._tokens >= 1:
             self._tokens -= 1
             return Verdict.ACCEPT
-        if now - self._window_start >= 1:
-            self._window_start, self._refused_in_window = now, 0
-        self._refused_in_window += 1
-        return Verdict.CLOSE if self._refused_in_window > self.per_second else Verdict.REFUSE
+        if now - self._last_refusal >= 1:
+            self._refused_in_flood = 0  # a quiet second: a new flood starts
+        self._last_refusal = now
+        self._refused_in_flood += 1
+        return Verdict.CLOSE if self._refused_in_flood > self.per_second else Verdict.REFUSE
 
 
 class UserRates:

@@ -225,3 +225,27 @@ async def test_clients_that_never_read_their_initial_state_cost_bounded_memory(
         assert growth < bound, f"server memory grew by {growth / 1024:.1f} MiB"
         assert state_size < count * 4 * 1024 * 1024 / 4, "they received only part of it"
         await warm.ws.close()
+
+
+def test_a_flood_taken_in_slowly_is_still_closed(monkeypatch):
+    """A busy server reads a flood more slowly than it was sent, so the bucket refills
+    while it reads: counting the refusals of the whole flood still closes it, while a
+    client that pauses for a second between bursts is only refused."""
+    from rxdjango import _rate
+
+    now = [1000.0]
+    monkeypatch.setattr(_rate.time, "monotonic", lambda: now[0])
+    flood = _rate.RateLimit(10)
+    verdicts = []
+    for _ in range(200):  # read at 15 frames a second: 5 refusals a second at most
+        now[0] += 1 / 15
+        verdicts.append(flood.check())
+        if verdicts[-1] is _rate.Verdict.CLOSE:
+            break
+    assert verdicts[-1] is _rate.Verdict.CLOSE
+    assert verdicts.count(_rate.Verdict.REFUSE) == 10  # the limit, then the close
+    polite = _rate.RateLimit(10)
+    for _burst in range(5):
+        burst = [polite.check() for _ in range(15)]  # 5 over the limit each time
+        assert _rate.Verdict.CLOSE not in burst
+        now[0] += 1.5  # then a quiet second and a half
