@@ -33,6 +33,8 @@ client-build: client/node_modules/.installed
 lint: venv
 	$(VENV)/bin/ruff check rxdjango tests example bench
 	$(VENV)/bin/ruff format --check rxdjango tests example bench
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 ## RxDjango beside DCRF, a DRF endpoint and a raw-WebSocket floor; one table, one JSON file.
 bench: venv services client-build

@@ -7,6 +7,8 @@ state (or subscription), then answers commands read from stdin, one JSON per lin
   marker ``bench-<k>`` and print ``{"k": k, "times": [...], "since_change": [...]}``:
   wall-clock receive times, and for RxDjango frames the time since the change's
   ``_tstamp`` (the server's clock right after the commit; same machine, same clock);
+  With ``"rows": n``, a connection has the change once ``n`` records carry the
+  marker (a ``QuerySet.update()`` of ``n`` rows), and its time is the last one's;
 * ``{"quit": true}``: close everything and exit.
 """
 
@@ -28,6 +30,9 @@ TSTAMP = re.compile(r'"_tstamp":([0-9.]+)')
 class Connection:
     def __init__(self) -> None:
         self.seen: dict[int, float] = {}
+        #: marker -> records seen holding it, and when the latest arrived
+        self.count: dict[int, int] = {}
+        self.latest: dict[int, float] = {}
         #: marker -> the frame's _tstamp (RxDjango frames: server time of the change)
         self.changed_at: dict[int, float] = {}
         self.arrived = asyncio.Event()
@@ -55,12 +60,19 @@ async def read_forever(ws: Any, connection: Connection) -> None:
             for match in MARKER.finditer(text):
                 k = int(match.group(1))
                 connection.seen.setdefault(k, received)
+                connection.count[k] = connection.count.get(k, 0) + 1
+                connection.latest[k] = received
                 stamp = TSTAMP.search(text)
                 if stamp is not None:
                     connection.changed_at.setdefault(k, float(stamp.group(1)))
             connection.arrived.set()
     except websockets.ConnectionClosed:
         pass
+
+
+def has(connection: Connection, k: int, rows: int | None) -> bool:
+    """Whether the connection holds change ``k`` (all ``rows`` of it, if given)."""
+    return connection.count.get(k, 0) >= rows if rows else k in connection.seen
 
 
 async def main() -> None:
@@ -81,10 +93,15 @@ async def main() -> None:
         if "quit" in command:
             break
         k = int(command["collect"])
-        deadline = time.monotonic() + 60
-        while not all(k in c.seen for _, c in opened) and time.monotonic() < deadline:
+        rows = command.get("rows")
+        deadline = time.monotonic() + (300 if rows else 60)
+
+        while not all(has(c, k, rows) for _, c in opened) and time.monotonic() < deadline:
             await asyncio.sleep(0.002)
-        times = [c.seen.get(k) for _, c in opened]
+        if rows:
+            times = [c.latest[k] if has(c, k, rows) else None for _, c in opened]
+        else:
+            times = [c.seen.get(k) for _, c in opened]
         since_change = [
             c.seen[k] - c.changed_at[k] for _, c in opened if k in c.seen and k in c.changed_at
         ]

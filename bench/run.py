@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import resource
 import socket
 import subprocess
@@ -65,6 +66,10 @@ class World:
     small_task: int
     big_jobs: list[int]
     big_tasks: int
+    bulk_job: int
+    bulk_tasks: int
+    fanin_user: int
+    fanin_jobs: list[int]
 
 
 @dataclass
@@ -98,9 +103,9 @@ def multi_mode() -> Mode:
     return Mode("2 processes, PostgreSQL, Redis", 2, env, ("rx", "dcrf"))
 
 
-def prepare_database(mode: Mode, big_tasks: int) -> World:
+def prepare_database(mode: Mode, big_tasks: int, bulk_tasks: int, fanin_jobs: int) -> World:
     done = subprocess.run(
-        [sys.executable, str(BENCH / "world.py"), str(big_tasks)],
+        [sys.executable, str(BENCH / "world.py"), str(big_tasks), str(bulk_tasks), str(fanin_jobs)],
         env=child_env(mode),
         capture_output=True,
         text=True,
@@ -234,10 +239,11 @@ class Crowd:
             assert line and "ready" in line, f"a client process failed to connect: {line!r}"
         return crowd
 
-    def collect(self, k: int) -> tuple[list[float | None], list[float]]:
-        """Receive times of change ``k`` per connection, and (RxDjango) times since commit."""
+    def collect(self, k: int, rows: int | None = None) -> tuple[list[float | None], list[float]]:
+        """Receive times of change ``k`` per connection (with ``rows``: of its last
+        record), and (RxDjango) times since commit."""
         for worker in self.workers:
-            worker.stdin.write(json.dumps({"collect": k}) + "\n")
+            worker.stdin.write(json.dumps({"collect": k, "rows": rows}) + "\n")
             worker.stdin.flush()
         times: list[float | None] = []
         since_change: list[float] = []
@@ -464,6 +470,128 @@ async def write_round_trip(servers: list[Server], world: World, reps: int) -> di
     return {"write_response": summary(replied), "other_client_sees_it": summary(seen)}
 
 
+async def _write_elsewhere(mode: Mode, command: str, *args: int) -> dict:
+    """Run one ``capture_writer.py`` command in another process (the writes no serving
+    process sees); its last line of output, decoded."""
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, str(BENCH / "capture_writer.py"), command, *map(str, args)],
+        env=child_env(mode),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+async def capture(servers: list[Server], world: World, mode: Mode, reps: int) -> dict:
+    """Changes no serving process made: raw SQL committed by another process, from its
+    COMMIT to a watching client (wall clocks of one machine); and what capturing costs a
+    one-row ``save()`` (triggers installed / dropped)."""
+    watcher = await open_rx(servers[-1], world, world.small_job)
+    first = next_marker()
+    for _ in range(reps - 1):
+        next_marker()
+    seen: dict[int, float] = {}
+
+    async def watch() -> None:
+        while len(seen) < reps:
+            text = await watcher.recv()
+            received = time.time()
+            for match in re.finditer(r"bench-(\d+)", text if isinstance(text, str) else ""):
+                seen.setdefault(int(match.group(1)), received)
+
+    watching = asyncio.create_task(watch())
+    writer = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(BENCH / "capture_writer.py"),
+        "relay",
+        str(world.small_task),
+        str(first),
+        str(reps),
+        "100",
+        env=child_env(mode),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await writer.communicate()
+    await asyncio.wait_for(watching, 60)
+    await watcher.close()
+    committed = {row["k"]: row["committed"] for row in map(json.loads, out.decode().splitlines())}
+    latency = [seen[k] - committed[k] for k in committed]
+    saves = await _write_elsewhere(mode, "overhead", world.small_task, reps * 10)
+    return {
+        "other_process": summary(latency),
+        "save_with_capture": summary(saves["with"]),
+        "save_without_capture": summary(saves["without"]),
+    }
+
+
+async def bulk_update(servers: list[Server], world: World, mode: Mode, crowds: list[int]) -> dict:
+    """One ``QuerySet.update()`` of every task of an anchor, committed by another
+    process, watched by each crowd in turn: the time until every client holds every
+    updated row, and the servers' work, which must not grow with the clients."""
+    url = f"ws://{servers[-1].base}/ws/job/{world.bulk_job}/"
+    runs = []
+    for n in crowds:
+        crowd = Crowd.start("rx", [url], n, {"token": world.token}, 1 if n < 10 else 4)
+        k = next_marker()
+        work_before = [server.work() for server in servers]
+        try:
+            committed = await _write_elsewhere(mode, "bulk", world.bulk_job, k)
+        except RuntimeError:
+            crowd.stop()
+            raise
+        times, _ = await asyncio.to_thread(crowd.collect, k, committed["rows"])
+        crowd.stop()
+        arrived = [t - committed["committed"] for t in times if t is not None]
+        runs.append(
+            {
+                "clients": n,
+                "rows": committed["rows"],
+                "every_client_ms": max(arrived) * 1000 if arrived else None,
+                "missing_clients": len(times) - len(arrived),
+                "work": work_since(servers, work_before, 1),
+            }
+        )
+    return {"runs": runs}
+
+
+async def fan_in(servers: list[Server], world: World, mode: Mode) -> dict:
+    """A user shown (as the developer) in 10 tasks of each of many anchors, one client
+    per anchor, is renamed by another process: the time until every client has the
+    new name, and the work, which must follow the records that read the user (each
+    re-read once), not records times anchors."""
+    sockets = [
+        await open_rx(servers[index % len(servers)], world, job)
+        for index, job in enumerate(world.fanin_jobs)
+    ]
+    k = next_marker()
+    work_before = [server.work() for server in servers]
+    committed = (await _write_elsewhere(mode, "rename_user", world.fanin_user, k))["committed"]
+
+    async def arrival(ws: Any) -> float | None:
+        try:
+            while f"bench-{k}" not in await asyncio.wait_for(ws.recv(), 60):
+                pass
+            return time.time()
+        except (TimeoutError, websockets.ConnectionClosed):
+            return None
+
+    times = await asyncio.gather(*(arrival(ws) for ws in sockets))
+    work = work_since(servers, work_before, 1)
+    await asyncio.gather(*(ws.close() for ws in sockets))
+    arrived = [t - committed for t in times if t is not None]
+    return {
+        "anchors": len(sockets),
+        "reading_records": 10 * len(sockets),
+        "every_client_ms": max(arrived) * 1000 if arrived else None,
+        "missing_clients": len(times) - len(arrived),
+        "work": work,
+    }
+
+
 def client_builder(smoke: bool) -> dict:
     script = BENCH / "client_bench.mjs"
     done = subprocess.run(
@@ -529,6 +657,58 @@ def targets(results: dict) -> list[dict]:
                     ratio <= 1.1,
                     "<= 1.1",
                 )
+        if "capture" in run:
+            captured = run["capture"]
+            limit = 100 if run["key"] == "single" else 20  # SQLite polls; PostgreSQL notifies
+            p99 = captured["other_process"]["p99_ms"]
+            check(
+                f"another process's change to a client, p99 ms{label}",
+                p99,
+                p99 <= limit,
+                f"<= {limit}",
+            )
+            cost = (
+                captured["save_with_capture"]["p50_ms"] / captured["save_without_capture"]["p50_ms"]
+            )
+            check(f"one-row save with capture / without (p50){label}", cost, cost <= 1.3, "<= 1.3")
+        if "bulk_update" in run:
+            bulk = {r["clients"]: r for r in run["bulk_update"]["runs"]}
+            few, most = bulk[min(bulk)], bulk[max(bulk)]
+            check(
+                f"update() of {most['rows']} rows: clients missing it at {most['clients']}{label}",
+                most["missing_clients"],
+                most["missing_clients"] == 0,
+                "0",
+            )
+            # Work follows the rows: the same for 1 client as for the crowd.
+            work_few = sum(few["work"][name] for name in COUNTED)
+            work_most = sum(most["work"][name] for name in COUNTED)
+            ratio = work_most / work_few if work_few else float("inf")
+            check(
+                f"update() work at {most['clients']} clients / at {few['clients']}{label}",
+                ratio,
+                ratio <= 1,
+                "<= 1",
+            )
+            per_row = most["work"]["serialized"] / most["rows"]
+            check(f"update() serializations per row{label}", per_row, per_row <= 1, "<= 1")
+        if "fan_in" in run:
+            fan = run["fan_in"]
+            check(
+                f"user rename in {fan['anchors']} anchors: clients missing it{label}",
+                fan["missing_clients"],
+                fan["missing_clients"] == 0,
+                "0",
+            )
+            # Each record reading the user is re-read once (plus the user's own, and a
+            # few rows of its layers), however many anchors hold them.
+            per_record = fan["work"]["serialized"] / fan["reading_records"]
+            check(
+                f"user rename: serializations per reading record{label}",
+                per_record,
+                per_record <= 1.05,
+                "<= 1.05",
+            )
         if run["key"] == "single":
             load = run["initial_state"]
             ratio = load["rest"]["p50_ms"] / load["rx_hot"]["p50_ms"]
@@ -581,6 +761,28 @@ def print_run(run: dict) -> None:
     print(f"\n{'write round trip':<36}{'p50 ms':>10}{'p99 ms':>10}")
     for name, value in writes.items():
         print(f"{name:<36}{value['p50_ms']:>10.2f}{value['p99_ms']:>10.2f}")
+    captured = run["capture"]
+    print(f"\n{'change capture':<36}{'p50 ms':>10}{'p99 ms':>10}")
+    for name, value in captured.items():
+        print(f"{name:<36}{value['p50_ms']:>10.2f}{value['p99_ms']:>10.2f}")
+    fan = run["fan_in"]
+    every = fan["every_client_ms"]
+    print(
+        f"\nuser renamed, shown in {fan['reading_records']} tasks of {fan['anchors']} anchors: "
+        f"{'-' if every is None else f'{every:.0f}'} ms to every client; "
+        f"{fan['work']['queries']:.0f} queries, {fan['work']['serialized']:.0f} serialized, "
+        f"{fan['work']['frames']:.0f} frames"
+    )
+    header = f"{'QuerySet.update(), another process':<36}{'clients':>8}{'rows':>8}"
+    print(f"\n{header}{'all ms':>10}{'queries':>9}{'serialized':>11}{'frames':>8}")
+    for r in run["bulk_update"]["runs"]:
+        ms = r["every_client_ms"]
+        every = f"{ms:>10.0f}" if ms is not None else f"{'-':>10}"
+        work = r["work"]
+        print(
+            f"{'rx':<36}{r['clients']:>8}{r['rows']:>8}{every}{work['queries']:>9.0f}"
+            f"{work['serialized']:>11.0f}{work['frames']:>8.0f}"
+        )
 
 
 def print_table(results: dict) -> None:
@@ -619,13 +821,21 @@ async def scenarios(servers: list[Server], world: World, mode: Mode, smoke: bool
     run["initial_state"] = await initial_state(servers[0], world, reps)
     progress(f"{mode.env['BENCH_MODE']}: write round trip")
     run["write_round_trip"] = await write_round_trip(servers, world, reps)
+    progress(f"{mode.env['BENCH_MODE']}: changes made by another process")
+    run["capture"] = await capture(servers, world, mode, reps)
+    progress(f"{mode.env['BENCH_MODE']}: QuerySet.update() of {world.bulk_tasks} rows")
+    run["bulk_update"] = await bulk_update(servers, world, mode, [1, 10 if smoke else 100])
+    progress(f"{mode.env['BENCH_MODE']}: a user shown in {len(world.fanin_jobs)} anchors renamed")
+    run["fan_in"] = await fan_in(servers, world, mode)
     run["largest_crowd"] = sizes[-1]
     return run
 
 
 def run_mode(mode: Mode, smoke: bool) -> dict:
     progress(f"{mode.name}: preparing the database")
-    world = prepare_database(mode, 50 if smoke else 2000)
+    world = prepare_database(
+        mode, 50 if smoke else 2000, 200 if smoke else 10_000, 10 if smoke else 100
+    )
     servers: list[Server] = []
     try:
         for _ in range(mode.servers):

@@ -536,7 +536,7 @@ def run(config: Config, mode_name: str) -> dict[str, Any]:
             filter(None, [os.environ.get("PYTHONWARNINGS"), quiet])
         )
         progress(f"{mode.name}: preparing the database")
-        world = prepare_database(mode, 1)  # only the small job (10 tasks) is used
+        world = prepare_database(mode, 1, 0, 0)  # only the small job (10 tasks) is used
         log = Path(scratch) / "server.log"
         server = start_logged_server(world, mode, log)
         try:

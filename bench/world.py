@@ -28,7 +28,7 @@ def fresh_postgres_database(name: str) -> None:
         connection.execute(f'CREATE DATABASE "{name}"')
 
 
-def create(big_tasks: int) -> dict:
+def create(big_tasks: int, bulk_tasks: int, fanin_jobs: int) -> dict:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
     from rest_framework.authtoken.models import Token
@@ -53,21 +53,38 @@ def create(big_tasks: int) -> dict:
             for i in range(big_tasks)
         )
         big_jobs.append(big.pk)
+    # One anchor whose every task a QuerySet.update() changes at once.
+    bulk = Job.objects.create(project=project, title="bulk")
+    Task.objects.bulk_create(Task(job=bulk, title=f"task {i}") for i in range(bulk_tasks))
+    # One developer shown in ten tasks of each of many jobs (the fan-in of a rename).
+    fanin_user = User.objects.create_user("fan-in")
+    fanin = Participant.objects.create(project=project, user=fanin_user)
+    fanin_pks = []
+    for index in range(fanin_jobs):
+        job = Job.objects.create(project=project, title=f"fan-in {index}")
+        Task.objects.bulk_create(
+            Task(job=job, title=f"task {i}", developer=fanin) for i in range(10)
+        )
+        fanin_pks.append(job.pk)
     return {
         "token": Token.objects.create(user=staff).key,
+        "fanin_user": fanin_user.pk,
+        "fanin_jobs": fanin_pks,
         "small_job": small.pk,
         "small_task": tasks[0].pk,
         "big_jobs": big_jobs,
         "big_tasks": big_tasks,
+        "bulk_job": bulk.pk,
+        "bulk_tasks": bulk_tasks,
     }
 
 
 def main() -> None:
-    big_tasks = int(sys.argv[1])
+    big_tasks, bulk_tasks, fanin_jobs = (int(arg) for arg in sys.argv[1:4])
     if os.environ.get("BENCH_MODE") == "multi":
         fresh_postgres_database(os.environ["PGDATABASE"])
     django.setup()
-    print(json.dumps(create(big_tasks)))
+    print(json.dumps(create(big_tasks, bulk_tasks, fanin_jobs)))
 
 
 if __name__ == "__main__":

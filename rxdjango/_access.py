@@ -28,13 +28,14 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
+from ._backends import get_backend
 from ._hooks import call_hook
 from ._protocol import CloseCode, Status
 from ._state_model import pk_repr
 from .exceptions import ForbiddenError, UnauthorizedError
 
 if TYPE_CHECKING:
-    from .channels import ContextChannel
+    from ._contract import Channel
 
 __all__ = [
     "Credential",
@@ -69,13 +70,13 @@ def _current_user(credential: Credential) -> Any | None:
     return user
 
 
-def recheck_sync(channel: ContextChannel, credential: Credential) -> Status | None:
+def recheck_sync(channel: Channel, credential: Credential) -> Status | None:
     """None if the connection may still act, else the status that refuses it
     (synchronous ORM code; ``has_permission`` may be a coroutine function)."""
     user = _current_user(credential)
     if user is None:
         return Status.UNAUTHORIZED
-    hook = type(channel).has_permission
+    hook = channel.has_permission
     try:
         if inspect.iscoroutinefunction(hook):
             allowed = async_to_sync(hook)(user, **channel.kwargs)
@@ -86,13 +87,13 @@ def recheck_sync(channel: ContextChannel, credential: Credential) -> Status | No
     return None if allowed is True else Status.FORBIDDEN
 
 
-async def recheck(channel: ContextChannel, credential: Credential) -> Status | None:
+async def recheck(channel: Channel, credential: Credential) -> Status | None:
     """As :func:`recheck_sync`, from the event loop."""
     user = await database_sync_to_async(_current_user)(credential)
     if user is None:
         return Status.UNAUTHORIZED
     try:
-        allowed = await call_hook(type(channel).has_permission, user, **channel.kwargs)
+        allowed = await call_hook(channel.has_permission, user, **channel.kwargs)
     except (UnauthorizedError, ForbiddenError) as refused:
         return _refusal_status(refused)
     return None if allowed is True else Status.FORBIDDEN
@@ -113,7 +114,6 @@ def revoke(
     """Close the user's sockets (of one channel, of one anchor) in every process, once
     the current transaction on ``using`` commits (at once outside a transaction, and
     from async code, which never runs inside one)."""
-    from ._backend import get_backend
 
     def close() -> None:
         get_backend().revoke(pk_repr(user_id), int(code), channel_id, anchor)

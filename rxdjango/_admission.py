@@ -16,12 +16,12 @@ from django.db.models import Model, QuerySet
 from ._auth import user_for_token
 from ._hooks import call_hook
 from ._protocol import Status
+from ._registry import ChannelSpec
 from ._state_model import pk_repr, wire_pk
 from .exceptions import AnchorDoesNotExist, ClientError
 
 if TYPE_CHECKING:
-    from ._consumer import ChannelConsumer
-    from .channels import ContextChannel
+    from ._contract import Channel
 
 __all__ = ["Admission", "AuthFailure", "admit", "existing_id"]
 
@@ -37,7 +37,7 @@ class AuthFailure(Exception):
 @dataclass
 class Admission:
     user: Any
-    channel: ContextChannel
+    channel: Channel
     anchors: list[Any]
     last_update: float | None
     #: The DRF token key the client authenticated with.
@@ -45,15 +45,15 @@ class Admission:
 
 
 async def admit(
-    channel_class: type[ContextChannel],
+    spec: ChannelSpec,
     scope: dict[str, Any],
     frame: Any,
-    connection: ChannelConsumer,
+    connection: Any,
 ) -> Admission:
     """Check the auth frame; raises AuthFailure, or whatever a user hook raises
     (a :class:`~rxdjango.exceptions.ClientError` from a hook refuses with its status)."""
     try:
-        return await _admit(channel_class, scope, frame, connection)
+        return await _admit(spec, scope, frame, connection)
     except ClientError as refused:
         status = refused.status if refused.status in _AUTH_STATUSES else Status.FORBIDDEN
         raise AuthFailure(Status(status)) from None
@@ -63,10 +63,10 @@ _AUTH_STATUSES = (Status.BAD_REQUEST, Status.UNAUTHORIZED, Status.FORBIDDEN, Sta
 
 
 async def _admit(
-    channel_class: type[ContextChannel],
+    spec: ChannelSpec,
     scope: dict[str, Any],
     frame: Any,
-    connection: ChannelConsumer,
+    connection: Any,
 ) -> Admission:
     token = frame.get("token") if isinstance(frame, dict) else None
     if not isinstance(token, str):
@@ -78,12 +78,12 @@ async def _admit(
     if user is None:
         raise AuthFailure(Status.UNAUTHORIZED)
     kwargs = dict(scope.get("url_route", {}).get("kwargs", {}))
-    allowed = await call_hook(channel_class.has_permission, user, **kwargs)
+    allowed = await call_hook(spec.channel_class.has_permission, user, **kwargs)
     if allowed is not True:
         raise AuthFailure(Status.FORBIDDEN)
-    channel = channel_class(connection, user, kwargs)
-    model = channel_class.state_model().anchor_model
-    if channel_class.many:
+    channel: Channel = spec.channel_class(connection, user, kwargs)
+    model = spec.state_model().anchor_model
+    if spec.many:
         found = await call_hook(channel.list_instances, **kwargs)
         anchors = await database_sync_to_async(listed_ids)(model, found)
     else:

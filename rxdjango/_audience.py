@@ -23,11 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from ._loader import FlatRecord
-    from ._state_model import Key, StateModel
+from ._change import Audience, FlatRecord
+from ._state_model import Key, StateModel
 
 __all__ = [
     "Audience",
@@ -39,8 +38,6 @@ __all__ = [
     "union",
 ]
 
-#: None: public. A frozenset: only these users (empty: nobody).
-Audience = frozenset[Any] | None
 NOBODY: Audience = frozenset()
 
 

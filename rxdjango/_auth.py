@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["user_for_token"]
 
@@ -13,7 +13,8 @@ def user_for_token(key: str) -> Any | None:
 
     # No key holds a NUL byte (PostgreSQL refuses to even compare one) or is longer
     # than the column: such a key is unknown, without asking the database.
-    if "\x00" in key or len(key) > Token._meta.get_field("key").max_length:
+    max_length = cast(int, Token._meta.get_field("key").max_length)  # a CharField's: always set
+    if "\x00" in key or len(key) > max_length:
         return None
     token = Token.objects.select_related("user").filter(key=key).first()
     if token is None or not token.user.is_active:

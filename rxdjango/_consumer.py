@@ -17,11 +17,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
@@ -30,20 +28,21 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.utils import await_many_dispatch
 from django.core.exceptions import ValidationError
+from django.db import router
 
 from . import _codec
-from ._access import Credential, recheck, recheck_sync
+from ._access import Credential
 from ._admission import AuthFailure, admit, existing_id
-from ._backend import Snapshot, get_backend
-from ._dispatch import Call, call_refusal, is_call, parse_call, run_call
+from ._backends import get_backend
+from ._change import AnchorRef
+from ._consumer_requests import Requests
 from ._hooks import call_hook
 from ._hub import Retained, hub
 from ._layers import SYSTEM_EVENT, SYSTEM_GROUP, cross_process_layer, get_layer
+from ._lifecycle import ALLOWED, Lifecycle
 from ._outbox import Close, Outbox
-from ._propagation import AnchorRef
 from ._protocol import (
     CloseCode,
-    Operation,
     Reply,
     Status,
     auth_reply,
@@ -52,44 +51,30 @@ from ._protocol import (
     error_frame,
 )
 from ._rate import RateLimit, Verdict, user_rates
-from ._render import changed_for, render_initial, render_since
+from ._registry import ChannelSpec
+from ._relay import ensure_relay, relay_known
 from ._state_model import pk_repr, wire_pk
-from ._writes import Write, is_write, parse_write, perform_write, refusal, restoring_records
+from ._state_stream import state_items, without_retained
 from .conf import rx_settings
 
 if TYPE_CHECKING:
-    from .channels import ContextChannel
+    from ._contract import Channel
 
 __all__ = ["ChannelConsumer", "Lifecycle"]
 
 logger = logging.getLogger("rxdjango")
 
 
-class Lifecycle(StrEnum):
-    AWAITING_AUTH = "awaiting_auth"
-    STARTING = "starting"
-    LIVE = "live"
-    CLOSING = "closing"
-    CLOSED = "closed"
-
-
-_ALLOWED: dict[Lifecycle, set[Lifecycle]] = {
-    Lifecycle.AWAITING_AUTH: {Lifecycle.STARTING, Lifecycle.CLOSING, Lifecycle.CLOSED},
-    Lifecycle.STARTING: {Lifecycle.LIVE, Lifecycle.CLOSING, Lifecycle.CLOSED},
-    Lifecycle.LIVE: {Lifecycle.CLOSING, Lifecycle.CLOSED},
-    Lifecycle.CLOSING: {Lifecycle.CLOSED},
-    Lifecycle.CLOSED: set(),
-}
-
-
-class ChannelConsumer(AsyncWebsocketConsumer):
+class ChannelConsumer(Requests, AsyncWebsocketConsumer):
     """One client connection to one ``ContextChannel`` class."""
 
-    def __init__(self, channel_class: type[ContextChannel]) -> None:
+    def __init__(self, channel_class: Any) -> None:
         super().__init__()
-        self.channel_class = channel_class
+        assert channel_class.spec is not None, "abstract channels are not routed"
+        #: The channel served (``ContextChannel.as_asgi`` passes the class).
+        self.spec: ChannelSpec = channel_class.spec
         self.lifecycle = Lifecycle.AWAITING_AUTH
-        self.channel: ContextChannel | None = None
+        self.channel: Channel | None = None
         self.user: Any = None
         self.user_id: Any = None
         self.loop: asyncio.AbstractEventLoop
@@ -130,7 +115,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
             await self._cleanup()
 
     def _move(self, target: Lifecycle) -> None:
-        if target not in _ALLOWED[self.lifecycle]:
+        if target not in ALLOWED[self.lifecycle]:
             raise RuntimeError(f"connection cannot go from {self.lifecycle} to {target}")
         self.lifecycle = target
 
@@ -159,7 +144,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         self._outbox.close()
         backend = get_backend()
         if was_admitted:
-            backend.unregister(self.channel_class.channel_id, self)
+            backend.unregister(self.spec.channel_id, self)
         if self._counted:
             backend.release_connection(self.user_id, self.channel_name)
         if self._user_rate is not None:
@@ -176,7 +161,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
             try:
                 await call_hook(self.channel.on_disconnect)
             except Exception:
-                logger.exception("rxdjango: on_disconnect of %s raised", self.channel_class)
+                logger.exception("rxdjango: on_disconnect of %s raised", self.spec.channel_id)
 
     # -- outgoing -----------------------------------------------------------------------
 
@@ -215,7 +200,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
             return
         logger.warning(
             "rxdjango: closing a client of %s that does not read its frames (%d bytes waiting)",
-            self.channel_class.channel_id,
+            self.spec.channel_id,
             self._outbox.waiting_bytes,
         )
         self._outbox.close()
@@ -271,7 +256,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         """Live frames of an anchor; held back until that anchor's end marker."""
         self._deliveries += 1
         if retained and len(self._anchors) > 1:
-            filtered = _without_retained(frame, retained, set(self._anchors) - {anchor})
+            filtered = without_retained(frame, retained, set(self._anchors) - {anchor})
             if filtered is None:
                 return
             frame = filtered
@@ -312,7 +297,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
             try:
                 visible = await call_hook(self.channel.is_visible, anchor)
             except Exception:
-                logger.exception("rxdjango: is_visible of %s raised", self.channel_class.channel_id)
+                logger.exception("rxdjango: is_visible of %s raised", self.spec.channel_id)
                 continue
             if visible is True:
                 await self.add_anchor(anchor, at_beginning=True)
@@ -328,19 +313,17 @@ class ChannelConsumer(AsyncWebsocketConsumer):
             if self.channel is not None and isinstance(message.get("frame"), str):
                 self.deliver_any(message["frame"])
             return
-        handlers = self.channel_class._consumers.get(kind, ())
+        handlers = self.spec.consumers.get(kind, ())
         if self.channel is None or self.lifecycle is Lifecycle.CLOSED:
             return
         if not handlers:
-            logger.warning(
-                "rxdjango: %s has no @consumer for %r", self.channel_class.channel_id, kind
-            )
+            logger.warning("rxdjango: %s has no @consumer for %r", self.spec.channel_id, kind)
             return
         for name in handlers:
             try:
                 await getattr(self.channel, name)(message)
             except Exception:
-                logger.exception("rxdjango: consumer %s of %s raised", name, self.channel_class)
+                logger.exception("rxdjango: consumer %s of %s raised", name, self.spec.channel_id)
 
     async def group_add(self, group: str) -> None:
         await self.channel_layer.group_add(group, self.channel_name)
@@ -379,127 +362,6 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         else:
             self._dispatch(frame)
 
-    def _dispatch(self, frame: Any) -> None:
-        if is_call(frame):
-            call = parse_call(frame, self.channel_class._actions)
-            if not isinstance(call, Call):
-                self.send_frame(call)
-            elif call.spec.detached:
-                if self._detached >= int(rx_settings.RX_MAX_DETACHED_ACTIONS):
-                    self.send_frame(
-                        call_refusal(
-                            call.call_id,
-                            Status.TOO_MANY_REQUESTS,
-                            "too many detached actions running",
-                        )
-                    )
-                    return
-                self._detached += 1
-                self._spawn(self._run_and_reply(call)).add_done_callback(self._detached_done)
-            else:
-                self._calls.put_nowait(functools.partial(self._run_and_reply, call))
-        elif is_write(frame):
-            write = parse_write(
-                frame, self.channel_class.state_model(), self.channel_class.writable()
-            )
-            if isinstance(write, Write):
-                self._calls.put_nowait(functools.partial(self._write, write))
-            else:
-                self.send_frame(write)
-        elif isinstance(frame, dict) and "token" in frame:
-            self.send_frame(error_frame("already authenticated"))
-        else:
-            self.send_frame(error_frame("unknown message"))
-
-    def _detached_done(self, task: asyncio.Task[Any]) -> None:
-        self._detached -= 1
-
-    async def _call_worker(self) -> None:
-        """Ordinary actions and writes, one at a time, in the order the client sent them;
-        none once the connection is closing."""
-        while True:
-            job = await self._calls.get()
-            if self.lifecycle is Lifecycle.LIVE:
-                await job()
-
-    async def _write(self, write: Write) -> None:
-        assert self.channel is not None
-        channel, anchors, credential = self.channel, list(self._anchors), self.credential
-
-        def checked_write() -> tuple[dict[str, Any], Status | None]:
-            denied = recheck_sync(channel, credential)
-            if denied is not None:
-                return refusal(write.write_id, denied, _DENIED[denied]), denied
-            return perform_write(channel, anchors, write), None
-
-        try:
-            reply, denied = await database_sync_to_async(checked_write)()
-            restore = None if reply["success"] or denied else await self._restoring(write)
-        except Exception:
-            logger.exception("rxdjango: write %s failed", write.operation)
-            reply, denied = refusal(write.write_id, Status.SERVER_ERROR, "internal error"), None
-            restore = None
-        self._checked_at = time.monotonic()
-        if restore:
-            self.send_frame(restore)
-        self.send_frame(reply)
-        if denied is not None:
-            self.close_soon(CloseCode[denied.name])
-
-    async def _restoring(self, write: Write) -> list[Any] | None:
-        """The record a refused write touched, as it is now, so the client can undo.
-
-        It must be at least as new as every live frame queued before it (an older
-        record would undo a newer change for good), so it is read again while live
-        frames arrived during the read; frames that arrive after it are older or
-        equal, and applying them in order ends on the same values."""
-        assert self.channel is not None
-        channel, anchors = self.channel, list(self._anchors)
-        for _attempt in range(3):
-            seen = self._deliveries
-            restore = await database_sync_to_async(restoring_records)(channel, anchors, write)
-            if self._deliveries == seen:
-                return restore
-        return None  # changes keep coming: they bring the record back themselves
-
-    async def _run_and_reply(self, call: Call) -> None:
-        assert self.channel is not None
-        denied = await self._recheck()
-        if denied is not None:
-            self.send_frame(call_refusal(call.call_id, denied, _DENIED[denied]))
-            self.close_soon(CloseCode[denied.name])
-            return
-        self.send_frame(await run_call(self.channel, call))
-
-    # -- access for as long as the socket is open -----------------------------------------
-
-    async def _recheck(self) -> Status | None:
-        """Whether the user may still use this connection (see ``_access``)."""
-        assert self.channel is not None
-        self._checked_at = time.monotonic()
-        return await recheck(self.channel, self.credential)
-
-    async def _recheck_periodically(self) -> None:
-        """Re-check an idle connection every ``RX_PERMISSION_RECHECK`` seconds (writes and
-        actions check before they run, which counts as a check)."""
-        period = rx_settings.RX_PERMISSION_RECHECK
-        if not period:
-            return
-        period = float(period)
-        while True:
-            due = self._checked_at + period * random.uniform(0.9, 1.1)  # no herd
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
-            if time.monotonic() - self._checked_at < period * 0.9:
-                continue
-            try:
-                denied = await self._recheck()
-            except Exception:
-                logger.exception("rxdjango: re-checking access to %s failed", self.channel_class)
-                continue
-            if denied is not None:
-                self.close_soon(CloseCode[denied.name])
-                return
-
     # -- authentication and start sequence ----------------------------------------------
 
     async def _auth_timeout(self) -> None:
@@ -517,7 +379,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         self._move(Lifecycle.STARTING)
         started = time.monotonic()
         try:
-            admission = await admit(self.channel_class, self.scope, frame, self)
+            admission = await admit(self.spec, self.scope, frame, self)
         except AuthFailure as failure:
             self._fail(failure.status)
             return
@@ -538,7 +400,10 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         anchors, last_update = admission.anchors, admission.last_update
         self._admitted_anchors = anchors
         self.send_frame(auth_reply(Status.OK))
-        backend.register(self.channel_class.channel_id, self)
+        backend.register(self.spec.channel_id, self)
+        using = router.db_for_read(self.spec.state_model().anchor_model)
+        if not relay_known(using):  # changes made elsewhere reach this process's clients
+            await database_sync_to_async(ensure_relay)(using)
         if hub.revoked_since(self.user_id, started):
             # The user's access ended while we admitted them (the revocation found no
             # socket of theirs to close yet).
@@ -563,13 +428,13 @@ class ChannelConsumer(AsyncWebsocketConsumer):
 
     def _fail_internally(self, doing: str) -> None:
         """A server-side error: log it with its traceback, tell the client nothing more."""
-        logger.exception("rxdjango: error while %s of %s", doing, self.channel_class.channel_id)
+        logger.exception("rxdjango: error while %s of %s", doing, self.spec.channel_id)
         self.send_frame(error_frame("internal error", Status.SERVER_ERROR))
         self._close_after_queued(1011)
         self._move(Lifecycle.CLOSING)
 
     def _ref(self, anchor: Any) -> AnchorRef:
-        return (self.channel_class.channel_id, anchor)
+        return (self.spec.channel_id, anchor)
 
     async def _start_anchor(self, anchor: Any, since: float | None = None) -> None:
         """Subscribe, then send the anchor's state (or what changed ``since``), its end
@@ -582,15 +447,16 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         backend = get_backend()
         self._held[anchor] = []
         backend.subscribe(ref, self)
-        snapshot = await database_sync_to_async(backend.snapshot)(self.channel_class, anchor, since)
+        snapshot = await database_sync_to_async(backend.snapshot)(self.spec, anchor, since)
         if snapshot is not None:
             tstamp = snapshot.tstamp
             if snapshot.resync:
                 self.send_frame({"type": Reply.RESYNC, "anchorId": anchor})
             chunks = _codec.chunk_array(
-                self._snapshot_items(snapshot), int(rx_settings.RX_FRAME_SIZE)
+                state_items(snapshot, self.spec.state_model(), self.user_id),
+                int(rx_settings.RX_FRAME_SIZE),
             )
-            while chunk := await sync_to_async(next, thread_sensitive=False)(chunks, None):
+            while chunk := await sync_to_async(_next_or_none, thread_sensitive=False)(chunks):
                 if not await self._outbox.put_when_room(chunk):
                     return  # the connection is going away
         else:
@@ -600,19 +466,10 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         for frame in self._held.pop(anchor, []):
             self._outbox.put_charged(frame)
 
-    def _snapshot_items(self, snapshot: Snapshot) -> Iterator[bytes]:
-        """Encoded records of a snapshot as this user may see them (reads as it goes)."""
-        state_model = self.channel_class.state_model()
-        if snapshot.partial:
-            keys = changed_for(snapshot.changes, self.user_id)
-            current = snapshot.current(keys)
-            return render_since(snapshot.changes, current, state_model, self.user_id)
-        return render_initial(snapshot.records(), state_model, self.user_id)
-
     # -- list channels --------------------------------------------------------------------
 
     async def add_anchor(self, instance_id: Any, at_beginning: bool) -> bool:
-        model = self.channel_class.state_model().anchor_model
+        model = self.spec.state_model().anchor_model
         found = await database_sync_to_async(existing_id)(model, instance_id)
         if found is None or found[0] in self._anchors or self.lifecycle is Lifecycle.CLOSED:
             return False
@@ -627,7 +484,7 @@ class ChannelConsumer(AsyncWebsocketConsumer):
         return True
 
     async def remove_anchor(self, instance_id: Any) -> bool:
-        state_model = self.channel_class.state_model()
+        state_model = self.spec.state_model()
         try:
             anchor = wire_pk(state_model.anchor_model, instance_id)
         except (ValidationError, ValueError, TypeError):
@@ -647,29 +504,12 @@ class ChannelConsumer(AsyncWebsocketConsumer):
 
 
 _INVALID = object()
-#: What a write or action refused by a re-check of access says.
-_DENIED = {Status.UNAUTHORIZED: "not authenticated", Status.FORBIDDEN: "not allowed"}
+
+
+def _next_or_none(chunks: Iterator[str]) -> str | None:
+    return next(chunks, None)
 
 
 async def _server_time() -> float:
     """The backend's clock, which may be a network call: kept off the event loop."""
     return await sync_to_async(get_backend().clock, thread_sensitive=False)()
-
-
-def _without_retained(frame: str, retained: Retained, other_anchors: set[Any]) -> str | None:
-    """Drop deletes of records that another anchor of this connection still holds.
-
-    None when nothing is left to send.
-    """
-    keep_alive = {key for key, holders in retained.items() if holders & other_anchors}
-    if not keep_alive:
-        return frame
-    records = [
-        r
-        for r in _codec.decode(frame)
-        if not (
-            r.get("_operation") == Operation.DELETE
-            and (r.get("_instance_type"), r.get("id")) in keep_alive
-        )
-    ]
-    return _codec.encode(records) if records else None

@@ -7,18 +7,19 @@ class was created; no attribute is ever fetched by a name a client sent.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import _codec
 from ._params import ParamError, Parameter, bind, signature_of
-from ._protocol import Status, client_value, error_frame
+from ._protocol import Reply, Request, Status, client_value, error_frame
 from .actions import ACTION_ATTRIBUTE, ActionOptions
 from .consumers import CONSUMER_ATTRIBUTE
 from .exceptions import ChannelDeclarationError, ClientError
 
 if TYPE_CHECKING:
-    from .channels import ContextChannel
+    from ._contract import Channel
 
 __all__ = [
     "ActionSpec",
@@ -32,8 +33,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("rxdjango")
-
-ACTION_RESPONSE = "actionResponse"
 
 
 @dataclass(frozen=True)
@@ -82,19 +81,19 @@ def collect_consumers(cls: type) -> dict[str, tuple[str, ...]]:
 
 
 def is_call(frame: Any) -> bool:
-    return isinstance(frame, dict) and ("action" in frame or frame.get("type") == "action")
+    return isinstance(frame, dict) and ("action" in frame or frame.get("type") == Request.ACTION)
 
 
 def call_refusal(call_id: int, code: int, message: str) -> dict[str, Any]:
     """An ``actionResponse`` carrying an error."""
     return {
-        "type": ACTION_RESPONSE,
+        "type": Reply.ACTION_RESPONSE,
         "callId": call_id,
         "error": {"code": int(code), "message": message},
     }
 
 
-def parse_call(frame: dict[str, Any], actions: dict[str, ActionSpec]) -> Call | dict[str, Any]:
+def parse_call(frame: dict[str, Any], actions: Mapping[str, ActionSpec]) -> Call | dict[str, Any]:
     """A runnable call, or the frame to answer with (an error)."""
     call_id = frame.get("callId")
     if isinstance(call_id, bool) or not isinstance(call_id, int):
@@ -110,7 +109,7 @@ def parse_call(frame: dict[str, Any], actions: dict[str, ActionSpec]) -> Call | 
     return Call(call_id, spec, args)
 
 
-async def run_call(channel: ContextChannel, call: Call) -> str:
+async def run_call(channel: Channel, call: Call) -> str:
     """Run the action and return the encoded reply; never raises (except cancellation)."""
     method = getattr(channel, call.spec.name)  # a registry name, never the client's string
     try:
@@ -121,7 +120,9 @@ async def run_call(channel: ContextChannel, call: Call) -> str:
         logger.exception("rxdjango: action %s of %s raised", call.spec.name, type(channel).__name__)
         return _codec.encode(call_refusal(call.call_id, Status.SERVER_ERROR, "internal error"))
     try:
-        return _codec.encode({"type": ACTION_RESPONSE, "callId": call.call_id, "result": result})
+        return _codec.encode(
+            {"type": Reply.ACTION_RESPONSE, "callId": call.call_id, "result": result}
+        )
     except TypeError:
         logger.exception("rxdjango: result of action %s cannot be encoded", call.spec.name)
         return _codec.encode(

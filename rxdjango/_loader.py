@@ -8,59 +8,18 @@ layer's own fields need. All functions here are synchronous ORM code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import models
 
 from . import _codec
-from ._protocol import Operation
-from ._state_model import Edge, EdgeKind, Key, Layer, StateModel, pk_repr
+from . import _related_properties as related_properties
+from ._change import FlatRecord
+from ._related_properties import IN_CHUNK
+from ._state_model import Edge, EdgeKind, Key, Layer, pk_repr
 
-__all__ = ["FlatRecord", "fetch_layer", "load_subtrees", "parent_links"]
-
-#: Largest ``pk__in`` list sent in one query (SQLite limits bound parameters).
-IN_CHUNK = 5000
-
-#: Called in the loading thread with a layer's instance type each time ``load_subtrees``
-#: has read that layer (a test seam: :func:`rxdjango.testing.between_load_layers`).
-layer_observers: list[Callable[[str], None]] = []
-
-
-@dataclass
-class FlatRecord:
-    """One instance as cached: wire fields, owner, and the keys it references."""
-
-    key: Key
-    data: dict[str, Any]
-    #: The ``user_key`` value of the row (a wire pk), None for layers without one.
-    owner: Any = None
-    refs: list[Key] = field(default_factory=list)
-    tstamp: float = 0.0
-    #: Parents that hold this record through a child-side relation (reverse foreign key
-    #: or related property), as of when it was read: a change here means a parent's
-    #: list of ids changed.
-    parent_links: frozenset[Key] = frozenset()
-    #: Who may see it in its anchor (None: everyone), inherited from the private records
-    #: above it (:mod:`rxdjango._audience`); set when the record is placed in an anchor.
-    audience: frozenset[Any] | None = None
-    #: The audiences of the children it names that are not public, so it can be rendered
-    #: for one viewer (its lists filtered) without reading them.
-    private_children: Mapping[Key, frozenset[Any]] = field(default_factory=dict)
-    _initial: bytes | None = field(default=None, repr=False, compare=False)
-
-    def initial_state_bytes(self) -> bytes:
-        """The record encoded as ``initial_state``, computed once per record.
-
-        Records are never mutated after they are built (a change replaces the
-        record), so the encoding can be shared by every client that loads it.
-        """
-        if self._initial is None:
-            self._initial = _codec.encode_bytes(
-                {**self.data, "_tstamp": self.tstamp, "_operation": Operation.INITIAL_STATE}
-            )
-        return self._initial
+__all__ = ["ORM_RECORDS", "OrmRecords", "fetch_layer", "parent_links"]
 
 
 def _chunks(values: list[Any]) -> Iterable[list[Any]]:
@@ -69,7 +28,11 @@ def _chunks(values: list[Any]) -> Iterable[list[Any]]:
 
 
 def _child_ids(edge: Edge, parent_pks: list[Any]) -> dict[Any, list[Any]]:
-    """For a list-like edge, the ordered child pks of each parent, in one query."""
+    """For a list-like edge, the ordered child pks of each parent, in one query (a
+    related property: what its body returns, one query per parent)."""
+    if edge.kind is EdgeKind.PROPERTY:
+        found = related_properties.members(edge, parent_pks)
+        return {pk: found.get(pk, []) for pk in parent_pks}
     assert edge.child_lookup is not None
     child_model = edge.child.model
     ordering = [*(child_model._meta.ordering or []), "pk"]
@@ -115,6 +78,7 @@ def fetch_layer(layer: Layer, pks: Iterable[Any], tstamp: float = 0.0) -> dict[A
         for edge in layer.edges:
             child_type = edge.child.instance_type
             if edge.kind is EdgeKind.FORWARD:
+                assert edge.parent_attname is not None  # set on every forward edge
                 value = pk_repr(getattr(obj, edge.parent_attname))
                 data[edge.name] = value
                 if value is not None:
@@ -133,6 +97,7 @@ def fetch_layer(layer: Layer, pks: Iterable[Any], tstamp: float = 0.0) -> dict[A
         links = set(property_parents.get(obj.pk, ()))
         for edge in layer.incoming:
             if edge.kind is EdgeKind.REVERSE:
+                assert edge.child_attname is not None  # set on every reverse edge
                 parent_pk = getattr(obj, edge.child_attname)
                 if parent_pk is not None:
                     links.add((edge.parent.instance_type, pk_repr(parent_pk)))
@@ -146,8 +111,8 @@ def parent_links(layer: Layer, pks: Iterable[Any]) -> dict[Any, frozenset[Key]]:
     Keyed by wire pk; rows that no longer exist are absent.
     """
     pk_list = list(pks)
-    attnames = [e.child_attname for e in layer.incoming if e.kind is EdgeKind.REVERSE]
     reverse = [e for e in layer.incoming if e.kind is EdgeKind.REVERSE]
+    attnames = [e.child_attname for e in reverse if e.child_attname is not None]
     links: dict[Any, set[Key]] = {}
     for chunk in _chunks(pk_list):
         rows = layer.model._default_manager.filter(pk__in=chunk).values_list("pk", *attnames)
@@ -162,56 +127,26 @@ def parent_links(layer: Layer, pks: Iterable[Any]) -> dict[Any, frozenset[Key]]:
 
 
 def _property_parents(layer: Layer, pks: list[Any]) -> dict[Any, list[Key]]:
-    """Parents reaching ``pks`` through a @related_property, one query per such edge."""
+    """Parents whose @related_property returns ``pks`` (one query per such edge and
+    chunk, then the bodies)."""
     result: dict[Any, list[Key]] = {}
     for edge in layer.incoming:
-        if edge.kind is not EdgeKind.PROPERTY:
-            continue
-        for chunk in _chunks(pks):
-            rows = (
-                layer.model._default_manager.filter(pk__in=chunk)
-                .exclude(**{f"{edge.child_lookup}__isnull": True})
-                .values_list("pk", edge.child_lookup)
-            )
-            for pk, parent_pk in rows:
-                result.setdefault(pk, []).append((edge.parent.instance_type, pk_repr(parent_pk)))
+        if edge.kind is EdgeKind.PROPERTY:
+            for pk, parents in related_properties.parents_of(edge, pks).items():
+                result.setdefault(pk, []).extend(
+                    (edge.parent.instance_type, pk_repr(parent)) for parent in parents
+                )
     return result
 
 
-def load_subtrees(
-    state_model: StateModel,
-    roots: Iterable[Key],
-    tstamp: float = 0.0,
-    known: Iterable[Key] = (),
-    held: Callable[[set[Key]], set[Key]] | None = None,
-) -> dict[Key, FlatRecord]:
-    """Every record reachable from ``roots``, each loaded once.
+class OrmRecords:
+    """The :class:`~rxdjango._change.RecordSource` of production: rows read with the ORM."""
 
-    Keys in ``known``, or that ``held`` (asked once per layer visited) says the
-    caller already has, are not loaded again, nor followed.
-    """
-    loaded: dict[Key, FlatRecord] = {}
-    skip = set(known)
-    frontier: dict[str, set[Any]] = {}
-    for instance_type, pk in roots:
-        frontier.setdefault(instance_type, set()).add(pk_repr(pk))
-    while frontier:
-        # Layers in topological order, so a tree visits each layer once.
-        for current in state_model.order:
-            wanted = frontier.pop(current.instance_type, None)
-            if not wanted:
-                continue
-            kind = current.instance_type
-            wanted = {pk for pk in wanted if (kind, pk) not in loaded and (kind, pk) not in skip}
-            if held is not None and wanted:
-                already = held({(kind, pk) for pk in wanted})
-                skip |= already
-                wanted -= {pk for _, pk in already}
-            for record in fetch_layer(current, wanted, tstamp).values():
-                loaded[record.key] = record
-                for ref in record.refs:
-                    if ref not in loaded and ref not in skip:
-                        frontier.setdefault(ref[0], set()).add(ref[1])
-            for observer in list(layer_observers):
-                observer(kind)
-    return loaded
+    def fetch_layer(self, layer: Layer, pks: Iterable[Any], tstamp: float) -> dict[Any, FlatRecord]:
+        return fetch_layer(layer, pks, tstamp)
+
+    def parent_links(self, layer: Layer, pks: Iterable[Any]) -> dict[Any, frozenset[Key]]:
+        return parent_links(layer, pks)
+
+
+ORM_RECORDS = OrmRecords()

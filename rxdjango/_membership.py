@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from . import _related_properties as related_properties
 from ._audience import Audience, restrict, union
 from ._state_model import Edge, EdgeKind, Layer, StateModel, pk_repr
 
@@ -21,11 +22,15 @@ __all__ = ["anchors_holding", "audience_in"]
 
 
 def _parent_pks(edge: Edge, child_pks: set[Any]) -> set[Any]:
+    if edge.kind is EdgeKind.PROPERTY:  # the parents whose property's body returns them
+        held = related_properties.parents_of(edge, child_pks)
+        return {parent for parents in held.values() for parent in parents}
     if edge.kind is EdgeKind.FORWARD:
         rows = edge.parent.model._default_manager.filter(
             **{f"{edge.parent_attname}__in": child_pks}
         ).values_list("pk", flat=True)
     else:
+        assert edge.child_lookup is not None  # set on every edge but a FORWARD one
         rows = (
             edge.child.model._default_manager.filter(pk__in=child_pks)
             .exclude(**{f"{edge.child_lookup}__isnull": True})

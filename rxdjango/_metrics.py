@@ -30,6 +30,8 @@ class Work:
     serialized: int = 0
     #: delta frames encoded (once per anchor and owner, never per client)
     frames: int = 0
+    #: change-log rows relayed (each read once and deleted in one statement per batch)
+    captured: int = 0
 
 
 _TRANSACTION_CONTROL = frozenset({"BEGIN", "COMMIT", "ROLLBACK"})

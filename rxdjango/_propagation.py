@@ -18,8 +18,9 @@ Given the keys of instances that changed in one committed transaction, the
    (:mod:`rxdjango._render`), and publishes it.
 
 The propagator works on an :class:`AnchorStore` (the embedded memory cache or
-Redis); the caller serializes propagation per channel (a lock) and runs it in
-synchronous (ORM-safe) code.
+Redis) and reads rows from a :class:`~rxdjango._change.RecordSource` (the ORM in
+production, a table in tests): it imports no database code. The caller serializes
+propagation per channel (a lock) and runs it in synchronous (ORM-safe) code.
 """
 
 from __future__ import annotations
@@ -29,29 +30,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from . import _metrics
-from ._audience import Audience, assign_all, assign_changed
+from ._audience import assign_all, assign_changed
+from ._change import AnchorRef, Change, FlatRecord, RecordSource, Retained
 from ._hub import Target
-from ._loader import FlatRecord, fetch_layer, load_subtrees, parent_links
 from ._render import Item, render_delta
 from ._state_model import EdgeKind, Key, StateModel
+from ._subtrees import load_subtrees
 
 __all__ = ["AnchorRef", "AnchorStore", "AnchorView", "Change", "Delta", "Propagator"]
-
-#: (channel id, anchor pk as sent on the wire)
-AnchorRef = tuple[str, Any]
-#: The key of a deleted record → pks of the other anchors of the channel still holding it.
-Retained = dict[Key, frozenset[Any]]
-
-
-@dataclass(frozen=True)
-class Change:
-    """One record change in an anchor's history (for reconnect catch-up)."""
-
-    tstamp: float
-    key: Key
-    deleted: bool
-    #: Who received something about the record in this change (None: every client).
-    audience: Audience
 
 
 class AnchorView(Protocol):
@@ -128,10 +114,13 @@ def _shown_differently(cached: FlatRecord, record: FlatRecord) -> bool:
 class Propagator:
     """Applies committed changes to the hot anchors of one channel."""
 
-    def __init__(self, state_model: StateModel, channel_id: str, store: AnchorStore) -> None:
+    def __init__(
+        self, state_model: StateModel, channel_id: str, store: AnchorStore, source: RecordSource
+    ) -> None:
         self.state_model = state_model
         self.channel_id = channel_id
         self.store = store
+        self.source = source
 
     def apply(
         self, touched: dict[str, set[Any]], tstamp: float, only: AnchorRef | None = None
@@ -265,7 +254,7 @@ class Propagator:
             if unheld and any(
                 edge.kind in (EdgeKind.REVERSE, EdgeKind.PROPERTY) for edge in layer.incoming
             ):
-                links = parent_links(layer, unheld)
+                links = self.source.parent_links(layer, unheld)
                 link_holders = self.store.anchors_containing(
                     {link for found in links.values() for link in found}
                 )
@@ -283,7 +272,7 @@ class Propagator:
             layer = self.state_model.layers.get(instance_type)
             if layer is None or not pks:
                 continue
-            records = fetch_layer(layer, pks, tstamp)
+            records = self.source.fetch_layer(layer, pks, tstamp)
             _metrics.count(serialized=len(records))
             for pk in pks:
                 into[(instance_type, pk)] = records.get(pk)
@@ -386,6 +375,7 @@ class Propagator:
         follow -= available.keys()
         follow -= view.holds(follow)
         loaded = load_subtrees(
+            self.source,
             self.state_model,
             (roots - set(available)) | follow,
             tstamp,

@@ -1,4 +1,9 @@
-"""Message kinds, status and close codes of the wire protocol, in one place."""
+"""Message kinds, status and close codes of the wire protocol, in one place.
+
+Every kind a browser sends or receives is named here (a test pins these tables
+against the TypeScript client's ``protocol.ts``), and so is every kind of message
+that server processes exchange over Redis.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,12 @@ from enum import IntEnum, StrEnum
 from typing import Any
 
 __all__ = [
+    "NOTIFICATION_TYPE",
     "CloseCode",
+    "Envelope",
     "Operation",
     "Reply",
+    "Request",
     "Status",
     "auth_reply",
     "client_value",
@@ -40,6 +48,41 @@ class Reply(StrEnum):
     RUNTIME_VAR = "runtimeVar"
     SYSTEM = "system"
     MAINTENANCE = "maintenance"
+    ACTION_RESPONSE = "actionResponse"
+    WRITE_RESPONSE = "writeResponse"
+
+
+class Request(StrEnum):
+    """Values of ``type`` in client frames (an action call may also be recognised by
+    its ``action`` key alone, as the original clients send it)."""
+
+    ACTION = "action"
+    WRITE = "write"
+
+
+#: ``_instance_type`` of a notification record (``broadcast_notification``).
+NOTIFICATION_TYPE = "_notification"
+
+
+class Envelope(StrEnum):
+    """Kinds of the messages server processes publish to each other over Redis."""
+
+    #: frames for an anchor's clients (header: target users, retained records)
+    FRAME = "frame"
+    #: the anchor's row was deleted: its clients drop it
+    GONE = "gone"
+    #: close the anchor's clients with the code in the payload
+    CLOSE = "close"
+    #: new anchor rows, for list channels with ``auto_update``
+    OFFER = "offer"
+    #: a frame for every client of every channel (system messages)
+    ALL = "all"
+    #: close a user's sockets (of a channel, of an anchor)
+    REVOKE = "revoke"
+    #: a new cache epoch: every process drops what it knew of the old one
+    EPOCH = "epoch"
+    #: wakes a process's own listener (it is stopping)
+    WAKE = "wake"
 
 
 class Status(IntEnum):

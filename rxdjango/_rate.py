@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
@@ -30,10 +31,13 @@ class Verdict(Enum):
 
 
 class RateLimit:
-    def __init__(self, per_second: float | None) -> None:
+    def __init__(
+        self, per_second: float | None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.per_second = float(per_second or 0)
+        self._clock = clock
         self._tokens = self.per_second
-        self._last = time.monotonic()
+        self._last = clock()
         self._last_refusal = float("-inf")
         #: refusals since the last quiet second
         self._refused_in_flood = 0
@@ -42,7 +46,7 @@ class RateLimit:
         """Spend one token for an incoming frame."""
         if not self.per_second:
             return Verdict.ACCEPT
-        now = time.monotonic()
+        now = self._clock()
         self._tokens = min(self.per_second, self._tokens + (now - self._last) * self.per_second)
         self._last = now
         if self._tokens >= 1:

@@ -28,8 +28,7 @@ from ._hub import Target
 from ._protocol import Operation, delete_record
 
 if TYPE_CHECKING:
-    from ._loader import FlatRecord
-    from ._propagation import Change
+    from ._change import Change, FlatRecord
     from ._state_model import Key, StateModel
 
 __all__ = ["ORDINARY", "Item", "render_delta", "render_initial", "render_since", "visible_data"]

@@ -16,11 +16,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 from django.db import models
 from rest_framework import serializers
 
+from ._fields import (
+    link_table,
+    made_by_depth,
+    nested_serializer,
+    pascal,
+    paths_read,
+    refuse_unserved,
+    relation_named,
+    serializer_context,
+)
+from .decorators import AccessorProperty, walk
 from .exceptions import ChannelDeclarationError, UnknownProperty
 from .relations import RelatedProperty
 
@@ -82,6 +93,10 @@ class Edge:
     child_lookup: str | None = None
     #: M2M: the ManyToManyField (on whichever side declares it).
     m2m_field: Any = None
+    #: ORM lookup from the parent model to the child (None for a computed relation).
+    parent_lookup: str | None = None
+    #: PROPERTY: the model attribute (the property whose body gives the children).
+    source: str | None = None
 
     @cached_property
     def order_sensitive(self) -> bool:
@@ -97,6 +112,8 @@ class Layer:
     serializer_class: type[serializers.ModelSerializer]
     model: type[models.Model]
     instance_type: str
+    #: the serializer's name for generated types (a ``Meta.depth`` class: its field's)
+    type_name: str
     flat_serializer: serializers.ModelSerializer
     user_key_attname: str | None
     edges: list[Edge] = field(default_factory=list)
@@ -141,8 +158,7 @@ class StateModel:
 
     def __init__(self, state: serializers.BaseSerializer, owner: str) -> None:
         self.owner = owner
-        many = isinstance(state, serializers.ListSerializer)
-        root_serializer = state.child if many else state
+        root_serializer = state.child if isinstance(state, serializers.ListSerializer) else state
         if not isinstance(root_serializer, serializers.ModelSerializer):
             raise ChannelDeclarationError(
                 f"{owner}: Meta.state must be a ModelSerializer instance, "
@@ -151,10 +167,14 @@ class StateModel:
         self.layers: dict[str, Layer] = {}
         #: model whose rows a plain value reads -> [(model holding the value, query path)]
         self.dependencies: dict[type[models.Model], list[tuple[type[models.Model], str]]] = {}
+        #: many-to-many link models whose rows a plain list of related values shows
+        self.value_links: set[type[models.Model]] = set()
         self.root = self._layer_for(type(root_serializer))
+        self._note_subtree_readers()
         self.by_model: dict[type[models.Model], list[Layer]] = {}
         for layer in self.layers.values():
-            concrete = layer.model._meta.concrete_model
+            # concrete_model is typed Optional but set on every model class.
+            concrete = cast(type[models.Model], layer.model._meta.concrete_model)
             self.by_model.setdefault(concrete, []).append(layer)
         self.order = _topological_order(self.root, self.layers)
         _mark_private(self.layers.values())
@@ -166,31 +186,98 @@ class StateModel:
                 if edge.kind is EdgeKind.MANY_TO_MANY:
                     through = edge.m2m_field.remote_field.through
                     self.through_models.setdefault(through, []).append(edge)
+                    self._note_link_readers(through, (edge.parent.model, edge.child.model))
 
     @property
     def anchor_model(self) -> type[models.Model]:
         return self.root.model
 
     def layers_for_model(self, model: type[models.Model]) -> list[Layer]:
-        return self.by_model.get(model._meta.concrete_model, [])
+        return self.by_model.get(cast(type[models.Model], model._meta.concrete_model), [])
 
     # -- building -------------------------------------------------------------
 
     def _note_dependencies(self, layer: Layer) -> None:
-        """Plain values computed from other rows (``decorators.related_property``):
-        a change to those rows re-reads the records of this layer that reach them."""
-        from .decorators import AccessorProperty
-
+        """Values of this layer's records read from rows of other models (dotted
+        ``source=`` paths, related fields, ``decorators.related_property`` values,
+        declared method fields) and, with multi-table inheritance, its parent tables:
+        a change to those rows re-reads the records that reach them."""
         for name, serializer_field in layer.flat_serializer.fields.items():
-            source = serializer_field.source or name
-            attr = getattr(layer.model, source, None) if source.isidentifier() else None
-            if isinstance(attr, AccessorProperty):
-                where = f"{self.owner}: {layer.serializer_class.__name__}.{name}"
-                origin = attr.source_model(layer.model, where)._meta.concrete_model
-                self.dependencies.setdefault(origin, []).append((layer.model, attr.accessor))
+            where = f"{self.owner}: {layer.serializer_class.__name__}.{name}"
+            for path in paths_read(layer.model, layer.serializer_class, name, serializer_field):
+                self._depend(layer.model, path, where)
+            link = link_table(layer.model, serializer_field, name)
+            if link is not None:
+                self.value_links.add(link)
+                self._note_link_readers(link, (layer.model,))
+        for parent, link in layer.model._meta.parents.items():
+            if link is not None:  # saved through the parent class, the child's row changes
+                self._add_dependency(parent, layer.model, link.name)
 
-    def _layer_for(self, serializer_class: type[serializers.ModelSerializer]) -> Layer:
+    def _note_subtree_readers(self) -> None:
+        """A ``SerializerMethodField`` may read its instance's whole subtree: by default
+        a change anywhere below a record with one re-evaluates it."""
+        for layer in self.layers.values():
+            if not any(
+                isinstance(f, serializers.SerializerMethodField)
+                for f in layer.flat_serializer.fields.values()
+            ):
+                continue
+            stack: list[tuple[Layer, str]] = [(layer, "")]
+            seen = {layer.instance_type}
+            while stack:
+                current, path = stack.pop()
+                for edge in current.edges:
+                    if edge.parent_lookup is None or edge.child.instance_type in seen:
+                        continue
+                    seen.add(edge.child.instance_type)
+                    child_path = f"{path}__{edge.parent_lookup}" if path else edge.parent_lookup
+                    self._add_dependency(edge.child.model, layer.model, child_path)
+                    stack.append((edge.child, child_path))
+
+    def _note_link_readers(
+        self, through: type[models.Model], joined: tuple[type[models.Model], ...]
+    ) -> None:
+        """A row of a link model of the project's own (created, deleted, saved: no
+        ``m2m_changed``) changes the rows it joins."""
+        if through._meta.auto_created:
+            return  # Django's own link rows change only through m2m_changed
+        fk: Any  # a ForeignKey, read duck-typed
+        for fk in through._meta.concrete_fields:
+            target = fk.related_model if fk.many_to_one else None
+            for model in joined:
+                if isinstance(target, type) and issubclass(model, target):
+                    self._add_dependency(through, model, fk.related_query_name())
+
+    def _depend(self, holder: type[models.Model], path: str, where: str) -> None:
+        """``holder``'s records read the rows along ``path`` (each step of it)."""
+        steps = walk(holder, path, where)
+        parts = path.split("__")
+        for index, (_, reached) in enumerate(steps):
+            self._add_dependency(reached, holder, "__".join(parts[: index + 1]))
+
+    def _add_dependency(
+        self, origin: type[models.Model], holder: type[models.Model], path: str
+    ) -> None:
+        concrete = cast(type[models.Model], origin._meta.concrete_model)
+        readers = self.dependencies.setdefault(concrete, [])
+        if (holder, path) not in readers:
+            readers.append((holder, path))
+
+    def _layer_for(
+        self,
+        serializer_class: type[serializers.ModelSerializer],
+        via: tuple[Layer, str] | None = None,
+    ) -> Layer:
         instance_type = instance_type_of(serializer_class)
+        type_name = serializer_class.__name__
+        if via is not None and made_by_depth(serializer_class):
+            # ``Meta.depth`` makes one class per relation, all named alike: name each
+            # after the field that made it.
+            parent, field_name = via
+            instance_type = f"{parent.instance_type}.{field_name}"
+            stem = parent.type_name.removesuffix("Serializer")
+            type_name = f"{stem}{pascal(field_name)}Serializer"
         existing = self.layers.get(instance_type)
         if existing is not None:
             if existing.serializer_class is not serializer_class:
@@ -204,17 +291,19 @@ class StateModel:
             raise ChannelDeclarationError(
                 f"{self.owner}: {serializer_class.__name__} has no Meta.model"
             )
-        flat = serializer_class()
-        nested: dict[str, serializers.BaseSerializer] = {}
+        flat = serializer_class(context=serializer_context())
+        nested: dict[str, serializers.Field] = {}
         for name, serializer_field in list(flat.fields.items()):
-            child = _nested_serializer(serializer_field)
+            child = nested_serializer(serializer_field)
             if child is not None:
                 nested[name] = serializer_field
                 del flat.fields[name]
+        refuse_unserved(serializer_class, flat, nested, self.owner)
         layer = Layer(
             serializer_class=serializer_class,
             model=model,
             instance_type=instance_type,
+            type_name=type_name,
             flat_serializer=flat,
             user_key_attname=_user_key_attname(serializer_class, model, self.owner),
         )
@@ -222,25 +311,18 @@ class StateModel:
         self._note_dependencies(layer)
         _plan_flat_queries(layer)
         for name, serializer_field in nested.items():
-            child_serializer = _nested_serializer(serializer_field)
+            child_serializer = nested_serializer(serializer_field)
             assert child_serializer is not None
-            child_layer = self._layer_for(type(child_serializer))
+            child_layer = self._layer_for(type(child_serializer), via=(layer, name))
             edge = _make_edge(layer, child_layer, name, serializer_field, self.owner)
             layer.edges.append(edge)
             child_layer.incoming.append(edge)
         return layer
 
 
-def _nested_serializer(serializer_field: Any) -> serializers.ModelSerializer | None:
-    if isinstance(serializer_field, serializers.ListSerializer):
-        child = serializer_field.child
-        return child if isinstance(child, serializers.ModelSerializer) else None
-    if isinstance(serializer_field, serializers.ModelSerializer):
-        return serializer_field
-    return None
-
-
-def _user_key_attname(serializer_class: type, model: type[models.Model], owner: str) -> str | None:
+def _user_key_attname(
+    serializer_class: type[serializers.ModelSerializer], model: type[models.Model], owner: str
+) -> str | None:
     user_key = getattr(serializer_class.Meta, "user_key", None)
     if user_key is None:
         return None
@@ -276,8 +358,18 @@ def _make_edge(parent: Layer, child: Layer, name: str, serializer_field: Any, ow
                 f"{where}: many={many} does not match @related_property(many={attr.many})"
             )
         lookup = attr.reverse_lookup(parent.model, where)
-        return Edge(name, parent, child, many, EdgeKind.PROPERTY, child_lookup=lookup)
-    relation = _relation_named(parent.model, source)
+        forward = attr.accessor if isinstance(attr, AccessorProperty) else None
+        return Edge(
+            name,
+            parent,
+            child,
+            many,
+            EdgeKind.PROPERTY,
+            child_lookup=lookup,
+            parent_lookup=forward,
+            source=source,
+        )
+    relation = relation_named(parent.model, source)
     if relation is None and isinstance(attr, property):
         raise UnknownProperty(
             f"{where}: {parent.model.__name__}.{source} is a plain property; declare it with "
@@ -288,8 +380,15 @@ def _make_edge(parent: Layer, child: Layer, name: str, serializer_field: Any, ow
             f"{where}: {parent.model.__name__}.{source} is not a model relation; "
             "declare a @related_property for computed relations"
         )
+    if hasattr(relation, "content_type_field_name"):  # contenttypes' GenericRelation
+        raise ChannelDeclarationError(
+            f"{where}: {parent.model.__name__}.{source} is a GenericRelation, which "
+            "RxDjango cannot follow (its rows are found through a content type); declare "
+            "a @related_property on the model that returns them"
+        )
     if relation.related_model is not None and not issubclass(
-        child.model._meta.concrete_model, relation.related_model._meta.concrete_model
+        cast(type[models.Model], child.model._meta.concrete_model),
+        relation.related_model._meta.concrete_model,
     ):
         raise ChannelDeclarationError(
             f"{where}: {source} leads to {relation.related_model.__name__}, "
@@ -308,11 +407,20 @@ def _make_edge(parent: Layer, child: Layer, name: str, serializer_field: Any, ow
             EdgeKind.MANY_TO_MANY,
             child_lookup=lookup,
             m2m_field=m2m_field,
+            parent_lookup=relation.name,
         )
     if relation.concrete:  # forward ForeignKey / OneToOneField
         if many:
             raise ChannelDeclarationError(f"{where}: a foreign key cannot be many=True")
-        return Edge(name, parent, child, False, EdgeKind.FORWARD, parent_attname=relation.attname)
+        return Edge(
+            name,
+            parent,
+            child,
+            False,
+            EdgeKind.FORWARD,
+            parent_attname=relation.attname,
+            parent_lookup=relation.name,
+        )
     # Reverse side of a ForeignKey (one_to_many) or a OneToOneField (one_to_one).
     if relation.one_to_many != many:
         raise ChannelDeclarationError(
@@ -327,29 +435,18 @@ def _make_edge(parent: Layer, child: Layer, name: str, serializer_field: Any, ow
         EdgeKind.REVERSE,
         child_attname=relation.field.attname,
         child_lookup=relation.field.name,
+        parent_lookup=relation.name,
     )
-
-
-def _relation_named(model: type[models.Model], source: str) -> Any:
-    """The relation of ``model`` reached by attribute ``source`` (field or reverse accessor)."""
-    for model_field in model._meta.get_fields():
-        if not model_field.is_relation:
-            continue
-        reverse = model_field.auto_created and not model_field.concrete
-        name = model_field.get_accessor_name() if reverse else model_field.name
-        if name == source:
-            return model_field
-    return None
 
 
 def _plan_flat_queries(layer: Layer) -> None:
     """Plan select_related / prefetch_related so flat serialization is not N+1."""
     for serializer_field in layer.flat_serializer.fields.values():
-        source = serializer_field.source
+        source = cast(str, serializer_field.source)  # the stubs allow a callable; it is a str
         if not source or source == "*":
             continue
         first = source.split(".")[0]
-        relation = _relation_named(layer.model, first)
+        relation = relation_named(layer.model, first)
         if relation is None:
             continue
         if relation.many_to_many or relation.one_to_many:

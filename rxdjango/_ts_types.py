@@ -16,7 +16,7 @@ import re
 import types
 import typing
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from django.db import models
 from rest_framework import serializers
@@ -84,7 +84,8 @@ def pk_type(model: type[models.Model]) -> str:
 def model_field_type(field: Any, context: TypeContext, where: str) -> str:
     """The type of a model field as DRF renders it (for ``ReadOnlyField`` and pks)."""
     if isinstance(field, models.ForeignKey | models.OneToOneField):
-        return _nullable(pk_type(field.related_model), field.null)
+        # A class by now: Django resolves lazy references ("self", "app.Model") at setup.
+        return _nullable(pk_type(cast(type[models.Model], field.related_model)), field.null)
     if isinstance(field, models.BooleanField):
         text = "boolean"
     elif isinstance(field, models.DecimalField):
@@ -126,7 +127,8 @@ def _field_type(field: serializers.Field, context: TypeContext, where: str) -> s
         if model is None:
             model = _model_of_source(field)
         if field.pk_field is not None:
-            return _field_type(field.pk_field, context, where)
+            # The stubs say str; DRF holds the serializer field given as pk_field=.
+            return _field_type(cast(serializers.Field, field.pk_field), context, where)
         return pk_type(model) if model is not None else context.unknown_type(where)
     if isinstance(
         field,
@@ -146,7 +148,8 @@ def _field_type(field: serializers.Field, context: TypeContext, where: str) -> s
         return "boolean"
     if isinstance(field, serializers.DecimalField):
         return "string" if _as_string(field, api_settings.COERCE_DECIMAL_TO_STRING) else "number"
-    if isinstance(field, serializers.BigIntegerField):
+    # DRF has BigIntegerField; djangorestframework-stubs lack it, hence the ignore.
+    if isinstance(field, serializers.BigIntegerField):  # type: ignore[attr-defined]
         return "string" if _as_string(field, api_settings.COERCE_BIGINT_TO_STRING) else "number"
     if isinstance(field, serializers.IntegerField | serializers.FloatField):
         return "number"
@@ -184,7 +187,8 @@ def _model_field_of_source(field: serializers.Field) -> Any:
     if isinstance(field.parent, serializers.ManyRelatedField):
         field = field.parent
     model = getattr(getattr(field.parent, "Meta", None), "model", None)
-    if model is None or not field.source or "." in field.source:
+    # The stubs allow a callable source; a bound DRF field's is a str.
+    if model is None or not field.source or "." in cast(str, field.source):
         return None
     try:
         return model._meta.get_field(field.source)

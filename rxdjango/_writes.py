@@ -34,19 +34,20 @@ from django.db import IntegrityError, connections, models, router, transaction
 from rest_framework import serializers
 
 from ._audience import may_see
+from ._backends import get_backend
 from ._membership import audience_in
-from ._protocol import Operation, Status, client_value, error_frame
+from ._protocol import Operation, Reply, Request, Status, client_value, error_frame
+from ._render import visible_data
 from ._state_model import EdgeKind, Layer, StateModel, pk_repr
-from .exceptions import ChannelDeclarationError, ClientError, RxDjangoBug, WriteError
+from .exceptions import ClientError, RxDjangoBug, WriteError
 from .operations import CREATE, DELETE, OPERATIONS
 
 if TYPE_CHECKING:
-    from .channels import ContextChannel
+    from ._contract import Channel
 
 __all__ = [
     "Write",
     "WriteRefused",
-    "check_writable",
     "is_write",
     "parse_write",
     "perform_write",
@@ -55,7 +56,6 @@ __all__ = [
 
 logger = logging.getLogger("rxdjango")
 
-WRITE_RESPONSE = "writeResponse"
 
 # Write data is a flat object of field values (a JSONField may nest a little); deeper
 # nesting is refused before any serializer field turns it into a string recursively.
@@ -82,52 +82,15 @@ class Write:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-# -- declaration ------------------------------------------------------------------------
-
-
-def check_writable(cls: type, state_model: StateModel) -> dict[str, frozenset[str]]:
-    """``Meta.writable`` as {instance type: operations}; raises on declaration mistakes."""
-    declared = getattr(cls.Meta, "writable", None) or {}
-    if not isinstance(declared, dict):
-        raise ChannelDeclarationError(
-            f"{cls.__qualname__}.Meta.writable must be a dict "
-            "{SerializerClass: [SAVE, CREATE, DELETE]}"
-        )
-    by_class = {layer.serializer_class: layer for layer in state_model.layers.values()}
-    result: dict[str, frozenset[str]] = {}
-    for serializer_class, operations in declared.items():
-        layer = by_class.get(serializer_class)
-        if layer is None:
-            name = getattr(serializer_class, "__name__", repr(serializer_class))
-            raise ChannelDeclarationError(
-                f"{cls.__qualname__}.Meta.writable: {name} is not a serializer of this "
-                "channel's state tree"
-            )
-        if isinstance(operations, str) or not isinstance(operations, Iterable):
-            raise ChannelDeclarationError(
-                f"{cls.__qualname__}.Meta.writable[{serializer_class.__name__}] must be a list "
-                "of operations from rxdjango.operations"
-            )
-        operations = list(operations)
-        wrong = [op for op in operations if op not in OPERATIONS]
-        if wrong:
-            raise ChannelDeclarationError(
-                f"{cls.__qualname__}.Meta.writable[{serializer_class.__name__}]: {wrong[0]!r} "
-                "is not SAVE, CREATE or DELETE (from rxdjango.operations)"
-            )
-        result[layer.instance_type] = frozenset(operations)
-    return result
-
-
 # -- parsing ------------------------------------------------------------------------------
 
 
 def is_write(frame: Any) -> bool:
-    return isinstance(frame, dict) and frame.get("type") == "write"
+    return isinstance(frame, dict) and frame.get("type") == Request.WRITE
 
 
 def response(write_id: Any, **extra: Any) -> dict[str, Any]:
-    return {"type": WRITE_RESPONSE, "writeId": write_id, **extra}
+    return {"type": Reply.WRITE_RESPONSE, "writeId": write_id, **extra}
 
 
 def refusal(write_id: Any, status: int, message: str, detail: Any = None) -> dict[str, Any]:
@@ -196,7 +159,7 @@ def _nested_deeper_than(value: Any, limit: int) -> bool:
 # -- performing -----------------------------------------------------------------------------
 
 
-def perform_write(channel: ContextChannel, anchors: list[Any], write: Write) -> dict[str, Any]:
+def perform_write(channel: Channel, anchors: list[Any], write: Write) -> dict[str, Any]:
     """Steps 3 to 6 and the write, in one transaction (synchronous ORM code)."""
     model = write.layer.model
     try:
@@ -212,8 +175,8 @@ def perform_write(channel: ContextChannel, anchors: list[Any], write: Write) -> 
     return response(write.write_id, success=True)
 
 
-def _perform(channel: ContextChannel, anchors: list[Any], write: Write) -> Any:
-    state_model = type(channel).state_model()
+def _perform(channel: Channel, anchors: list[Any], write: Write) -> Any:
+    state_model = channel.state_model()
     if write.operation == CREATE:
         return _create(channel, state_model, anchors, write)
     instance = _visible_row(channel, state_model, anchors, write.layer, write.instance_id)
@@ -229,9 +192,7 @@ def _perform(channel: ContextChannel, anchors: list[Any], write: Write) -> Any:
     return None
 
 
-def _create(
-    channel: ContextChannel, state_model: StateModel, anchors: list[Any], write: Write
-) -> Any:
+def _create(channel: Channel, state_model: StateModel, anchors: list[Any], write: Write) -> Any:
     if write.parent is None:
         raise RxDjangoBug("a create was parsed without its parent")
     edge = next((e for e in write.parent.edges if e.name == write.relation), None)
@@ -248,6 +209,7 @@ def _create(
         )
     parent = _visible_row(channel, state_model, anchors, write.parent, write.parent_id)
     data = dict(write.data)
+    assert edge.child_lookup is not None  # set on every REVERSE edge
     fixed: dict[str, Any] = {edge.child_lookup: parent}
     # Fields the server decides; put in the data too, so unique_together sees them.
     data_fixed: dict[str, Any] = {edge.child_lookup: parent.pk}
@@ -298,7 +260,7 @@ def _outside(layer: Layer, raw_pk: Any) -> WriteRefused:
 
 
 def _visible_row(
-    channel: ContextChannel,
+    channel: Channel,
     state_model: StateModel,
     anchors: list[Any],
     layer: Layer,
@@ -328,7 +290,7 @@ def _owner_field(layer: Layer) -> str | None:
 
 def _serializer(
     layer: Layer,
-    channel: ContextChannel,
+    channel: Channel,
     data: dict[str, Any],
     instance: models.Model | None = None,
 ) -> serializers.ModelSerializer:
@@ -371,7 +333,9 @@ def _write_serializer_class(layer: Layer) -> type[serializers.ModelSerializer]:
                 model_field = next(
                     f for f in layer.model._meta.concrete_fields if f.attname == edge.parent_attname
                 )
-                extra = {} if model_field.name == edge.name else {"source": model_field.name}
+                extra: dict[str, Any] = (
+                    {} if model_field.name == edge.name else {"source": model_field.name}
+                )
                 fields[edge.name] = serializers.PrimaryKeyRelatedField(
                     queryset=edge.child.model._default_manager.all(),
                     allow_null=model_field.null,
@@ -382,7 +346,7 @@ def _write_serializer_class(layer: Layer) -> type[serializers.ModelSerializer]:
                 fields.pop(edge.name, None)
         return fields
 
-    write_class = type(
+    write_class: type[serializers.ModelSerializer] = type(
         f"Write{layer.serializer_class.__name__}",
         (layer.serializer_class,),
         {"get_fields": get_fields, "__module__": layer.serializer_class.__module__},
@@ -392,7 +356,7 @@ def _write_serializer_class(layer: Layer) -> type[serializers.ModelSerializer]:
 
 
 def _check_foreign_keys(
-    channel: ContextChannel,
+    channel: Channel,
     state_model: StateModel,
     anchors: list[Any],
     serializer: serializers.ModelSerializer,
@@ -411,7 +375,7 @@ def _check_foreign_keys(
             related, values = field, [value]
         else:
             continue
-        queryset = getattr(related, "queryset", None)
+        queryset: Any = getattr(related, "queryset", None)
         target_layers = state_model.layers_for_model(queryset.model) if queryset else []
         if not target_layers or not isinstance(values, list):
             continue  # outside the state: the serializer's queryset decides
@@ -449,7 +413,7 @@ def _check_allowed(hook: Any, *args: Any) -> None:
 
 
 def restoring_records(
-    channel: ContextChannel, anchors: list[Any], write: Write
+    channel: Channel, anchors: list[Any], write: Write
 ) -> list[dict[str, Any]] | None:
     """After a refused save or delete: the record as its writer may see it now, so a
     client that changed its copy before the reply can undo that exactly.
@@ -463,18 +427,15 @@ def restoring_records(
     """
     if write.operation == CREATE:
         return None  # nothing of a refused create exists; its temporary record goes
-    from ._backend import get_backend
-    from ._render import visible_data
-
     layer, user = write.layer, channel.user_id
-    state_model = type(channel).state_model()
+    state_model = channel.state_model()
     pk = _as_pk(layer.model, write.instance_id)
     if pk is None or not _storable(layer.model, pk):
         return None
     key = (layer.instance_type, pk_repr(pk))
     backend = get_backend()
     for anchor in anchors:
-        record = backend.cached_record((type(channel).channel_id, anchor), key)
+        record = backend.cached_record((channel.channel_id, anchor), key)
         if record is not None and may_see(record.audience, user):
             data = visible_data(record, state_model, user)
             return [{**data, "_tstamp": 0, "_operation": Operation.UPDATE}]

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from importlib import import_module
 from importlib.util import find_spec
+from typing import TYPE_CHECKING
 
 from django.apps import AppConfig, apps
 from django.core import checks
+from django.db import connections
+from django.db.models.signals import post_migrate
 from django.utils.module_loading import module_has_submodule
 
 from .conf import rx_settings
+
+if TYPE_CHECKING:
+    from ._state_model import StateModel
 
 __all__ = ["RxDjangoConfig"]
 
@@ -20,16 +26,28 @@ class RxDjangoConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import _access, _changes
+        # Imported once the app registry is ready: they import models and serializers.
+        from . import _access, _signal_source
         from .channels import ContextChannel
 
         discover_channels()
         for channel in ContextChannel.get_registered_channels():
             channel.state_model()
-        _changes.connect_signals()
+        _signal_source.connect_signals()
         _access.connect_revocation_signals()
+        post_migrate.connect(install_capture, sender=self, dispatch_uid="rxdjango.capture")
         checks.register(check_settings, "rxdjango")
         checks.register(check_channels, "rxdjango")
+        checks.register(check_capture, "rxdjango", deploy=False)
+
+
+def install_capture(using: str = "default", **kwargs: object) -> None:
+    """After ``migrate``: (re)install the triggers that capture changes in ``using``."""
+    from . import _capture
+
+    connection = connections[using]
+    if rx_settings.RX_CAPTURE and _capture.supports_capture(connection):
+        _capture.install_triggers(connection, _capture.watched_tables())
 
 
 def discover_channels() -> None:
@@ -67,6 +85,33 @@ def check_settings(app_configs: object = None, **kwargs: object) -> list[checks.
     return errors
 
 
+def check_capture(
+    app_configs: object = None, databases: object = None, **kwargs: object
+) -> list[checks.CheckMessage]:
+    """Say which write paths reach clients on a database that cannot capture changes."""
+    from . import _capture
+
+    warnings: list[checks.CheckMessage] = []
+    if not rx_settings.RX_CAPTURE:
+        return warnings
+    for alias in connections:
+        connection = connections[alias]
+        if not _capture.supports_capture(connection):
+            warnings.append(
+                checks.Warning(
+                    f"Database {alias!r} ({connection.vendor}) cannot capture changes: only "
+                    "save(), delete() and many-to-many changes made in a process that "
+                    "serves clients (or that shares the Redis backend) reach clients. "
+                    "QuerySet.update(), bulk_create(), bulk_update(), raw SQL and other "
+                    "programs' writes do not, unless the application calls "
+                    "broadcast_instance() or clear_cache().",
+                    hint="Use SQLite or PostgreSQL to capture every committed change.",
+                    id="rxdjango.W003",
+                )
+            )
+    return warnings
+
+
 def check_channels(app_configs: object = None, **kwargs: object) -> list[checks.CheckMessage]:
     from .channels import ContextChannel
 
@@ -83,4 +128,37 @@ def check_channels(app_configs: object = None, **kwargs: object) -> list[checks.
                     id="rxdjango.W002",
                 )
             )
+        warnings.extend(_undeclared_reads(channel.channel_id, channel.state_model()))
+    return warnings
+
+
+def _undeclared_reads(channel_id: str, state_model: StateModel) -> list[checks.CheckMessage]:
+    """Method fields whose source reads rows outside their record's subtree without
+    ``@depends_on``: a change to those rows would not refresh them."""
+    from rest_framework.serializers import SerializerMethodField
+
+    from ._fields import method_of, reads_outside
+
+    warnings: list[checks.CheckMessage] = []
+    for layer in state_model.layers.values():
+        followed = {edge.parent_lookup for edge in layer.edges if edge.parent_lookup}
+        for name, serializer_field in layer.flat_serializer.fields.items():
+            if not isinstance(serializer_field, SerializerMethodField):
+                continue
+            method = method_of(layer.serializer_class, serializer_field)
+            if method is None or hasattr(method, "rx_depends_on"):
+                continue
+            reads = reads_outside(layer.model, method, followed)
+            if reads:
+                warnings.append(
+                    checks.Warning(
+                        f"{channel_id}: {layer.serializer_class.__name__}.{name} reads "
+                        f"{', '.join(reads)} outside its record's subtree; changes there do "
+                        "not refresh it.",
+                        hint="Declare what it reads with @rxdjango.decorators.depends_on"
+                        "('<model path>', ...) on the method.",
+                        obj=layer.serializer_class,
+                        id="rxdjango.W004",
+                    )
+                )
     return warnings

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import threading
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -25,28 +24,28 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from asgiref.sync import async_to_sync
 from django.apps import apps
 from django.db import models, router
-from rest_framework import serializers
 
-from . import _codec
+from . import _codec, _registry
 from ._access import revoke
 from ._awaitable import Done, done_or_running
+from ._backends import get_backend
+from ._consumer import ChannelConsumer
 from ._dispatch import ActionSpec, collect_actions, collect_consumers
-from ._protocol import CloseCode, Reply
+from ._layers import SYSTEM_EVENT, SYSTEM_GROUP, cross_process_layer
+from ._loader import fetch_layer
+from ._protocol import NOTIFICATION_TYPE, CloseCode, Reply
+from ._registry import ChannelSpec
 from ._runtime import runtime_defaults
-from .conf import rx_settings
+from ._signal_source import record_change
+from ._state_model import wire_pk
 from .exceptions import ChannelDeclarationError, UnknownRuntimeVar
 
 if TYPE_CHECKING:
-    from ._consumer import ChannelConsumer
     from ._state_model import StateModel
 
 __all__ = ["ContextChannel", "broadcast_system_message"]
 
-_registry: dict[str, type[ContextChannel]] = {}
 _background: set[asyncio.Task[Any]] = set()
-_registry_lock = threading.Lock()
-_tracked: frozenset[type[models.Model]] | None = None
-_dependents: dict[type[models.Model], list[tuple[type[models.Model], str]]] | None = None
 
 
 class ContextChannel:
@@ -60,47 +59,38 @@ class ContextChannel:
 
     channel_id: ClassVar[str]
     many: ClassVar[bool]
-    _state_model: ClassVar[StateModel | None]
+    #: The parsed options (None on an abstract channel).
+    spec: ClassVar[ChannelSpec | None] = None
     _actions: ClassVar[dict[str, ActionSpec]] = {}
     _consumers: ClassVar[dict[str, tuple[str, ...]]] = {}
     _runtime_defaults: ClassVar[dict[str, Any] | None] = None
-    _writable: ClassVar[dict[str, frozenset[str]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._actions = collect_actions(cls)
         cls._consumers = collect_consumers(cls)
         cls._runtime_defaults = runtime_defaults(cls)
-        meta = getattr(cls, "Meta", None)
-        if meta is None:
-            raise ChannelDeclarationError(
-                f"{cls.__qualname__} must declare `class Meta: state = SomeSerializer()`"
-            )
-        if cls.__dict__.get("Meta") is meta and meta.__dict__.get("abstract", False):
-            return
-        state = getattr(meta, "state", None)
-        _check_state(cls, state)
-        ttl = getattr(meta, "cache_ttl", None)
-        if ttl is not None and (
-            isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0
-        ):
-            raise ChannelDeclarationError(
-                f"{cls.__qualname__}.Meta.cache_ttl must be a positive number of seconds or None, "
-                f"got {ttl!r}"
-            )
+        spec = _registry.parse_channel(cls)
+        cls.spec = spec
+        if spec is None:
+            return  # abstract
         declared = cls.__dict__.get("has_permission")
         if declared is not None and not isinstance(declared, staticmethod):
             raise ChannelDeclarationError(
                 f"{cls.__qualname__}.has_permission must be a @staticmethod "
                 "taking (user, **route_kwargs)"
             )
-        cls.channel_id = f"{cls.__module__}.{cls.__qualname__}"
-        cls.many = isinstance(state, serializers.ListSerializer)
-        _check_list_options(cls, meta)
-        cls._state_model = None
+        if spec.auto_update and cls.is_visible is ContextChannel.is_visible:
+            raise ChannelDeclarationError(
+                f"{cls.__qualname__}.Meta.auto_update needs is_visible(self, instance_id) "
+                "to decide which new instances each client sees"
+            )
+        spec.actions, spec.consumers = cls._actions, cls._consumers
+        cls.channel_id = spec.channel_id
+        cls.many = spec.many
         if apps.ready:
-            cls.state_model()  # surface declaration errors at import time
-        _register(cls)
+            spec.state_model()  # surface declaration errors at import time
+        _registry.register(spec)
 
     # -- per connection -----------------------------------------------------------
 
@@ -203,8 +193,6 @@ class ContextChannel:
         layer = layers[0]
 
         def serialize() -> dict[str, Any] | None:
-            from ._loader import fetch_layer
-
             found = fetch_layer(layer, [instance.pk])
             if not found:
                 return None  # not in the database (any more)
@@ -263,39 +251,33 @@ class ContextChannel:
     # -- class level ----------------------------------------------------------------
 
     @classmethod
+    def _spec(cls) -> ChannelSpec:
+        if cls.spec is None:
+            raise ChannelDeclarationError(f"{cls.__qualname__} is abstract")
+        return cls.spec
+
+    @classmethod
     def state_model(cls) -> StateModel:
         """The flattened shape of ``Meta.state`` (built once, when apps are ready)."""
-        if cls._state_model is None:
-            from ._state_model import StateModel
-            from ._writes import check_writable
-
-            state_model = StateModel(cls.Meta.state, cls.__qualname__)
-            cls._writable = check_writable(cls, state_model)
-            cls._state_model = state_model
-        return cls._state_model
+        return cls._spec().state_model()
 
     @classmethod
     def writable(cls) -> dict[str, frozenset[str]]:
         """``Meta.writable`` as {instance type: allowed operations}."""
-        cls.state_model()
-        return cls._writable
+        return cls._spec().writable
 
     @classmethod
     def get_registered_channels(cls) -> set[type[ContextChannel]]:
-        with _registry_lock:
-            return set(_registry.values())
+        return {spec.channel_class for spec in _registry.specs()}
 
     @classmethod
     def get_cache_ttl(cls) -> float:
-        ttl = getattr(cls.Meta, "cache_ttl", None)
-        return ttl if ttl is not None else rx_settings.RX_CACHE_TTL
+        return cls._spec().cache_ttl_seconds()
 
     @classmethod
     def as_asgi(cls) -> Callable[..., Any]:
         """The ASGI application serving this channel, for ``websocket_urlpatterns``."""
-        from ._consumer import ChannelConsumer
-
-        if cls.__dict__.get("Meta") is not None and cls.Meta.__dict__.get("abstract", False):
+        if cls.spec is None:
             raise ChannelDeclarationError(f"{cls.__qualname__} is abstract and cannot be routed")
         return ChannelConsumer.as_asgi(channel_class=cls)
 
@@ -310,16 +292,13 @@ class ContextChannel:
         ``anchor_id``'s. A plain call; awaiting the result works too (on an event loop
         the work runs in a worker thread, and awaiting waits for it).
         """
-        from ._changes import record_change, record_dependents
-
         if operation not in ("create", "update", "delete"):
             raise ValueError(f"operation must be 'create', 'update' or 'delete', got {operation!r}")
         model = type(instance)
 
         def record() -> None:
             using = router.db_for_write(model)
-            record_change(model, [instance.pk], using)
-            record_dependents(model, [instance.pk], using)  # values computed from it
+            record_change(model, [instance.pk], using)  # and the values computed from it
 
         return done_or_running(record)
 
@@ -332,18 +311,14 @@ class ContextChannel:
         Callable from sync code (views, commands, tasks) and async code; it does not
         block and does not wait for a transaction. A plain call; awaiting works too.
         """
-        from ._backend import get_backend
-
         if not isinstance(data, dict):
             raise TypeError(f"notification data must be a dict, got {type(data).__name__}")
-        frame = _codec.encode([{**data, "_instance_type": "_notification"}])
+        frame = _codec.encode([{**data, "_instance_type": NOTIFICATION_TYPE}])
         get_backend().notify((cls.channel_id, cls._anchor_pk(anchor_id)), frame, user_id)
         return Done()
 
     @classmethod
     def _anchor_pk(cls, anchor_id: Any) -> Any:
-        from ._state_model import wire_pk
-
         return wire_pk(cls.state_model().anchor_model, anchor_id)
 
     @classmethod
@@ -352,8 +327,6 @@ class ContextChannel:
         true if it was cached (hot). A plain call returns at once with the result
         (truthy like that bool); from async code, ``await`` it (the work runs in a
         worker thread)."""
-        from ._backend import get_backend
-
         ref = (cls.channel_id, cls._anchor_pk(anchor_id))
         return done_or_running(lambda: get_backend().clear(ref))
 
@@ -374,32 +347,7 @@ class ContextChannel:
     @classmethod
     def tracked_models(cls) -> frozenset[type[models.Model]]:
         """Concrete models whose changes some registered channel must see."""
-        global _tracked
-        tracked = _tracked
-        if tracked is None:
-            found: set[type[models.Model]] = set()
-            for channel in cls.get_registered_channels():
-                state_model = channel.state_model()
-                found.update(state_model.by_model)
-                found.update(state_model.through_models)
-                found.update(state_model.dependencies)
-            tracked = _tracked = frozenset(found)
-        return tracked
-
-
-def dependents_of(model: type[models.Model]) -> list[tuple[type[models.Model], str]]:
-    """(model, query path to ``model``) of the plain values that read ``model``'s rows,
-    in every registered channel (internal)."""
-    global _dependents
-    dependents = _dependents
-    if dependents is None:
-        dependents = {}
-        for channel in ContextChannel.get_registered_channels():
-            for origin, owners in channel.state_model().dependencies.items():
-                known = dependents.setdefault(origin, [])
-                known.extend(owner for owner in owners if owner not in known)
-        _dependents = dependents
-    return dependents.get(model._meta.concrete_model, [])
+        return _registry.tracked_models()
 
 
 def broadcast_system_message(message: Any, *, maintenance: bool = False) -> None:
@@ -410,9 +358,6 @@ def broadcast_system_message(message: Any, *, maintenance: bool = False) -> None
     reaches the clients of every process; otherwise those of this process.
     Callable from sync and async code; it does not wait for delivery.
     """
-    from ._backend import get_backend
-    from ._layers import SYSTEM_EVENT, SYSTEM_GROUP, cross_process_layer
-
     kind = Reply.MAINTENANCE if maintenance else Reply.SYSTEM
     frame = _codec.encode({"type": kind, "source": kind, "message": message})
     backend = get_backend()
@@ -429,52 +374,3 @@ def broadcast_system_message(message: Any, *, maintenance: bool = False) -> None
         task = loop.create_task(layer.group_send(SYSTEM_GROUP, event))
         _background.add(task)
         task.add_done_callback(_background.discard)
-
-
-def _check_list_options(cls: type[ContextChannel], meta: Any) -> None:
-    if getattr(meta, "auto_update", False):
-        if not cls.many:
-            raise ChannelDeclarationError(
-                f"{cls.__qualname__}.Meta.auto_update needs a list channel (state many=True)"
-            )
-        if cls.is_visible is ContextChannel.is_visible:
-            raise ChannelDeclarationError(
-                f"{cls.__qualname__}.Meta.auto_update needs is_visible(self, instance_id) "
-                "to decide which new instances each client sees"
-            )
-
-
-def _check_state(cls: type, state: Any) -> None:
-    child = state.child if isinstance(state, serializers.ListSerializer) else state
-    if isinstance(state, type):
-        raise ChannelDeclarationError(
-            f"{cls.__qualname__}.Meta.state must be a serializer instance: "
-            f"write `state = {state.__name__}()`"
-        )
-    if not isinstance(child, serializers.ModelSerializer):
-        raise ChannelDeclarationError(
-            f"{cls.__qualname__}.Meta.state must be a ModelSerializer instance, "
-            f"got {type(state).__name__ if state is not None else 'nothing'}"
-        )
-
-
-def _register(cls: type[ContextChannel]) -> None:
-    global _tracked, _dependents
-    with _registry_lock:
-        _registry[cls.channel_id] = cls
-        _tracked = _dependents = None
-
-
-def channel_by_id(channel_id: str) -> type[ContextChannel] | None:
-    """The registered channel class with this id (internal)."""
-    with _registry_lock:
-        return _registry.get(channel_id)
-
-
-def _unregister(cls: type[ContextChannel]) -> None:
-    """Remove a channel from the registry (tests that declare throwaway channels)."""
-    global _tracked, _dependents
-    with _registry_lock:
-        if _registry.get(cls.channel_id) is cls:
-            del _registry[cls.channel_id]
-        _tracked = _dependents = None

@@ -57,6 +57,18 @@ DEFAULTS: dict[str, Any] = {
     # Seconds between re-checks of has_permission (and the user's token) on an idle
     # socket; writes and actions re-check before they run. None: only those.
     "RX_PERMISSION_RECHECK": 60.0,
+    # Capture changes in the database (triggers and a change log, on SQLite and
+    # PostgreSQL): every committed change reaches clients, whatever made it.
+    "RX_CAPTURE": True,
+    # Seconds between checks of an SQLite database for commits by other connections
+    # (PostgreSQL wakes the relay at once with NOTIFY).
+    "RX_CAPTURE_POLL": 0.02,
+    # Seconds a captured change may wait in the log unrelayed; past it, cached anchors
+    # are dropped (they reload from the tables) and the old rows deleted.
+    "RX_CAPTURE_RETENTION": 3600.0,
+    # Scheme and host that hyperlinked serializer fields build absolute URLs with
+    # (there is no request behind a broadcast); None refuses hyperlinked fields.
+    "RX_BASE_URL": None,
 }
 
 

@@ -1,5 +1,7 @@
-"""``related_property(accessor, reverse_accessor=None)``, as the original RxDjango
-documents it, for projects written for it.
+"""Declarations of what computed values read.
+
+``related_property(accessor, reverse_accessor=None)``, as the original RxDjango
+documents it, for projects written for it; :func:`depends_on` for method fields.
 
 ``accessor`` is the query path from the model that declares the property to the
 rows it depends on (``'items'``); ``reverse_accessor`` the path from those rows
@@ -21,14 +23,16 @@ back (``'order'``), worked out from ``accessor`` when omitted.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from django.db import models
 
 from .exceptions import ChannelDeclarationError
 from .relations import RelatedProperty
 
-__all__ = ["AccessorProperty", "related_property"]
+__all__ = ["AccessorProperty", "depends_on", "related_property"]
+
+Method = TypeVar("Method", bound=Callable[..., Any])
 
 
 class AccessorProperty(RelatedProperty):
@@ -71,6 +75,29 @@ def related_property(
     return decorate
 
 
+def depends_on(*paths: str) -> Callable[[Method], Method]:
+    """Declare which rows a ``SerializerMethodField``'s method reads beyond its instance's
+    subtree: ORM query paths from the serializer's model (``"project__owner"``). A change
+    to any row along a path re-evaluates the records that reach it.
+
+        class JobSerializer(serializers.ModelSerializer):
+            open_tasks = serializers.SerializerMethodField()
+
+            @depends_on("tasks")
+            def get_open_tasks(self, job):
+                return job.tasks.filter(done=False).count()
+    """
+    for path in paths:
+        if not isinstance(path, str) or not path:
+            raise TypeError(f"depends_on expects query path strings, got {path!r}")
+
+    def decorate(method: Method) -> Method:
+        method.rx_depends_on = paths  # type: ignore[attr-defined]
+        return method
+
+    return decorate
+
+
 def walk(model: type[models.Model], path: str, where: str) -> list[tuple[Any, type[models.Model]]]:
     """The relations along ``path`` from ``model``, each with the model it leads to."""
     steps = []
@@ -84,7 +111,8 @@ def walk(model: type[models.Model], path: str, where: str) -> list[tuple[Any, ty
             raise ChannelDeclarationError(
                 f"{where}: {part!r} in {path!r} is not a relation of {current.__name__}"
             )
-        current = relation.related_model
+        # A class by now: Django resolves lazy references ("self", "app.Model") at setup.
+        current = cast(type[models.Model], relation.related_model)
         steps.append((relation, current))
     return steps
 

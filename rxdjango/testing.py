@@ -18,9 +18,11 @@ from typing import Any
 
 from asgiref.testing import ApplicationCommunicator
 
-from . import _codec
-from ._backend import reset_backend
-from ._protocol import Operation, Reply
+from . import _codec, _state_stream, _subtrees
+from ._backends import current_backend, reset_backend
+from ._capture import forget_capturing
+from ._protocol import NOTIFICATION_TYPE, Operation, Reply
+from ._relay import stop_relays
 from .channels import ContextChannel
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "between_load_layers",
     "reset_state",
     "timeout",
+    "while_sending_state",
 ]
 
 
@@ -41,10 +44,10 @@ def timeout(units: float = 1.0) -> float:
 def reset_state() -> None:
     """Forget all cached anchors (in Redis too); call between tests whose database is
     flushed."""
-    from ._backend import current_backend
-
+    stop_relays()
+    forget_capturing()
     backend = current_backend()
-    if backend is not None and hasattr(backend, "forget_everything"):
+    if backend is not None:
         backend.forget_everything()
     reset_backend()
 
@@ -57,13 +60,26 @@ def between_load_layers(callback: Callable[[str], None]) -> Iterator[None]:
     For tests of what a load does when changes commit in the middle of it: the
     callback may commit changes from another thread (or process) and wait for them.
     """
-    from . import _loader
-
-    _loader.layer_observers.append(callback)
+    _subtrees.layer_observers.append(callback)
     try:
         yield
     finally:
-        _loader.layer_observers.remove(callback)
+        _subtrees.layer_observers.remove(callback)
+
+
+@contextlib.contextmanager
+def while_sending_state(callback: Callable[[], None]) -> Iterator[None]:
+    """Call ``callback()`` each time this process is about to read more of a client's
+    initial state or catch-up: before the first record, then after each record sent.
+
+    For tests of what a client receives when changes commit while its state is on the
+    way (on Redis the state is read from the cache page by page as it is sent).
+    """
+    _state_stream.state_observers.append(callback)
+    try:
+        yield
+    finally:
+        _state_stream.state_observers.remove(callback)
 
 
 class ClientState:
@@ -106,7 +122,7 @@ class ClientState:
             if operation == Operation.END_INITIAL_STATE:
                 self.end_markers += 1
                 continue
-            if record.get("_instance_type") == "_notification":
+            if record.get("_instance_type") == NOTIFICATION_TYPE:
                 self.notifications.append(record)
                 continue
             self.received.append(record)
@@ -179,8 +195,16 @@ class ClientState:
         if record is None or key in path:
             return None
         layer = self.state_model.layers[instance_type]
-        names = list(layer.flat_serializer.fields)
-        result = {name: record.get(name) for name in names}
+        # The record's own keys, as the serializer gave them (a field it skipped stays
+        # absent, a key ``to_representation`` adds stays), without wire metadata; the id
+        # every record carries only if the serializer has it.
+        edges = {edge.name for edge in layer.edges}
+        declares_id = "id" in layer.flat_serializer.fields
+        result = {
+            name: value
+            for name, value in record.items()
+            if not name.startswith("_") and name not in edges and (name != "id" or declares_id)
+        }
         for edge in layer.edges:
             value = record.get(edge.name)
             child_type = edge.child.instance_type

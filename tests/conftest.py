@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from channels.db import database_sync_to_async
 
+from rxdjango._relay import stop_relays
 from rxdjango.testing import reset_state
 
 from support import SHARED_REDIS, PrivateRedis, RedisTarget, World, build_world
@@ -54,13 +55,15 @@ def application():
 
 
 @pytest.fixture
-async def world(transactional_db) -> World:
-    return await database_sync_to_async(build_world)()
+async def world(transactional_db) -> AsyncIterator[World]:
+    yield await database_sync_to_async(build_world)()
+    stop_relays()  # before the database is flushed: a relay reading it would deadlock it
 
 
 @pytest.fixture
-def world_sync(transactional_db) -> World:
-    return build_world()
+def world_sync(transactional_db) -> Iterator[World]:
+    yield build_world()
+    stop_relays()
 
 
 @pytest.fixture

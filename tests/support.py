@@ -8,11 +8,12 @@ import datetime
 import decimal
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from django.test.utils import override_settings
 from rest_framework.authtoken.models import Token
 
 from rxdjango import _codec
+from rxdjango._change import FlatRecord
 from rxdjango.testing import ChannelCommunicator, ClientState, timeout
 
 from jobs.channels import JobChannel
@@ -42,6 +44,7 @@ from jobs.models import (
     Project,
     Task,
 )
+from jobs.serializers import JobSerializer
 
 # Instance types of the test project's state, as they travel on the wire.
 TASK = "jobs.serializers.TaskSerializer"
@@ -155,7 +158,8 @@ TESTS_DIR = Path(__file__).resolve().parent
 
 def subprocess_env(extra_env: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for a subprocess of the test project on the test's database."""
-    env = {**os.environ, **(extra_env or {})}
+    # A subprocess that hangs prints every thread's stack when the test aborts it.
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1", **(extra_env or {})}
     if connection.vendor == "postgresql":
         env["PGDATABASE"] = connection.settings_dict["NAME"]
     else:
@@ -219,7 +223,12 @@ def running_server(
     finally:
         if process.poll() is None:
             process.terminate()
-            process.wait(timeout(2))
+            try:
+                process.wait(timeout(2))
+            except subprocess.TimeoutExpired:  # it hangs: its threads' stacks, then fail
+                process.send_signal(signal.SIGABRT)
+                process.wait(5)
+                raise
 
 
 @contextlib.contextmanager
@@ -450,3 +459,61 @@ def process_rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def flat_record(
+    kind: str, pk: Any, owner: Any = None, parents: Iterable[Any] = (), **fields: Any
+) -> FlatRecord:
+    """A record of ``JobChannel``'s state as the cache holds it, built by hand (tests of
+    rendering and propagation without a database): ``fields`` name list and foreign-key
+    children by id, ``parents`` are the keys holding it through a child-side relation."""
+    layer = JobChannel.state_model().layers[kind]
+    refs = []
+    for edge in layer.edges:
+        value = fields.get(edge.name)
+        for child in value if isinstance(value, list) else [value]:
+            if child is not None:
+                refs.append((edge.child.instance_type, child))
+    data = {"id": pk, "_instance_type": kind, **fields}
+    return FlatRecord(
+        (kind, pk), data, owner=owner, refs=refs, tstamp=1.0, parent_links=frozenset(parents)
+    )
+
+
+# -- convergence --------------------------------------------------------------------------
+
+
+def problems(state: ClientState, want: Any) -> list[str]:
+    """Why ``state`` is not ``want``: a different tree, or ids without records."""
+    found = []
+    if state.tree() != want:
+        found.append(f"tree differs:\n got  {state.tree()}\n want {want}")
+    dangling = state.dangling()
+    if dangling:
+        found.append(f"ids without records: {dangling}")
+    return found
+
+
+async def converges(read: Callable[[float], Any], state: ClientState, want: Callable) -> None:
+    """Read frames until ``state`` holds ``want()`` and names nothing it lacks."""
+    wanted = await database_sync_to_async(want)()
+    deadline = time.monotonic() + timeout(3)
+    while problems(state, wanted) and time.monotonic() < deadline:
+        with contextlib.suppress(TimeoutError):
+            await read(min(0.2, max(0.01, (deadline - time.monotonic()) / timeout())))
+    assert not problems(state, wanted), problems(state, wanted)
+
+
+def job_state(world: World) -> Callable[[], Any]:
+    return lambda: expected_state(JobSerializer, Job.objects.get(pk=world.job.pk), world.alice)
+
+
+def receive(client: ChannelCommunicator) -> Callable[[float], Any]:
+    """Read one frame if one comes within ``units`` (a communicator's own timeout would
+    cancel the connection)."""
+
+    async def read(units: float) -> Any:
+        if not await client.receive_nothing(timeout(units)):
+            await client.receive_frame()
+
+    return read

@@ -10,8 +10,9 @@ from django.apps import AppConfig, apps
 from django.test.utils import override_settings
 from rest_framework import serializers
 
+from rxdjango._registry import unregister as _unregister
 from rxdjango.apps import discover_channels
-from rxdjango.channels import ContextChannel, _unregister
+from rxdjango.channels import ContextChannel
 from rxdjango.exceptions import ChannelDeclarationError, RxDjangoError
 
 from jobs.channels import JobChannel

@@ -8,7 +8,7 @@ from channels.routing import URLRouter
 from django.db import transaction
 from django.urls import path
 
-from rxdjango._backend import get_backend
+from rxdjango._backends import get_backend
 from rxdjango.actions import action
 from rxdjango.channels import ContextChannel
 

@@ -15,7 +15,6 @@ in one of them (a hook driven by files) while the test process commits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -28,27 +27,29 @@ from channels.routing import URLRouter
 from django.db import connections
 from django.urls import path
 
-from rxdjango._backend import get_backend
+from rxdjango._backends import get_backend
 from rxdjango.actions import action
 from rxdjango.channels import ContextChannel
 from rxdjango.testing import (
-    ChannelCommunicator,
-    ClientState,
     between_load_layers,
     reset_state,
     timeout,
+    while_sending_state,
 )
 
 from jobs.channels import JobChannel
 from jobs.models import Job, Label, Note, Participant, Task
-from jobs.serializers import JobBriefSerializer, JobSerializer
+from jobs.serializers import JobBriefSerializer
 from support import (
     JOB,
     TASK,
     SocketClient,
     World,
     connect,
+    converges,
     expected_state,
+    job_state,
+    receive,
     running_server,
     until,
 )
@@ -189,42 +190,6 @@ class PauseOnce:
 # -- convergence ---------------------------------------------------------------------------
 
 
-def problems(state: ClientState, want: Any) -> list[str]:
-    """Why ``state`` is not ``want``: a different tree, or ids without records."""
-    found = []
-    if state.tree() != want:
-        found.append(f"tree differs:\n got  {state.tree()}\n want {want}")
-    dangling = state.dangling()
-    if dangling:
-        found.append(f"ids without records: {dangling}")
-    return found
-
-
-async def converges(read: Callable[[float], Any], state: ClientState, want: Callable) -> None:
-    """Read frames until ``state`` holds ``want()`` and names nothing it lacks."""
-    wanted = await db(want)()
-    deadline = time.monotonic() + timeout(3)
-    while problems(state, wanted) and time.monotonic() < deadline:
-        with contextlib.suppress(TimeoutError):
-            await read(min(0.2, max(0.01, (deadline - time.monotonic()) / timeout())))
-    assert not problems(state, wanted), problems(state, wanted)
-
-
-def job_state(world: World) -> Callable[[], Any]:
-    return lambda: expected_state(JobSerializer, Job.objects.get(pk=world.job.pk), world.alice)
-
-
-def receive(client: ChannelCommunicator) -> Callable[[float], Any]:
-    """Read one frame if one comes within ``units`` (a communicator's own timeout would
-    cancel the connection)."""
-
-    async def read(units: float) -> Any:
-        if not await client.receive_nothing(timeout(units)):
-            await client.receive_frame()
-
-    return read
-
-
 LAYERS = {"after the job": JOB, "after the tasks": TASK}
 
 
@@ -297,6 +262,56 @@ async def test_a_resync_that_reloads_keeps_changes_made_meanwhile(application, w
         )
     assert pause.fired
     assert {"type": "resync", "anchorId": world.job.pk} in again.state.controls
+    await converges(receive(again), again.state, job_state(world))
+    await again.disconnect()
+
+
+def _touch_first_task(world: World, title: str) -> None:
+    task = Task.objects.get(pk=world.tasks[0].pk)
+    task.title = title
+    task.save()
+
+
+@pytest.mark.parametrize("during", ["initial state", "catch-up"])
+@pytest.mark.parametrize("kind", ["delete", "create", "move out", "move in", "m2m remove"])
+async def test_a_client_that_reconnects_right_after_its_end_marker_misses_nothing(
+    application, world, kind, during
+):
+    """Changes commit while a client's state or catch-up is being sent (after the job's
+    record, or before the catch-up's records are read), the last one to a record sent
+    after them. The client reads up to its end marker and reconnects with its
+    ``lastUpdate`` before reading the changes that follow the marker: the catch-up
+    must still bring them."""
+    await db(prepare)(world)
+    path_ = f"/ws/job/{world.job.pk}/"
+    fire_at = 2 if during == "initial state" else 1
+    calls: list[int] = []
+
+    def hook() -> None:
+        calls.append(1)
+        if len(calls) == fire_at:
+            commit_elsewhere(lambda: CHANGES[kind](world))
+            commit_elsewhere(lambda: _touch_first_task(world, "written while sent"))
+
+    resume: dict[str, Any] = {}
+    if during == "catch-up":
+        earlier = await connect(application, path_, world.tokens["alice"])
+        await earlier.disconnect()
+        await db(_touch_first_task)(world, "written while away")  # in the catch-up
+        resume = {"last_update": earlier.state.last_update, "state": earlier.state}
+    with while_sending_state(hook):
+        sent = await connect(application, path_, world.tokens["alice"], **resume)
+    assert len(calls) >= fire_at, "the state was never sent"
+    if during == "catch-up":
+        assert {"type": "resync", "anchorId": world.job.pk} not in sent.state.controls
+    await sent.disconnect()  # what followed the end marker is lost with the socket
+    again = await connect(
+        application,
+        path_,
+        world.tokens["alice"],
+        last_update=sent.state.last_update,
+        state=sent.state,
+    )
     await converges(receive(again), again.state, job_state(world))
     await again.disconnect()
 

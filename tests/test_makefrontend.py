@@ -149,7 +149,9 @@ def test_routes_come_from_the_asgi_application():
 def test_two_serializers_with_one_name_get_distinct_type_names():
     def layer(module: str, name: str) -> Any:
         serializer_class = type(name, (), {"__module__": module})
-        return SimpleNamespace(serializer_class=serializer_class, instance_type=f"{module}.{name}")
+        return SimpleNamespace(
+            serializer_class=serializer_class, instance_type=f"{module}.{name}", type_name=name
+        )
 
     layers = [layer("shop.serializers", "ItemSerializer"), layer("blog.api", "ItemSerializer")]
     names = _type_names(layers)

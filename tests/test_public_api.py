@@ -11,7 +11,7 @@ PUBLIC = {
     "rxdjango.actions": ["action"],
     "rxdjango.channels": ["ContextChannel", "broadcast_system_message"],
     "rxdjango.consumers": ["consumer"],
-    "rxdjango.decorators": ["AccessorProperty", "related_property"],
+    "rxdjango.decorators": ["AccessorProperty", "depends_on", "related_property"],
     "rxdjango.exceptions": [
         "ActionError",
         "ActionNotAsync",
@@ -35,6 +35,7 @@ PUBLIC = {
         "between_load_layers",
         "reset_state",
         "timeout",
+        "while_sending_state",
     ],
 }
 

@@ -17,15 +17,15 @@ import time
 
 import pytest
 import redis
+import websockets
 from channels.db import database_sync_to_async as db
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test.utils import override_settings
 
-from rxdjango import _loader
-from rxdjango._backend import get_backend
-from rxdjango._redis_backend import RedisBackend, redis_backend
-from rxdjango.testing import timeout
+from rxdjango._backends import get_backend
+from rxdjango._backends.redis_backend import RedisBackend, redis_backend
+from rxdjango.testing import between_load_layers, timeout
 
 from jobs.channels import JobChannel
 from jobs.models import Task
@@ -35,6 +35,7 @@ from support import (
     RedisTarget,
     SocketClient,
     connect,
+    converges,
     expected_state,
     run_command,
     running_server,
@@ -120,19 +121,16 @@ async def test_catch_up_across_processes_has_updates_and_deletes(world, shared_r
 # -- loading ----------------------------------------------------------------------------------
 
 
-def test_concurrent_first_connects_load_once(world_sync, shared_redis, in_process, monkeypatch):
+def test_concurrent_first_connects_load_once(world_sync, shared_redis, in_process):
     """Callers in two processes (two backends) arrive while one loads: one load in all."""
     world = world_sync
     started, release = threading.Event(), threading.Event()
-    original = _loader.load_subtrees
 
-    def slow_load(*args, **kwargs):
+    def slow_load(layer: str) -> None:
         started.set()
         release.wait(timeout())
-        return original(*args, **kwargs)
 
-    monkeypatch.setattr(_loader, "load_subtrees", slow_load)
-    with shared_redis.settings():
+    with shared_redis.settings(), between_load_layers(slow_load):
         backends = [redis_backend(get_backend().hub) for _ in range(2)]
         results: list = []
 
@@ -191,7 +189,7 @@ async def test_a_killed_loader_does_not_make_others_wait_forever(
 
 async def test_idle_anchors_expire_without_a_cron_job(world, shared_redis, in_process, monkeypatch):
     # A TTL of zero: an unwatched anchor is due at once, so no test waits on the clock.
-    monkeypatch.setattr(JobChannel.Meta, "cache_ttl", 0, raising=False)
+    monkeypatch.setattr(JobChannel.spec, "cache_ttl", 0)
     with shared_redis.settings():
         from testproject.asgi import application
 
@@ -282,6 +280,9 @@ async def test_a_lost_pubsub_connection_makes_clients_catch_up(world, private_re
         await db(rename)(world.tasks[0].pk, "while reconnecting")
         await client.open()
         assert not any(c.get("type") == "resync" for c in client.state.controls)
+        # In the catch-up, or live right after it (the server relays the change).
+        expected = await db(expected_state)(JobSerializer, world.job, world.alice)
+        await converges(client.read, client.state, lambda: expected)
         assert titles(client)[world.tasks[0].pk] == "while reconnecting"
         await db(rename)(world.tasks[1].pk, "live again")
         await client.records_until(lambda r: r.get("title") == "live again")
@@ -323,9 +324,17 @@ async def test_a_redis_restart_makes_clients_resync_and_nothing_is_lost(
         assert {"type": "resync", "anchorId": world.job.pk} in client.state.controls
         assert titles(client)[world.tasks[0].pk] == "while Redis was down"
         await db(rename)(world.tasks[1].pk, "after the restart")
-        await client.records_until(lambda r: r.get("title") == "after the restart")
         expected = await db(expected_state)(JobSerializer, world.job, world.alice)
-        assert client.state.tree() == expected
+        for _attempt in range(3):
+            # A client admitted while pub/sub was still reconnecting is closed with 4408
+            # once it is back (it may have missed frames); like a browser, it reconnects.
+            try:
+                await converges(client.read, client.state, lambda: expected)
+                break
+            except websockets.ConnectionClosed as closed:
+                assert closed.rcvd is not None and closed.rcvd.code == 4408
+                await client.open()
+        assert titles(client)[world.tasks[1].pk] == "after the restart"
         await client.close()
 
 
@@ -377,17 +386,26 @@ async def test_sentinel_through_a_client_factory(
 
 
 async def test_redis_commands_per_change_do_not_grow_with_clients(world, shared_redis, in_process):
-    """The same commands for a change watched by 1 client and by 200."""
+    """The same commands for a change watched by 1 client and by 200.
+
+    Each is measured twice and the smaller count of each command kept: work on a
+    clock (the relay's lease, the epoch check) lands in one window or another, work
+    per client would land in both.
+    """
     from testproject.asgi import application
 
     path = f"/ws/job/{world.job.pk}/"
     with shared_redis.settings(RX_REDIS_HEARTBEAT=3600, RX_MAX_CONNECTIONS_PER_USER=None):
         clients = [await connect(application, path, world.tokens["alice"])]
         await _commands_for_a_change(world, clients, "warm-up")  # Redis caches our scripts
-        one = await _commands_for_a_change(world, clients, "watched by one")
+        one = _fewest(
+            [await _commands_for_a_change(world, clients, f"watched by one {n}") for n in (1, 2)]
+        )
         for _ in range(199):
             clients.append(await connect(application, path, world.tokens["alice"]))
-        many = await _commands_for_a_change(world, clients, "watched by two hundred")
+        many = _fewest(
+            [await _commands_for_a_change(world, clients, f"watched by 200 {n}") for n in (1, 2)]
+        )
         assert one == many, (one, many)
         for client in clients:
             await client.disconnect()
@@ -407,6 +425,13 @@ async def _commands_for_a_change(world, clients, title: str) -> dict[str, int]:
         for name in after
         if after[name] != before.get(name, 0)
     }
+
+
+def _fewest(measures: list[dict[str, int]]) -> dict[str, int]:
+    """Per command, the smallest count among ``measures`` (0 where one lacks it)."""
+    names = set().union(*measures)
+    fewest = {name: min(m.get(name, 0) for m in measures) for name in names}
+    return {name: count for name, count in fewest.items() if count}
 
 
 def _command_counts(client: redis.Redis) -> dict[str, int]:

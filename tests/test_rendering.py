@@ -11,27 +11,18 @@ from typing import Any
 import orjson
 
 from rxdjango._audience import assign_all, assign_changed, restrict, union
-from rxdjango._loader import FlatRecord
+from rxdjango._change import FlatRecord
 from rxdjango._propagation import Change
 from rxdjango._render import Item, render_delta, render_initial, render_since, visible_data
 
 from jobs.channels import JobChannel
-from support import JOB, NOTE, NOTE_COMMENT, NOTE_REACTION, TASK
+from support import JOB, NOTE, NOTE_COMMENT, NOTE_REACTION, TASK, flat_record
 
 STATE = JobChannel.state_model()
 ALICE, BOB, CAROL = 1, 2, 3
 
 
-def record(kind: str, pk: Any, owner: Any = None, **fields: Any) -> FlatRecord:
-    layer = STATE.layers[kind]
-    refs = []
-    for edge in layer.edges:
-        value = fields.get(edge.name)
-        for child in value if isinstance(value, list) else [value]:
-            if child is not None:
-                refs.append((edge.child.instance_type, child))
-    data = {"id": pk, "_instance_type": kind, **fields}
-    return FlatRecord((kind, pk), data, owner=owner, refs=refs, tstamp=1.0)
+record = flat_record
 
 
 def anchor(**notes_of: int) -> dict:

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from typing import Any
 
 from django.db.backends.signals import connection_created
 
 
-def block_task_reads_while(path: str) -> None:
+def block_task_reads_while(path: str, in_relay: bool = False) -> None:
+    """While ``path`` exists, reads of tasks wait: a load's (``in_relay`` False) or the
+    change relay's, which reads under the channel lock (``in_relay`` True)."""
+
     def wait_while_blocked(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        if '"jobs_task"' in sql and sql.lstrip().upper().startswith("SELECT"):
+        relaying = threading.current_thread().name == "rxdjango-relay"
+        reads_tasks = '"jobs_task"' in sql and sql.lstrip().upper().startswith("SELECT")
+        if reads_tasks and relaying == in_relay:
             while os.path.exists(path):
                 time.sleep(0.02)
         return execute(sql, params, many, context)
@@ -46,3 +52,19 @@ def pause_loads_in(directory: str) -> None:
 
 
 _hooks = contextlib.ExitStack()
+
+
+def crash_before_relaying_while(path: str) -> None:
+    """While ``path`` exists, this process dies (as if killed) when it reads the change
+    log: after a commit, before the change is propagated and published."""
+
+    def die_if_asked(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        reads_log = "rxdjango_captured_change" in sql and sql.lstrip().upper().startswith("SELECT")
+        if reads_log and os.path.exists(path):
+            os._exit(137)
+        return execute(sql, params, many, context)
+
+    def install(sender: Any, connection: Any, **kwargs: Any) -> None:
+        connection.execute_wrappers.append(die_if_asked)
+
+    connection_created.connect(install, weak=False)

@@ -1,4 +1,4 @@
-"""ASGI entry point of the test project: the channels of the ``jobs`` and ``shop`` apps."""
+"""ASGI entry point of the test project: the channels of its apps."""
 
 import os
 
@@ -8,6 +8,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
 django_application = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from patterns.routing import websocket_urlpatterns as pattern_urlpatterns  # noqa: E402
 from shop.routing import websocket_urlpatterns as shop_urlpatterns  # noqa: E402
 
 from jobs.routing import websocket_urlpatterns  # noqa: E402
@@ -19,12 +20,28 @@ if os.environ.get("RX_TEST_BLOCK_TASK_READS_WHILE"):
 
     block_task_reads_while(os.environ["RX_TEST_BLOCK_TASK_READS_WHILE"])
 
+if os.environ.get("RX_TEST_BLOCK_RELAYED_TASK_READS_WHILE"):
+    # Test hook (the killed-lock-holder test): the change relay's reads of the task table
+    # wait while the file exists, holding the channel lock.
+    from jobs.blocking import block_task_reads_while
+
+    block_task_reads_while(os.environ["RX_TEST_BLOCK_RELAYED_TASK_READS_WHILE"], in_relay=True)
+
 if os.environ.get("RX_TEST_PAUSE_LOADS_IN"):
     # Test hook (the load-consistency tests): pause a load between two layers.
     from jobs.blocking import pause_loads_in
 
     pause_loads_in(os.environ["RX_TEST_PAUSE_LOADS_IN"])
 
+if os.environ.get("RX_TEST_CRASH_BEFORE_RELAYING_WHILE"):
+    # Test hook (the capture kill tests): die between a commit and its propagation.
+    from jobs.blocking import crash_before_relaying_while
+
+    crash_before_relaying_while(os.environ["RX_TEST_CRASH_BEFORE_RELAYING_WHILE"])
+
 application = ProtocolTypeRouter(
-    {"http": django_application, "websocket": URLRouter(websocket_urlpatterns + shop_urlpatterns)}
+    {
+        "http": django_application,
+        "websocket": URLRouter(websocket_urlpatterns + shop_urlpatterns + pattern_urlpatterns),
+    }
 )

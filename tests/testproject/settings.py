@@ -19,6 +19,7 @@ INSTALLED_APPS = [
     "rxdjango",
     "jobs",
     "shop",
+    "patterns",
 ]
 
 if os.environ.get("RX_TEST_DB", "postgresql") == "sqlite":

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from rxdjango._backend import get_backend
+from rxdjango._backends import get_backend
 from rxdjango._layers import cross_process_layer
 from rxdjango.channels import broadcast_system_message
 

@@ -29,39 +29,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-from ._audience import Audience
-from ._hub import Target
-from ._loader import FlatRecord
-from ._propagation import AnchorRef, Change, Retained
-from ._state_model import Key
-from .conf import rx_settings
-
-if TYPE_CHECKING:
-    from redis import Redis
+from .. import _codec
+from .._audience import Audience
+from .._change import AnchorRef, Change, FlatRecord, Retained
+from .._hub import Target
+from .._protocol import Envelope
+from .._state_model import Key
+from ..conf import rx_settings
 
 __all__ = ["Keys", "RedisStore", "RedisView", "StoredRecord", "decode_record", "encode_record"]
 
 _WIRE_ONLY = ("_tstamp", "_operation")
-
-#: Appends history entries and trims them, remembering the newest forgotten tstamp
-#: (catch-up is proven complete only after it). KEYS: hist, meta. ARGV: limit,
-#: applied tstamp, entries...
-HISTORY_SCRIPT = """
-for i = 3, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
-local n = redis.call('LLEN', KEYS[1])
-local limit = tonumber(ARGV[1])
-if n > limit then
-  local cut = redis.call('LINDEX', KEYS[1], n - limit - 1)
-  redis.call('LTRIM', KEYS[1], n - limit, -1)
-  redis.call('HSET', KEYS[2], 'complete_after', string.match(cut, '^([^|]+)'))
-end
-redis.call('HSET', KEYS[2], 'applied', ARGV[2])
-return n
-"""
+#: Records written per command when a load lands.
+WRITE_CHUNK = 1000
 
 
 def key_field(key: Key) -> bytes:
@@ -92,6 +76,7 @@ def encode_record(record: FlatRecord) -> bytes:
         {
             "a": _encode_audience(record.audience),
             "h": [[k[0], k[1], sorted(a, key=repr)] for k, a in record.private_children.items()],
+            "t": record.tstamp,
         }
     )
     header = orjson.dumps(
@@ -105,15 +90,15 @@ def encode_record(record: FlatRecord) -> bytes:
     return visibility + b"\n" + header + b"\n" + record.initial_state_bytes()
 
 
-def _visibility(raw: bytes) -> tuple[Audience, dict[Key, frozenset[Any]]]:
+def _visibility(raw: bytes) -> tuple[Audience, dict[Key, frozenset[Any]], float]:
     found = orjson.loads(raw)
     hidden = {(t, pk): frozenset(a) for t, pk, a in found["h"]}
-    return _decode_audience(found["a"]), hidden
+    return _decode_audience(found["a"]), hidden, found["t"]
 
 
 def decode_record(raw: bytes) -> FlatRecord:
     visibility, header_raw, wire = raw.split(b"\n", 2)
-    audience, hidden = _visibility(visibility)
+    audience, hidden, _ = _visibility(visibility)
     header = orjson.loads(header_raw)
     data = orjson.loads(wire)
     for name in _WIRE_ONLY:
@@ -135,15 +120,21 @@ def decode_record(raw: bytes) -> FlatRecord:
 class StoredRecord:
     """A cached record as a client's initial state needs it: who may see it and its
     encoded form, without the cache header; its fields are decoded only when its lists
-    must be filtered for a viewer."""
+    must be filtered for a viewer.
 
-    __slots__ = ("__dict__", "audience", "key", "private_children", "wire")
+    ``ceiling`` caps the ``_tstamp`` it is sent with (see :meth:`capped`).
+    """
 
-    def __init__(self, name: bytes, raw: bytes) -> None:
+    __slots__ = ("__dict__", "audience", "key", "private_children", "tstamp", "wire")
+
+    def __init__(self, name: bytes, raw: bytes, ceiling: float | None = None) -> None:
         visibility, rest = raw.split(b"\n", 1)
-        self.audience, self.private_children = _visibility(visibility)
+        self.audience, self.private_children, self.tstamp = _visibility(visibility)
         self.wire = rest[rest.index(b"\n") + 1 :]
         self.key = field_key(name)
+        if ceiling is not None and self.tstamp > ceiling:
+            self.wire = _codec.encode_bytes({**orjson.loads(self.wire), "_tstamp": ceiling})
+            self.tstamp = ceiling
 
     def initial_state_bytes(self) -> bytes:
         return self.wire
@@ -154,10 +145,6 @@ class StoredRecord:
         for name in _WIRE_ONLY:
             data.pop(name, None)
         return data
-
-    @property
-    def tstamp(self) -> float:
-        return float(orjson.loads(self.wire)["_tstamp"])
 
 
 def encode_change(change: Change) -> bytes:
@@ -191,6 +178,10 @@ class Keys:
         self.pub_pattern = f"{prefix}:pub:*"
         #: zset process id -> lease deadline of every serving process
         self.processes = f"{prefix}:processes"
+
+    def lease(self, name: str) -> str:
+        """A deployment-wide lease (the change relay's)."""
+        return f"{self.prefix}:lease:{{{name}}}"
 
     def _anchor(self, ref: AnchorRef, part: str) -> str:
         return f"{self.prefix}:{{{ref[0]}|{orjson.dumps(ref[1]).decode()}}}:{part}"
@@ -250,7 +241,8 @@ class RedisStore:
     write without other writers interleaving.
     """
 
-    def __init__(self, redis: Redis, keys: Keys, epoch: str, envelope: Any, remember: Any) -> None:
+    def __init__(self, redis: Any, keys: Keys, epoch: str, envelope: Any, remember: Any) -> None:
+        #: a sync ``redis.Redis``: redis-py's type hints mix sync and async results; typed Any
         self.redis = redis
         self.keys = keys
         self.epoch = epoch
@@ -258,6 +250,52 @@ class RedisStore:
         self.envelope = envelope
         #: HISTORY_SCRIPT, registered once by the backend
         self.remember = remember
+
+    def write_anchor(
+        self, ref: AnchorRef, records: dict[Key, FlatRecord], meta: dict[str, Any]
+    ) -> None:
+        """Store a loaded anchor and make it hot with ``meta`` (channel lock held).
+
+        Index entries first, then records, referrers and meta in one transaction: a
+        crash in between leaves index entries too many, never too few.
+        """
+        member = ref_member(ref)
+        pipe = self.redis.pipeline(transaction=False)
+        for key in records:
+            pipe.sadd(self.keys.index(key), member)
+        pipe.execute()
+        referrers: dict[Key, list[Key]] = {}
+        for record in records.values():
+            for target in record.refs:
+                referrers.setdefault(target, []).append(record.key)
+        encoded = [(key_field(k), encode_record(r)) for k, r in records.items()]
+        tx = self.redis.pipeline(transaction=True)
+        rec, refby = self.keys.rec(ref), self.keys.refby(ref)
+        order = self.keys.order(ref)
+        tx.delete(rec, order, refby, self.keys.hist(ref))
+        for start in range(0, len(encoded), WRITE_CHUNK):
+            tx.hset(rec, mapping=dict(encoded[start : start + WRITE_CHUNK]))
+            tx.zadd(order, {name: 0 for name, _ in encoded[start : start + WRITE_CHUNK]})
+        items = [
+            (key_field(k), orjson.dumps(sorted(([t, pk] for t, pk in v), key=repr)))
+            for k, v in referrers.items()
+        ]
+        for start in range(0, len(items), WRITE_CHUNK):
+            tx.hset(refby, mapping=dict(items[start : start + WRITE_CHUNK]))
+        tx.hset(self.keys.meta(ref), mapping=meta)
+        tx.hdel(self.keys.meta(ref), "token", "lease_until")
+        tx.execute()
+
+    def purge(self, ref: AnchorRef) -> None:
+        """Forget the anchor's keys, then its index entries (channel lock held)."""
+        held = [field_key(k) for k in self.redis.hkeys(self.keys.rec(ref))]
+        self.redis.delete(*[k for k in self.keys.anchor_keys(ref) if not k.endswith(":watch")])
+        self.redis.srem(self.keys.anchors(ref[0]), orjson.dumps(ref[1]))
+        member = ref_member(ref)
+        pipe = self.redis.pipeline(transaction=False)
+        for key in held:
+            pipe.srem(self.keys.index(key), member)
+        pipe.execute()
 
     def anchors_containing(self, keys: Iterable[Key]) -> dict[Key, set[AnchorRef]]:
         wanted = list(dict.fromkeys(keys))
@@ -430,10 +468,10 @@ class RedisView:
                 client=tx,
             )
         channel = self.keys.pub(self.ref[0])
-        for target, frame in frames:
+        for to, frame in frames:
             tx.publish(
                 channel,
-                self.store.envelope("frame", self.ref[1], frame, target=target, r=retained),
+                self.store.envelope(Envelope.FRAME, self.ref[1], frame, target=to, r=retained),
             )
         tx.execute()
         if self._removed:
@@ -446,8 +484,10 @@ class RedisView:
         tx = self.redis.pipeline(transaction=True)
         tx.delete(*self.keys.anchor_keys(self.ref))
         for target, frame in frames:
-            tx.publish(channel, self.store.envelope("frame", self.ref[1], frame, target=target))
-        tx.publish(channel, self.store.envelope("gone", self.ref[1], ""))
+            tx.publish(
+                channel, self.store.envelope(Envelope.FRAME, self.ref[1], frame, target=target)
+            )
+        tx.publish(channel, self.store.envelope(Envelope.GONE, self.ref[1], ""))
         tx.execute()
         self.redis.srem(self.keys.anchors(self.ref[0]), orjson.dumps(self.ref[1]))
         self._unindex(held)

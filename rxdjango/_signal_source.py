@@ -1,4 +1,8 @@
-"""Collect model changes and propagate them once their transaction commits.
+"""The signal change source: model signals say which rows a transaction touched.
+
+It hands them to :func:`~rxdjango._committed.propagate_committed` once the
+transaction commits (the change-source seam; a database-side source feeds the same
+function).
 
 Signals (``post_save``, ``post_delete``, ``m2m_changed``) only record *which*
 instances were touched, in a per-thread, per-database buffer. The buffer is
@@ -22,18 +26,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 from django.db import connections, models, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
 
-from . import _metrics
+from ._capture import capturing
+from ._committed import propagate_committed
+from ._registry import dependents_of, tracked_models
+from ._relay import drain, relaying
 
-if TYPE_CHECKING:
-    from ._backend import Backend
-    from .channels import ContextChannel
-
-__all__ = ["connect_signals", "disconnect_signals", "record_change", "record_dependents"]
+__all__ = ["connect_signals", "disconnect_signals", "record_change"]
 
 logger = logging.getLogger("rxdjango")
 
@@ -49,7 +52,8 @@ class _Buffer:
         self.created: dict[type[models.Model], set[Any]] = {}
 
     def add(self, model: type[models.Model], pks: Iterable[Any], created: bool) -> None:
-        concrete = model._meta.concrete_model
+        # concrete_model is typed Optional but set on every model class.
+        concrete = cast(type[models.Model], model._meta.concrete_model)
         pks = set(pks)
         self.touched.setdefault(concrete, set()).update(pks)
         if created:
@@ -59,7 +63,22 @@ class _Buffer:
         buffers = getattr(_local, "buffers", {})
         if buffers.get(self.using) is self:
             del buffers[self.using]
-        flush(self.touched, self.created)
+        _propagate(self.using, self.touched, self.created)
+
+
+def _propagate(
+    using: str,
+    touched: dict[type[models.Model], set[Any]],
+    created: dict[type[models.Model], set[Any]],
+) -> None:
+    """Right after the commit, in this thread. With change capture, a process that
+    relays the log propagates it (which now holds this transaction's rows too) with
+    what the signals saw; one that does not (a command, a worker) leaves the log to
+    the serving processes' relays. Without capture, the signals are all there is."""
+    if relaying(using):
+        drain(using, touched, created)
+    elif not capturing(using):
+        propagate_committed(touched, created)
 
 
 def _pending(connection: Any, buffer: _Buffer) -> bool:
@@ -73,8 +92,8 @@ def record_change(
     connection = connections[using]
     if not connection.in_atomic_block:
         # Autocommit: already committed.
-        touched = {model._meta.concrete_model: set(pks)}
-        flush(touched, touched if created else {})
+        touched = {cast(type[models.Model], model._meta.concrete_model): set(pks)}
+        _propagate(using, touched, touched if created else {})
         return
     buffers: dict[str, _Buffer] = _local.__dict__.setdefault("buffers", {})
     buffer = buffers.get(using)
@@ -85,65 +104,11 @@ def record_change(
     buffer.add(model, pks, created)
 
 
-def flush(
-    touched: dict[type[models.Model], set[Any]],
-    created: dict[type[models.Model], set[Any]] | None = None,
-) -> None:
-    """Propagate committed changes to every channel whose state includes them, then
-    offer created anchor rows to list channels with ``Meta.auto_update``.
-
-    Runs in the committing thread, after the commit. Errors are logged, never
-    raised: the caller's transaction has already committed.
-    """
-    from ._backend import get_backend
-    from .channels import ContextChannel
-
-    backend = get_backend()
-    _metrics.count(flushes=1)
-    with _metrics.counting_queries():
-        _flush_channels(backend, ContextChannel.get_registered_channels(), touched, created)
-
-
-def _flush_channels(
-    backend: Backend,
-    channels: Iterable[type[ContextChannel]],
-    touched: dict[type[models.Model], set[Any]],
-    created: dict[type[models.Model], set[Any]] | None,
-) -> None:
-    for channel in channels:
-        # One channel's failure (logged; its clients reload) does not starve the others.
-        try:
-            per_type = _touched_layers(channel, touched)
-            if per_type:
-                backend.process(channel, per_type)
-            if created and getattr(channel.Meta, "auto_update", False):
-                new_anchors = created.get(channel.state_model().anchor_model._meta.concrete_model)
-                if new_anchors:
-                    backend.offer_created(channel, new_anchors)
-        except Exception:
-            logger.exception(
-                "rxdjango: failed to propagate committed changes to %s", channel.channel_id
-            )
-
-
-def _touched_layers(
-    channel: type[ContextChannel], touched: dict[type[models.Model], set[Any]]
-) -> dict[str, set[Any]]:
-    state_model = channel.state_model()
-    result: dict[str, set[Any]] = {}
-    for model, pks in touched.items():
-        for layer in state_model.layers_for_model(model):
-            result.setdefault(layer.instance_type, set()).update(pks)
-    return result
-
-
 # -- signal receivers ----------------------------------------------------------------
 
 
 def _tracked(model: type[models.Model]) -> bool:
-    from .channels import ContextChannel
-
-    return model._meta.concrete_model in ContextChannel.tracked_models()
+    return model._meta.concrete_model in tracked_models()
 
 
 def _on_save(sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any) -> None:
@@ -151,7 +116,6 @@ def _on_save(sender: type[models.Model], instance: models.Model, using: str, **k
         return
     record_change(sender, [instance.pk], using, created=bool(kwargs.get("created")))
     _record_remembered(("row", id(instance)), using)  # the values it counted in
-    record_dependents(sender, [instance.pk], using)  # the values it now counts in
 
 
 def _on_delete(
@@ -186,18 +150,9 @@ def _record_remembered(key: tuple[Any, ...], using: str) -> None:
         record_change(owner, pks, using)
 
 
-def record_dependents(model: type[models.Model], pks: Iterable[Any], using: str) -> None:
-    """Rows whose plain values read ``pks`` of ``model`` (``decorators.related_property``)
-    are read again after the commit."""
-    for owner, found in _dependent_rows(model, pks, using):
-        record_change(owner, found, using)
-
-
 def _dependent_rows(
     model: type[models.Model], pks: Iterable[Any], using: str
 ) -> list[tuple[type[models.Model], list[Any]]]:
-    from .channels import dependents_of
-
     rows = []
     for owner, path in dependents_of(model):
         owners = owner._default_manager.using(using).filter(**{f"{path}__in": list(pks)})
@@ -239,9 +194,6 @@ def _on_m2m_changed(
     if other_tracked and pk_set:
         record_change(model, pk_set, using)
     _record_remembered(("m2m", *key), using)  # values read through it before the change
-    record_dependents(type(instance), [instance.pk], using)  # and after
-    if pk_set:
-        record_dependents(model, pk_set, using)
 
 
 def _m2m_dependents(
@@ -260,6 +212,7 @@ def _m2m_dependents(
 def _related_pks(
     through: type[models.Model], instance: models.Model, other: type[models.Model]
 ) -> list[Any]:
+    relation: Any  # a field or a reverse relation, read duck-typed
     for relation in type(instance)._meta.get_fields():
         if not relation.many_to_many:
             continue

@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from ._hub import Target
-from ._loader import FlatRecord
-from ._propagation import AnchorRef, Change, Retained
-from ._state_model import Key
-from .conf import rx_settings
+from .._change import AnchorRef, Change, FlatRecord, Retained
+from .._hub import Target
+from .._state_model import Key
+from ..conf import rx_settings
 
 __all__ = ["AnchorCache", "AnchorStatus", "MemoryCache", "MemoryStore", "Publisher"]
 
@@ -108,6 +107,9 @@ class MemoryCache:
 
     def anchors_of(self, channel_id: str) -> list[AnchorCache]:
         return [self._anchors[ref] for ref in self._by_channel.get(channel_id, ())]
+
+    def all_anchors(self) -> list[AnchorCache]:
+        return list(self._anchors.values())
 
     def idle_anchors(self) -> list[AnchorCache]:
         return [self._anchors[ref] for ref in self._idle if ref in self._anchors]

@@ -25,9 +25,10 @@ import redis
 from redis.client import PubSub
 from redis.exceptions import RedisError
 
-from ._hub import Hub, Target
-from ._propagation import Retained
-from ._redis_store import Keys
+from .._change import Retained
+from .._hub import Hub, Target
+from .._protocol import Envelope
+from .redis_store import Keys
 
 __all__ = ["Listener", "decode_envelope", "envelope"]
 
@@ -103,7 +104,7 @@ class Listener:
         if self._thread.is_alive():
             with contextlib.suppress(RedisError, OSError):
                 client = self.connect()
-                client.publish(self.keys.control, envelope("wake", None, ""))
+                client.publish(self.keys.control, envelope(Envelope.WAKE, None, ""))
                 client.close()
         self._thread.join(timeout=5)
 
@@ -164,20 +165,20 @@ class Listener:
             logger.error("rxdjango: ignored a malformed message on %s", channel)
             return
         if channel == self.keys.control:
-            if header.get("k") != "wake":
+            if header.get("k") != Envelope.WAKE:
                 self.on_control(header, payload)
             return
         channel_id = channel[len(self._pub_prefix) :]
         topic = (channel_id, header.get("a"))
         kind = header.get("k")
-        if kind == "frame":
+        if kind == Envelope.FRAME:
             retained = {(t, pk): frozenset(holders) for t, pk, holders in header.get("r", ())}
             self.hub.publish(topic, payload, _target(header), retained or None)
-        elif kind == "gone":
+        elif kind == Envelope.GONE:
             self.hub.anchor_gone(topic)
-        elif kind == "close":
+        elif kind == Envelope.CLOSE:
             self.hub.close_topic(topic, int(payload))
-        elif kind == "offer":
+        elif kind == Envelope.OFFER:
             self.hub.offer(channel_id, orjson.loads(payload))
 
 

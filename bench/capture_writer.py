@@ -1,0 +1,98 @@
+"""Writes made outside the serving processes, for the change-capture benchmarks.
+
+Run by ``run.py`` in a subprocess on the benchmark database:
+
+* ``relay <task> <first marker> <count> <pause ms>``: commits ``count`` renames of the
+  task by raw SQL (no model signal), ``pause`` apart, printing one JSON line per commit:
+  ``{"k": marker, "committed": wall-clock time right after the COMMIT}``;
+* ``bulk <job> <marker>``: renames every task of the job in one ``QuerySet.update()``
+  and prints ``{"k": marker, "committed": ..., "rows": n}``;
+* ``rename_user <user> <marker>``: renames a user with ``save()``; prints
+  ``{"k": marker, "committed": ...}``;
+* ``overhead <task> <count>``: times ``count`` one-row ``save()`` calls with the capture
+  triggers installed and with them dropped; prints ``{"with": [...], "without": [...]}``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import django
+
+
+def relay(task: int, first: int, count: int, pause_ms: int) -> None:
+    from django.db import connection, transaction
+
+    from jobs.models import Task
+
+    table = connection.ops.quote_name(Task._meta.db_table)
+    for k in range(first, first + count):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(f"UPDATE {table} SET title = %s WHERE id = %s", [f"bench-{k}", task])
+        print(json.dumps({"k": k, "committed": time.time()}), flush=True)
+        time.sleep(pause_ms / 1000)
+
+
+def bulk(job: int, k: int) -> None:
+    from django.db import transaction
+
+    from jobs.models import Task
+
+    with transaction.atomic():
+        rows = Task.objects.filter(job_id=job).update(title=f"bench-{k}")
+    print(json.dumps({"k": k, "committed": time.time(), "rows": rows}), flush=True)
+
+
+def rename_user(user: int, k: int) -> None:
+    from django.contrib.auth import get_user_model
+
+    row = get_user_model().objects.get(pk=user)
+    row.username = f"bench-{k}"
+    row.save()
+    print(json.dumps({"k": k, "committed": time.time()}), flush=True)
+
+
+def overhead(task: int, count: int) -> None:
+    from django.db import connection
+
+    from rxdjango import _capture
+
+    from jobs.models import Task
+
+    def saves() -> list[float]:
+        row = Task.objects.get(pk=task)
+        seconds = []
+        for i in range(count):
+            row.title = f"overhead {i}"
+            started = time.perf_counter()
+            row.save()
+            seconds.append(time.perf_counter() - started)
+        return seconds
+
+    watched = _capture.watched_tables()
+    with_capture = saves()
+    _capture.install_triggers(connection, [])  # drops every capture trigger
+    try:
+        without = saves()
+    finally:
+        _capture.install_triggers(connection, watched)
+    print(json.dumps({"with": with_capture, "without": without}))
+
+
+def main() -> None:
+    django.setup()
+    command, *args = sys.argv[1:]
+    if command == "relay":
+        relay(*(int(a) for a in args))
+    elif command == "bulk":
+        bulk(*(int(a) for a in args))
+    elif command == "rename_user":
+        rename_user(*(int(a) for a in args))
+    else:
+        overhead(*(int(a) for a in args))
+
+
+if __name__ == "__main__":
+    main()

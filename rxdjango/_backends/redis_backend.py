@@ -1,0 +1,398 @@
+"""The production backend: instance cache and fan-out on one Redis, many processes.
+
+Selected when ``REDIS_URL`` is set. Every ASGI process (and every process
+that commits changes: management commands, task workers) shares the cache;
+a change is propagated once, by the process that committed it, and
+published once per anchor.
+
+Invariants:
+
+* Propagation, the end of a load and dropping an anchor take the channel's
+  lock, so records, history and frames of one channel change in one order.
+* An anchor is hot only in the current *epoch* (:mod:`.redis_epochs`).
+* Nothing counts watchers: each process keeps a lease per watched anchor,
+  renewed by its heartbeat, so a crashed process stops counting by itself
+  (:mod:`.redis_upkeep`).
+
+This module holds propagation, dropping and reloading anchors, subscriptions and
+publishing; loading is in :mod:`.redis_loading`, the key layout and its writes in
+:mod:`.redis_store`, the Lua scripts in :mod:`.redis_scripts`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from queue import SimpleQueue
+from typing import Any
+
+import orjson
+import redis
+from django.utils.module_loading import import_string
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from .. import _codec, _loader, _registry
+from .._change import AnchorRef, FlatRecord
+from .._consistent_reads import consistent_reads
+from .._hub import Hub, Subscriber, only_user
+from .._propagation import Propagator
+from .._protocol import Envelope
+from .._registry import ChannelSpec
+from .._state_model import Key, pk_repr
+from ..conf import rx_settings
+from .base import read_anchor
+from .redis_epochs import Epochs
+from .redis_fanout import Listener, envelope
+from .redis_loading import Loading
+from .redis_locks import ChannelLocks
+from .redis_scripts import (
+    ADMIT_SCRIPT,
+    BEGIN_SCRIPT,
+    CLOCK_SCRIPT,
+    EPOCH_SCRIPT,
+    HISTORY_SCRIPT,
+    IDLENESS_SCRIPT,
+    LEASE_SCRIPT,
+    RELEASE_SCRIPT,
+)
+from .redis_store import (
+    Keys,
+    RedisStore,
+    decode_record,
+    key_field,
+)
+from .redis_upkeep import Upkeep
+
+__all__ = ["RedisBackend", "redis_backend"]
+
+logger = logging.getLogger("rxdjango")
+
+#: Change batches kept per channel for loaders to replay.
+JOURNAL_SIZE = 10_000
+
+
+class RedisBackend(Epochs, Loading, Upkeep):
+    """Cache, loading, expiry and fan-out for a deployment of many processes."""
+
+    spans_processes = True
+
+    def __init__(self, fanout: Hub, connect: Callable[[], redis.Redis], where: str) -> None:
+        self.hub = fanout
+        self.where = where
+        self.keys = Keys(str(rx_settings.RX_REDIS_PREFIX))
+        self.redis = connect()
+        self.process_id = uuid.uuid4().hex
+        #: Anchor loads from the database done by this process.
+        self.loads = 0
+        self._clock = self.redis.register_script(CLOCK_SCRIPT)
+        self._epoch_script = self.redis.register_script(EPOCH_SCRIPT)
+        self._begin = self.redis.register_script(BEGIN_SCRIPT)
+        self._release = self.redis.register_script(RELEASE_SCRIPT)
+        self._idle_check = self.redis.register_script(IDLENESS_SCRIPT)
+        self._remember = self.redis.register_script(HISTORY_SCRIPT)
+        self._admit = self.redis.register_script(ADMIT_SCRIPT)
+        self._lease = self.redis.register_script(LEASE_SCRIPT)
+        self._locks = ChannelLocks(self.redis)
+        #: connection id -> user id, for the connections this process serves
+        self._connections: dict[str, Any] = {}
+        #: user id -> when this process last renewed the TTL of the user's connection set
+        self._connection_keys_renewed: dict[Any, float] = {}
+        #: this process is in the live-process set (its heartbeat keeps it there)
+        self._registered = False
+        self._watched: set[AnchorRef] = set()
+        self._watched_lock = threading.Lock()
+        self._releases: SimpleQueue[AnchorRef] = SimpleQueue()
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._needs_new_epoch = False
+        self._offset_ms = 0.0
+        self.epoch = ""
+        self._publisher = ThreadPoolExecutor(1, thread_name_prefix="rxdjango-publish")
+        self.listener = Listener(
+            connect, self.keys, fanout, self._on_control, self._on_disconnect, self._on_reconnect
+        )
+        #: Connections open when pub/sub was lost: they may miss frames, so they reload.
+        self._cut_off: set[Subscriber] = set()
+        self._maintenance = threading.Thread(
+            target=self._maintain, name="rxdjango-redis-maintenance", daemon=True
+        )
+        self._threads_started = False
+        self._threads_lock = threading.Lock()
+
+    def _serve(self) -> None:
+        """Start listening and maintaining: only a process that serves clients needs to
+        (one that only commits changes, like a management command, publishes)."""
+        with self._threads_lock:
+            if not self._threads_started:
+                self._threads_started = True
+                self.listener.start()
+        self._serve_maintenance()
+
+    def _serve_maintenance(self) -> None:
+        with self._threads_lock:
+            if not self._maintenance.is_alive() and not self._stopped.is_set():
+                self._maintenance.start()
+                atexit.register(self._last_chance)
+
+    def _locked(self, channel_id: str) -> AbstractContextManager[None]:
+        return self._locks.held(self.keys.lock(channel_id))
+
+    def _store(self) -> RedisStore:
+        """A store on the current epoch (cheap: the scripts are registered once)."""
+        return RedisStore(self.redis, self.keys, self.epoch, envelope, self._remember)
+
+    def _propagator(self, channel: ChannelSpec) -> Propagator:
+        store = self._store()
+        return Propagator(channel.state_model(), channel.channel_id, store, _loader.ORM_RECORDS)
+
+    # -- changes ----------------------------------------------------------------------
+
+    def process(
+        self,
+        channel: ChannelSpec,
+        touched: dict[str, set[Any]],
+        only: AnchorRef | None = None,
+    ) -> None:
+        """Propagate a committed batch to the channel's hot anchors, in any process."""
+        channel_id = channel.channel_id
+        if self._needs_new_epoch:
+            self._start_new_epoch()
+        recovered = False
+        try:
+            if not self.redis.scard(self.keys.anchors(channel_id)):
+                return  # nothing cached, nothing loading: nobody to tell
+            with self._locked(channel_id):
+                self._check_epoch()
+                tstamp = self.clock()
+                encoded = {kind: sorted(pks, key=repr) for kind, pks in touched.items()}
+                self.redis.xadd(
+                    self.keys.journal(channel_id),
+                    {"t": _codec.encode_bytes(encoded)},
+                    maxlen=JOURNAL_SIZE,
+                    approximate=True,
+                )
+                try:
+                    with consistent_reads(channel.state_model().anchor_model):
+                        self._propagator(channel).apply(touched, tstamp, only)
+                except RedisError:
+                    raise
+                except Exception:
+                    self._recover(channel)
+                    recovered = True
+                    raise
+        except Exception:
+            if not recovered:
+                # The cache may now miss this change: as soon as Redis answers, a new
+                # epoch makes every client reload.
+                self._needs_new_epoch = True
+                self._start_new_epoch()
+            raise
+
+    def _recover(self, channel: ChannelSpec) -> None:
+        """Propagation failed midway: drop the channel's anchors, close their clients
+        with 4408 (they reconnect and reload with resync). Channel lock held."""
+        for ref in self._anchor_refs(channel.channel_id):
+            self._purge(ref)
+            self._close_clients(ref)
+
+    # -- loading ------------------------------------------------------------------------
+
+    def _purge(self, ref: AnchorRef) -> None:
+        """Forget the anchor's keys and index entries (channel lock held)."""
+        self._store().purge(ref)
+
+    def _anchor_refs(self, channel_id: str) -> list[AnchorRef]:
+        members = self.redis.smembers(self.keys.anchors(channel_id))
+        return [(channel_id, orjson.loads(m)) for m in members]
+
+    def clear(self, ref: AnchorRef) -> bool:
+        """Drop a hot anchor; if clients watch it anywhere, reload it and send them the
+        difference. A load in progress is invalidated (its clients get fresh data)."""
+        self._ready()
+        channel = _registry.spec_by_id(ref[0])
+        if channel is None:
+            return False
+        with self._locked(ref[0]):
+            status, epoch = self.redis.hmget(self.keys.meta(ref), "status", "epoch")
+            hot = status == b"hot" and epoch is not None and epoch.decode() == self.epoch
+            if not hot:
+                if status is not None:
+                    self._purge(ref)
+                return False
+            if not self._watched_anywhere(ref):
+                self._purge(ref)
+                return True
+            # Clients hold the cached state: reload it and send them the difference.
+            # Changes propagated meanwhile reach them as usual and are replayed after.
+            mark = self._journal_position(ref[0])
+        root = (channel.state_model().root.instance_type, ref[1])
+        fresh = read_anchor(channel, root, self.clock())
+        with self._locked(ref[0]):
+            propagator = self._propagator(channel)
+            view = propagator.store.open(ref)
+            if view is not None:
+                propagator.replace_all(view, fresh, self.clock())
+                if not self._replay(channel, ref, mark):
+                    self._close_clients(ref)  # they reconnect and load it again
+        return True
+
+    def _watched_anywhere(self, ref: AnchorRef) -> bool:
+        return bool(self.redis.zcount(self.keys.watch(ref), self._now_ms(), "+inf"))
+
+    # -- subscriptions ----------------------------------------------------------------------
+
+    def subscribe(self, ref: AnchorRef, subscriber: Subscriber) -> None:
+        self._serve()
+        self.hub.subscribe(ref, subscriber)
+        with self._watched_lock:
+            self._watched.add(ref)
+
+    def unsubscribe(self, ref: AnchorRef, subscriber: Subscriber) -> None:
+        self.hub.unsubscribe(ref, subscriber)
+        if self.hub.count(ref) > 0:
+            return
+        with self._watched_lock:
+            self._watched.discard(ref)
+        self._releases.put(ref)
+        self._wake.set()
+
+    def register(self, channel_id: str, subscriber: Subscriber) -> None:
+        self._serve()
+        self.hub.register(channel_id, subscriber)
+
+    def unregister(self, channel_id: str, subscriber: Subscriber) -> None:
+        self.hub.unregister(channel_id, subscriber)
+
+    def notify(self, ref: AnchorRef, frame: str, user_id: Any = None) -> None:
+        target = None if user_id is None else only_user(pk_repr(user_id))
+        message = envelope(Envelope.FRAME, ref[1], frame, target=target)
+        self._publish(self.keys.pub(ref[0]), message)
+
+    def broadcast_all(self, frame: str) -> None:
+        self._publish(self.keys.control, envelope(Envelope.ALL, None, frame))
+
+    def lease(self, name: str, holder: str, seconds: float) -> bool:
+        ttl_ms = max(1, int(seconds * 1000))
+        return bool(self._lease(keys=[self.keys.lease(name)], args=[holder, ttl_ms]))
+
+    def revoke(
+        self, user_id: Any, code: int, channel_id: str | None = None, anchor: Any = None
+    ) -> None:
+        """Every process closes the user's sockets (this one included, through Redis)."""
+        payload = _codec.encode_bytes({"u": user_id, "c": channel_id, "code": code})
+        self._publish(self.keys.control, envelope(Envelope.REVOKE, anchor, payload))
+
+    def _publish(self, channel: str, message: bytes) -> None:
+        """Publish without blocking an event loop (from async code it is handed off)."""
+        self._submit(self.redis.publish, channel, message)
+
+    def _submit(self, command: Callable[..., Any], *args: Any) -> None:
+        """Run a Redis command now, or from an event loop in the background (logged)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            command(*args)
+        else:
+            self._publisher.submit(self._logged, command, *args)
+
+    @staticmethod
+    def _logged(command: Callable[..., Any], *args: Any) -> None:
+        try:
+            command(*args)
+        except RedisError:
+            logger.exception("rxdjango: Redis command failed in the background")
+
+    def offer_created(self, channel: ChannelSpec, pks: set[Any]) -> None:
+        model = channel.state_model().anchor_model
+        existing = sorted(model._default_manager.filter(pk__in=pks).values_list("pk", flat=True))
+        if existing:
+            payload = _codec.encode_bytes([pk_repr(pk) for pk in existing])
+            self.redis.publish(
+                self.keys.pub(channel.channel_id), envelope(Envelope.OFFER, None, payload)
+            )
+
+    # -- inspection --------------------------------------------------------------------------
+
+    def anchors_cached(self) -> int:
+        return sum(
+            int(self.redis.scard(self.keys.anchors(spec.channel_id))) for spec in _registry.specs()
+        )
+
+    def is_cached(self, ref: AnchorRef) -> bool:
+        if not self.epoch:  # a process that has not served yet (a shell, a command)
+            self._check_epoch()
+        status, epoch = self.redis.hmget(self.keys.meta(ref), "status", "epoch")
+        return status == b"hot" and epoch is not None and epoch.decode() == self.epoch
+
+    def cached_record(self, ref: AnchorRef, key: Key) -> FlatRecord | None:
+        if not self.is_cached(ref):
+            return None
+        raw = self.redis.hget(self.keys.rec(ref), key_field(key))
+        return None if raw is None else decode_record(raw)
+
+    def holders(self, key: Key) -> set[AnchorRef]:
+        store = self._store()
+        return store.anchors_containing([key]).get(key, set())
+
+    def is_idle(self, ref: AnchorRef) -> bool:
+        return self.is_cached(ref) and not self._watched_anywhere(ref)
+
+    def local_watchers(self, ref: AnchorRef) -> int:
+        return self.hub.count(ref)
+
+    def forget_everything(self) -> None:
+        """Delete every key under the prefix (tests flush their database between runs)."""
+        batch = []
+        for name in self.redis.scan_iter(match=f"{self.keys.prefix}:*", count=1000):
+            batch.append(name)
+            if len(batch) >= 1000:
+                self.redis.delete(*batch)
+                batch = []
+        if batch:
+            self.redis.delete(*batch)
+
+    def distrust_cache(self) -> None:
+        """A new epoch: every process drops what it knew and closes its clients."""
+        self._start_new_epoch()
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+        if self._threads_started:
+            self.listener.stop()
+        if self._maintenance.is_alive():
+            self._maintenance.join(timeout=5)
+        atexit.unregister(self._last_chance)
+        self._locks.stop()
+        self._publisher.shutdown(wait=True)
+        self.redis.close()
+
+
+def redis_backend(fanout: Hub) -> RedisBackend:
+    """The backend for ``RX_REDIS_CLIENT`` (a factory of clients, e.g. through Sentinel)
+    or else ``REDIS_URL``."""
+    factory_path = rx_settings.RX_REDIS_CLIENT
+    if factory_path:
+        factory = import_string(str(factory_path))
+        return RedisBackend(fanout, factory, str(factory_path))
+    url = str(rx_settings.REDIS_URL)
+
+    def connect() -> redis.Redis:
+        return redis.Redis.from_url(
+            url,
+            socket_keepalive=True,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
+
+    return RedisBackend(fanout, connect, url.split("@")[-1])

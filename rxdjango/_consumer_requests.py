@@ -1,0 +1,177 @@
+"""What a live client asks for: action calls and writes, and access re-checked meanwhile.
+
+:class:`Requests` is the part of :class:`~rxdjango._consumer.ChannelConsumer` that
+runs them once a frame is parsed. Ordinary calls and writes run one at a time, in the
+order the client sent them (the call worker); detached actions run as tasks of their
+own, at most ``RX_MAX_DETACHED_ACTIONS`` at once. Before each one, and every
+``RX_PERMISSION_RECHECK`` seconds while the socket is idle, access is checked again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from channels.db import database_sync_to_async
+
+from ._access import Credential, recheck, recheck_sync
+from ._dispatch import Call, call_refusal, is_call, parse_call, run_call
+from ._lifecycle import Lifecycle
+from ._protocol import CloseCode, Status, error_frame
+from ._registry import ChannelSpec
+from ._writes import Write, is_write, parse_write, perform_write, refusal, restoring_records
+from .conf import rx_settings
+
+if TYPE_CHECKING:
+    from ._contract import Channel
+
+__all__ = ["Requests"]
+
+logger = logging.getLogger("rxdjango")
+
+#: What a write or action refused by a re-check of access says.
+_DENIED = {Status.UNAUTHORIZED: "not authenticated", Status.FORBIDDEN: "not allowed"}
+
+
+class Requests:
+    """Action calls, writes and access re-checks of one connection (a part of it)."""
+
+    spec: ChannelSpec
+    channel: Channel | None
+    lifecycle: Lifecycle
+    credential: Credential
+    _anchors: list[Any]
+    _calls: asyncio.Queue[Callable[[], Awaitable[None]]]
+    _detached: int
+    _deliveries: int
+    _checked_at: float
+
+    if TYPE_CHECKING:  # provided by the connection
+
+        def send_frame(self, data: Any) -> None: ...
+        def close_soon(self, code: int) -> None: ...
+        def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
+
+    def _dispatch(self, frame: Any) -> None:
+        if is_call(frame):
+            call = parse_call(frame, self.spec.actions)
+            if not isinstance(call, Call):
+                self.send_frame(call)
+            elif call.spec.detached:
+                if self._detached >= int(rx_settings.RX_MAX_DETACHED_ACTIONS):
+                    self.send_frame(
+                        call_refusal(
+                            call.call_id,
+                            Status.TOO_MANY_REQUESTS,
+                            "too many detached actions running",
+                        )
+                    )
+                    return
+                self._detached += 1
+                self._spawn(self._run_and_reply(call)).add_done_callback(self._detached_done)
+            else:
+                self._calls.put_nowait(functools.partial(self._run_and_reply, call))
+        elif is_write(frame):
+            write = parse_write(frame, self.spec.state_model(), self.spec.writable)
+            if isinstance(write, Write):
+                self._calls.put_nowait(functools.partial(self._write, write))
+            else:
+                self.send_frame(write)
+        elif isinstance(frame, dict) and "token" in frame:
+            self.send_frame(error_frame("already authenticated"))
+        else:
+            self.send_frame(error_frame("unknown message"))
+
+    def _detached_done(self, task: asyncio.Task[Any]) -> None:
+        self._detached -= 1
+
+    async def _call_worker(self) -> None:
+        """Ordinary actions and writes, one at a time, in the order the client sent them;
+        none once the connection is closing."""
+        while True:
+            job = await self._calls.get()
+            if self.lifecycle is Lifecycle.LIVE:
+                await job()
+
+    async def _write(self, write: Write) -> None:
+        assert self.channel is not None
+        channel, anchors, credential = self.channel, list(self._anchors), self.credential
+
+        def checked_write() -> tuple[dict[str, Any], Status | None]:
+            denied = recheck_sync(channel, credential)
+            if denied is not None:
+                return refusal(write.write_id, denied, _DENIED[denied]), denied
+            return perform_write(channel, anchors, write), None
+
+        try:
+            reply, denied = await database_sync_to_async(checked_write)()
+            restore = None if reply["success"] or denied else await self._restoring(write)
+        except Exception:
+            logger.exception("rxdjango: write %s failed", write.operation)
+            reply, denied = refusal(write.write_id, Status.SERVER_ERROR, "internal error"), None
+            restore = None
+        self._checked_at = time.monotonic()
+        if restore:
+            self.send_frame(restore)
+        self.send_frame(reply)
+        if denied is not None:
+            self.close_soon(CloseCode[denied.name])
+
+    async def _restoring(self, write: Write) -> list[Any] | None:
+        """The record a refused write touched, as it is now, so the client can undo.
+
+        It must be at least as new as every live frame queued before it (an older
+        record would undo a newer change for good), so it is read again while live
+        frames arrived during the read; frames that arrive after it are older or
+        equal, and applying them in order ends on the same values."""
+        assert self.channel is not None
+        channel, anchors = self.channel, list(self._anchors)
+        for _attempt in range(3):
+            seen = self._deliveries
+            restore = await database_sync_to_async(restoring_records)(channel, anchors, write)
+            if self._deliveries == seen:
+                return restore
+        return None  # changes keep coming: they bring the record back themselves
+
+    async def _run_and_reply(self, call: Call) -> None:
+        assert self.channel is not None
+        denied = await self._recheck()
+        if denied is not None:
+            self.send_frame(call_refusal(call.call_id, denied, _DENIED[denied]))
+            self.close_soon(CloseCode[denied.name])
+            return
+        self.send_frame(await run_call(self.channel, call))
+
+    # -- access for as long as the socket is open -----------------------------------------
+
+    async def _recheck(self) -> Status | None:
+        """Whether the user may still use this connection (see ``_access``)."""
+        assert self.channel is not None
+        self._checked_at = time.monotonic()
+        return await recheck(self.channel, self.credential)
+
+    async def _recheck_periodically(self) -> None:
+        """Re-check an idle connection every ``RX_PERMISSION_RECHECK`` seconds (writes and
+        actions check before they run, which counts as a check)."""
+        period = rx_settings.RX_PERMISSION_RECHECK
+        if not period:
+            return
+        period = float(period)
+        while True:
+            due = self._checked_at + period * random.uniform(0.9, 1.1)  # no herd
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            if time.monotonic() - self._checked_at < period * 0.9:
+                continue
+            try:
+                denied = await self._recheck()
+            except Exception:
+                logger.exception("rxdjango: re-checking access to %s failed", self.spec.channel_id)
+                continue
+            if denied is not None:
+                self.close_soon(CloseCode[denied.name])
+                return
