@@ -10,7 +10,9 @@ Run by ``run.py`` in a subprocess on the benchmark database:
 * ``rename_user <user> <marker>``: renames a user with ``save()``; prints
   ``{"k": marker, "committed": ...}``;
 * ``overhead <task> <count>``: times ``count`` one-row ``save()`` calls with the capture
-  triggers installed and with them dropped; prints ``{"with": [...], "without": [...]}``.
+  triggers installed and as many with them dropped, in alternating blocks, one save
+  every ``PACE``; prints ``{"with": [...], "without": [...]}``;
+* ``drained <timeout>``: waits until the change log is empty.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import sys
 import time
 
 import django
+
+#: seconds between two timed saves of ``overhead``
+PACE = 0.005
 
 
 def relay(task: int, first: int, count: int, pause_ms: int) -> None:
@@ -61,24 +66,43 @@ def overhead(task: int, count: int) -> None:
 
     from jobs.models import Task
 
-    def saves() -> list[float]:
-        row = Task.objects.get(pk=task)
-        seconds = []
-        for i in range(count):
-            row.title = f"overhead {i}"
+    row = Task.objects.get(pk=task)
+    watched = _capture.watched_tables()
+    times: dict[str, list[float]] = {"with": [], "without": []}
+
+    def saves(arm: str, n: int, pause: float) -> None:
+        for i in range(n):
+            row.title = f"overhead {arm} {i}"
             started = time.perf_counter()
             row.save()
-            seconds.append(time.perf_counter() - started)
-        return seconds
+            times[arm].append(time.perf_counter() - started)
+            time.sleep(pause)
 
-    watched = _capture.watched_tables()
-    with_capture = saves()
-    _capture.install_triggers(connection, [])  # drops every capture trigger
+    # Blocks alternate (with, without, without, with, ...) so that neither arm is
+    # always the first on a warm cache; saves are paced so that the relay's work for
+    # one (in a serving process on the same machine) is not charged to the next.
+    block = max(1, count // 10)
     try:
-        without = saves()
+        for round_ in range(10):
+            for arm in ("with", "without") if round_ % 2 == 0 else ("without", "with"):
+                _capture.install_triggers(connection, watched if arm == "with" else [])
+                saves(arm, block, PACE)
     finally:
         _capture.install_triggers(connection, watched)
-    print(json.dumps({"with": with_capture, "without": without}))
+    print(json.dumps(times))
+
+
+def drained(timeout: int) -> None:
+    """Wait until the change log is empty (the relay has propagated everything written
+    before, such as the benchmark's own world); print how long that took."""
+    from rxdjango.models import CapturedChange
+
+    started = time.monotonic()
+    while CapturedChange.objects.exists():
+        if time.monotonic() - started > timeout:
+            raise SystemExit(f"change log not drained after {timeout} s")
+        time.sleep(0.2)
+    print(json.dumps({"waited": time.monotonic() - started}))
 
 
 def main() -> None:
@@ -90,6 +114,8 @@ def main() -> None:
         bulk(*(int(a) for a in args))
     elif command == "rename_user":
         rename_user(*(int(a) for a in args))
+    elif command == "drained":
+        drained(*(int(a) for a in args))
     else:
         overhead(*(int(a) for a in args))
 

@@ -840,6 +840,8 @@ def run_mode(mode: Mode, smoke: bool) -> dict:
     try:
         for _ in range(mode.servers):
             servers.append(start_server(world, mode))
+        # the world was written with capture on: measure once its backlog is relayed
+        asyncio.run(_write_elsewhere(mode, "drained", 300))
         return asyncio.run(scenarios(servers, world, mode, smoke))
     finally:
         for server in servers:

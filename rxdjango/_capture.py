@@ -22,6 +22,7 @@ other databases keep the signal path only (system check ``rxdjango.W003``).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -149,52 +150,88 @@ def _installed(connection: BaseDatabaseWrapper) -> set[tuple[str, str]]:
 
 # -- PostgreSQL ----------------------------------------------------------------------------
 
-_PG_FUNCTION = f"""
-CREATE OR REPLACE FUNCTION {_PREFIX}() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-  i int := 0;
-  new_row jsonb;
-  old_row jsonb;
-  new_value text;
-  old_value text;
-  operation text;
-BEGIN
-  IF TG_OP <> 'DELETE' THEN new_row := to_jsonb(NEW); END IF;
-  IF TG_OP <> 'INSERT' THEN old_row := to_jsonb(OLD); END IF;
-  WHILE i < TG_NARGS LOOP
-    new_value := new_row ->> TG_ARGV[i];
-    old_value := old_row ->> TG_ARGV[i];
-    operation := CASE WHEN TG_ARGV[i + 2] = 'row' THEN left(TG_OP, 1) ELSE 'U' END;
-    IF new_value IS NOT NULL THEN
-      INSERT INTO {LOG_TABLE} (table_name, row_pk, operation)
-      VALUES (TG_ARGV[i + 1], new_value, operation);
-    END IF;
-    IF old_value IS NOT NULL AND old_value IS DISTINCT FROM new_value THEN
-      INSERT INTO {LOG_TABLE} (table_name, row_pk, operation)
-      VALUES (TG_ARGV[i + 1], old_value, operation);
-    END IF;
-    i := i + 3;
-  END LOOP;
-  PERFORM pg_notify('{NOTIFY_CHANNEL}', '');
-  RETURN NULL;
-END $$
-"""
-
 
 def _postgresql(connection: BaseDatabaseWrapper, watched: list[Watched]) -> list[str]:
+    """One trigger function per table, reading its columns from ``NEW`` / ``OLD`` by name:
+    no conversion of the whole row (a row with a large JSON column costs the same as a
+    small one) and one ``INSERT`` per change."""
     quote = connection.ops.quote_name
-    statements = [_PG_FUNCTION]
+    statements = []
+    wanted = {item.table: _pg_function_name(item.table) for item in watched}
     installed = {table for _, table in _installed(connection)}
-    for table in installed - {w.table for w in watched}:
+    for table in installed - set(wanted):
         statements.append(f"DROP TRIGGER IF EXISTS {_PREFIX} ON {quote(table)}")
     for item in watched:
-        args = ", ".join(_pg_literal(value) for pair in item.pairs for value in pair)
+        function = quote(wanted[item.table])
+        statements.append(_pg_function(quote, function, item))
         statements.append(f"DROP TRIGGER IF EXISTS {_PREFIX} ON {quote(item.table)}")
         statements.append(
             f"CREATE TRIGGER {_PREFIX} AFTER INSERT OR UPDATE OR DELETE ON "
-            f"{quote(item.table)} FOR EACH ROW EXECUTE FUNCTION {_PREFIX}({args})"
+            f"{quote(item.table)} FOR EACH ROW EXECUTE FUNCTION {function}()"
         )
+    with connection.cursor() as cursor:  # functions of tables no longer watched
+        cursor.execute(
+            "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = current_schema() AND (p.proname = %s OR p.proname LIKE %s)",
+            [_PREFIX, f"{_PREFIX}\\_%"],
+        )
+        stale = {row[0] for row in cursor.fetchall()} - set(wanted.values())
+    statements.extend(f"DROP FUNCTION IF EXISTS {quote(name)}() CASCADE" for name in sorted(stale))
     return statements
+
+
+def _pg_function_name(table: str) -> str:
+    """``rxdjango_capture_<table>``, shortened with a digest of the table's name where
+    it would pass PostgreSQL's 63-byte identifier limit."""
+    name = f"{_PREFIX}_{table}"
+    if len(name.encode()) <= 63:
+        return name
+    digest = hashlib.sha1(table.encode()).hexdigest()[:10]
+    return f"{name.encode()[:52].decode(errors='ignore')}_{digest}"
+
+
+def _pg_function(quote: Any, function: str, item: Watched) -> str:
+    """The body: for an insert the new values, for a delete the old ones, for an update
+    the new values and every old one that differs (a row moved away from a parent)."""
+    inserts, deletes, updates = [], [], []
+    for column, table, role in item.pairs:
+        column = quote(column)
+        literal = _pg_literal(table)
+        if role == "row":
+            inserts.append(f"({literal}, NEW.{column}::text, 'I')")
+            deletes.append(f"({literal}, OLD.{column}::text, 'D')")
+            updates.append(f"({literal}, NEW.{column}::text, 'U')")
+            updates.append(
+                f"({literal}, CASE WHEN OLD.{column} IS DISTINCT FROM NEW.{column} "
+                f"THEN OLD.{column}::text END, 'U')"
+            )
+        else:
+            inserts.append(f"({literal}, NEW.{column}::text, 'U')")
+            deletes.append(f"({literal}, OLD.{column}::text, 'U')")
+            updates.append(f"({literal}, NEW.{column}::text, 'U')")
+            updates.append(
+                f"({literal}, CASE WHEN OLD.{column} IS DISTINCT FROM NEW.{column} "
+                f"THEN OLD.{column}::text END, 'U')"
+            )
+
+    def insert(rows: list[str]) -> str:
+        return (
+            f"INSERT INTO {LOG_TABLE} (table_name, row_pk, operation) "
+            f"SELECT t, v, o FROM (VALUES {', '.join(rows)}) AS c(t, v, o) "
+            "WHERE v IS NOT NULL;"
+        )
+
+    return (
+        f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+        "BEGIN\n"
+        f"  IF TG_OP = 'INSERT' THEN {insert(inserts)}\n"
+        f"  ELSIF TG_OP = 'DELETE' THEN {insert(deletes)}\n"
+        f"  ELSE {insert(updates)}\n"
+        "  END IF;\n"
+        f"  PERFORM pg_notify('{NOTIFY_CHANNEL}', '');\n"
+        "  RETURN NULL;\n"
+        "END $$"
+    )
 
 
 def _pg_literal(value: str) -> str:

@@ -19,7 +19,7 @@ from django.core.management.sql import emit_post_migrate_signal
 from django.db import connection, models
 
 from rxdjango._backends.redis_store import Keys
-from rxdjango._capture import LOG_TABLE, install_triggers
+from rxdjango._capture import LOG_TABLE, _pg_function_name, install_triggers
 from rxdjango._relay import enforce_retention, stop_relays
 from rxdjango.models import CapturedChange
 from rxdjango.testing import timeout
@@ -378,3 +378,43 @@ async def test_a_server_says_which_tables_it_cannot_capture_until_migrate_runs(
     await converges(receive(watching), watching.state, job_state(world))
     assert "not captured" not in caplog.text
     await watching.disconnect()
+
+
+def _capture_objects() -> set[str]:
+    """The capture triggers (and on PostgreSQL their functions) in the database."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT 'trigger ' || event_object_table FROM information_schema.triggers "
+                "WHERE trigger_name = 'rxdjango_capture' UNION "
+                "SELECT 'function ' || proname FROM pg_proc WHERE proname LIKE 'rxdjango_capture%%'"
+            )
+        else:
+            cursor.execute(
+                "SELECT 'trigger ' || name FROM sqlite_master "
+                "WHERE type = 'trigger' AND name LIKE 'rxdjango_capture%%'"
+            )
+        return {row[0] for row in cursor.fetchall()}
+
+
+async def test_unwatched_tables_keep_no_trigger_or_function(application, world):
+    """Installing for fewer tables removes what the others had, so a channel removed
+    from a project leaves nothing running in its database; ``migrate`` puts all back."""
+    installed = await db(_capture_objects)()
+    assert any(Task._meta.db_table in name for name in installed)
+    await db(stop_relays)()
+    try:
+        await db(lambda: install_triggers(connection, []))()
+        assert await db(_capture_objects)() == set()
+    finally:
+        await db(emit_post_migrate_signal)(verbosity=0, interactive=False, db=connection.alias)
+    assert await db(_capture_objects)() == installed
+
+
+def test_trigger_function_names_fit_postgresql_identifiers():
+    """Long table names that share a prefix still get distinct functions of at most 63
+    bytes (PostgreSQL would cut longer names and make them collide)."""
+    first, second = "a" * 60 + "_one", "a" * 60 + "_two"
+    names = {_pg_function_name(first), _pg_function_name(second)}
+    assert len(names) == 2 and all(len(name.encode()) <= 63 for name in names)
+    assert _pg_function_name("jobs_task") == "rxdjango_capture_jobs_task"
