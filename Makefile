@@ -1,35 +1,65 @@
 # Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# `make help` lists every target.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+DIST ?= dist
+DEMO_HOST ?= 127.0.0.1
 DEMO_PORT ?= 8000
 EXAMPLE_ENV := DJANGO_SETTINGS_MODULE=exampleproject.settings
+CLIENT_SOURCES := $(shell find client/src -type f) client/package.json client/tsup.config.ts
+EXAMPLE_FRONTEND_SOURCES = $(shell find example/frontend/src -type f) \
+	example/frontend/index.html example/frontend/vite.config.ts example/frontend/package.json
 
-.PHONY: test lint docs bench soak demo venv services clean client client-build example-frontend
+.PHONY: help test lint docs bench soak demo dist venv demo-venv services clean client \
+	client-build example-frontend
 
-$(VENV)/.installed: pyproject.toml
+## List the targets and what they do.
+help:
+	@awk '/^## /{doc = doc substr($$0, 4) " "; next} \
+		/^[a-z][a-z-]*:/{if (doc) {end = index(doc, ". "); if (end) doc = substr(doc, 1, end); \
+			split($$0, t, ":"); printf "  %-17s %s\n", t[1], doc}} \
+		{doc = ""}' $(MAKEFILE_LIST)
+
+$(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test,server]"
 	touch $@
 
+$(VENV)/.installed: pyproject.toml $(VENV)/.created
+	$(PY) -m pip install -q -e ".[test,server,dev]"
+	touch $@ $(VENV)/.demo-installed
+
+$(VENV)/.demo-installed: pyproject.toml $(VENV)/.created
+	$(PY) -m pip install -q -e ".[server]"
+	touch $@
+
+## The virtualenv in .venv: the library (editable), its test tools and servers.
 venv: $(VENV)/.installed
 
+## The virtualenv with only what the demo needs (the library and uvicorn).
+demo-venv: $(VENV)/.demo-installed
+
+## Start PostgreSQL and Redis (installed first if missing), as the tests need them.
 services:
 	bash .ci/services.sh
 
 client/node_modules/.installed: client/package.json client/package-lock.json
 	bash .ci/node.sh
-	cd client && npm install --no-audit --no-fund --loglevel=error
+	cd client && npm install --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
+
+client/dist/index.js: client/node_modules/.installed $(CLIENT_SOURCES)
+	cd client && npm run build
 
 ## The TypeScript client: install, type-check, unit tests, build (the Python tests use dist/).
 client: client/node_modules/.installed
 	cd client && npm run typecheck && npm test && npm run build
 
-client-build: client/node_modules/.installed
-	cd client && npm run build
+## Build the client's dist/ if its sources changed.
+client-build: client/dist/index.js
 
+## ruff, the import layers (import-linter) and mypy.
 lint: venv
 	$(VENV)/bin/ruff check rxdjango tests example bench
 	$(VENV)/bin/ruff format --check rxdjango tests example bench
@@ -67,19 +97,35 @@ test: venv services lint docs client example-frontend
 	$(VENV)/bin/pytest -q example/tests
 
 example/frontend/node_modules/.installed: example/frontend/package.json example/frontend/package-lock.json client/node_modules/.installed
+	bash .ci/node.sh
 	cd example/frontend && npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
-## Build the example's React app (client library, generated channels, Vite build).
-example-frontend: venv client-build example/frontend/node_modules/.installed
-	cd example && $(EXAMPLE_ENV) ../$(PY) manage.py makefrontend
+example/frontend/dist/index.html: client/dist/index.js example/frontend/node_modules/.installed \
+		$(EXAMPLE_FRONTEND_SOURCES)
 	cd example/frontend && npm run build
 
-## The example app (a team task board) on http://127.0.0.1:$(DEMO_PORT), embedded defaults.
+## Build the example's React app (client library, generated channels, Vite build), each
+## step only if its inputs changed.
+example-frontend: demo-venv client-build example/frontend/node_modules/.installed
+	cd example && $(EXAMPLE_ENV) ../$(PY) manage.py makefrontend -v 0
+	$(MAKE) --no-print-directory example/frontend/dist/index.html
+
+## The example app (a team task board) on DEMO_HOST:DEMO_PORT (127.0.0.1:8000) with the
+## embedded defaults. DEMO_HOST=0.0.0.0 serves other machines too.
 demo: example-frontend
 	cd example && $(EXAMPLE_ENV) ../$(PY) manage.py migrate -v 0
-	cd example && $(EXAMPLE_ENV) ../$(PY) manage.py seed_example --url http://127.0.0.1:$(DEMO_PORT)/
-	cd example && $(EXAMPLE_ENV) ../$(VENV)/bin/uvicorn exampleproject.asgi:application --host 127.0.0.1 --port $(DEMO_PORT) --ws-max-size 1048576
+	cd example && $(EXAMPLE_ENV) ../$(PY) manage.py seed_example --url http://$(DEMO_HOST):$(DEMO_PORT)/
+	cd example && $(EXAMPLE_ENV) EXAMPLE_ALLOWED_HOSTS=$(DEMO_HOST) ../$(VENV)/bin/uvicorn \
+		exampleproject.asgi:application --host $(DEMO_HOST) --port $(DEMO_PORT) \
+		--ws-max-size 1048576 --lifespan off
 
+## The wheel and sdist of the library and the client's npm tarball, in dist/ (DIST=...).
+dist: venv client-build
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	$(PY) -m build --outdir $(abspath $(DIST)) .
+	cd client && npm pack --ignore-scripts --pack-destination $(abspath $(DIST))
+
+## Remove the virtualenv, caches and builds.
 clean:
-	rm -rf $(VENV) tests/test.sqlite3 .pytest_cache .ruff_cache client/node_modules client/dist
+	rm -rf $(VENV) dist tests/test.sqlite3 .pytest_cache .ruff_cache client/node_modules client/dist

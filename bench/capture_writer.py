@@ -10,8 +10,8 @@ Run by ``run.py`` in a subprocess on the benchmark database:
 * ``rename_user <user> <marker>``: renames a user with ``save()``; prints
   ``{"k": marker, "committed": ...}``;
 * ``overhead <task> <count>``: times ``count`` one-row ``save()`` calls with the capture
-  triggers installed and as many with them dropped, in alternating blocks, one save
-  every ``PACE``; prints ``{"with": [...], "without": [...]}``;
+  triggers installed and as many with them dropped, in alternating blocks; prints
+  ``{"with": [...], "without": [...]}``;
 * ``drained <timeout>``: waits until the change log is empty.
 """
 
@@ -22,9 +22,6 @@ import sys
 import time
 
 import django
-
-#: seconds between two timed saves of ``overhead``
-PACE = 0.005
 
 
 def relay(task: int, first: int, count: int, pause_ms: int) -> None:
@@ -70,23 +67,21 @@ def overhead(task: int, count: int) -> None:
     watched = _capture.watched_tables()
     times: dict[str, list[float]] = {"with": [], "without": []}
 
-    def saves(arm: str, n: int, pause: float) -> None:
+    def saves(arm: str, n: int) -> None:
         for i in range(n):
             row.title = f"overhead {arm} {i}"
             started = time.perf_counter()
             row.save()
             times[arm].append(time.perf_counter() - started)
-            time.sleep(pause)
 
     # Blocks alternate (with, without, without, with, ...) so that neither arm is
-    # always the first on a warm cache; saves are paced so that the relay's work for
-    # one (in a serving process on the same machine) is not charged to the next.
+    # always the first on a warm cache.
     block = max(1, count // 10)
     try:
         for round_ in range(10):
             for arm in ("with", "without") if round_ % 2 == 0 else ("without", "with"):
                 _capture.install_triggers(connection, watched if arm == "with" else [])
-                saves(arm, block, PACE)
+                saves(arm, block)
     finally:
         _capture.install_triggers(connection, watched)
     print(json.dumps(times))

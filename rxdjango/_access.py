@@ -1,6 +1,6 @@
 """Access for as long as a socket is open: re-checks and revocations.
 
-A connection is admitted once (token, ``has_permission``, anchor), but access
+A connection is admitted once (who it is, ``has_permission``, anchor), but access
 can end while it stays open. Three things end it:
 
 * the user's token is deleted, or the user is deactivated or deleted: signal
@@ -12,7 +12,9 @@ can end while it stays open. Three things end it:
 * the application calls ``ContextChannel.revoke(user_id, anchor_id=None)``:
   4403 on that channel's sockets of that user.
 
-A re-check also finds what no signal announced (a user deactivated by raw SQL).
+A re-check also finds what no signal announced (a user deactivated by raw SQL, a
+session logged out, a JWT expired): it asks the authenticator that admitted the
+connection again (:mod:`rxdjango.auth`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from ._backends import get_backend
 from ._hooks import call_hook
 from ._protocol import CloseCode, Status
 from ._state_model import pk_repr
-from .exceptions import ForbiddenError, UnauthorizedError
+from .auth import Authenticator
+from .exceptions import ClientError
 
 if TYPE_CHECKING:
     from ._contract import Channel
@@ -47,27 +50,29 @@ __all__ = [
 
 
 class Credential:
-    """Who a connection is, and what it proved it with."""
+    """Who a connection is, and what it proved it with (checked again on re-checks)."""
 
-    __slots__ = ("token", "user_id")
+    __slots__ = ("authenticator", "scope", "token", "user_id")
 
-    def __init__(self, user_id: Any, token: str | None) -> None:
+    def __init__(
+        self, user_id: Any, token: str | None, authenticator: Authenticator, scope: dict[str, Any]
+    ) -> None:
         self.user_id = user_id
-        #: The DRF token key it authenticated with (None: another authenticator).
+        #: The first frame's token (None: ``{"token": null}``).
         self.token = token
+        self.authenticator = authenticator
+        self.scope = scope
 
 
 def _current_user(credential: Credential) -> Any | None:
-    """The user, read again: None if deleted, inactive, or its token is gone."""
-    user = get_user_model()._default_manager.filter(pk=credential.user_id).first()
-    if user is None or not user.is_active:
+    """The user, as its authenticator sees it now: None if its token or session is gone,
+    or it is another user, inactive, or deleted."""
+    user = credential.authenticator(credential.token, credential.scope)
+    if user is None or pk_repr(user.pk) != credential.user_id:
         return None
-    if credential.token is not None:
-        from rest_framework.authtoken.models import Token
-
-        if not Token.objects.filter(key=credential.token, user_id=user.pk).exists():
-            return None
-    return user
+    # read again: an authenticator may answer from its own data (a JWT's claims)
+    user = get_user_model()._default_manager.filter(pk=user.pk).first()
+    return user if user is not None and user.is_active else None
 
 
 def recheck_sync(channel: Channel, credential: Credential) -> Status | None:
@@ -82,7 +87,7 @@ def recheck_sync(channel: Channel, credential: Credential) -> Status | None:
             allowed = async_to_sync(hook)(user, **channel.kwargs)
         else:
             allowed = hook(user, **channel.kwargs)
-    except (UnauthorizedError, ForbiddenError) as refused:
+    except ClientError as refused:
         return _refusal_status(refused)
     return None if allowed is True else Status.FORBIDDEN
 
@@ -94,14 +99,17 @@ async def recheck(channel: Channel, credential: Credential) -> Status | None:
         return Status.UNAUTHORIZED
     try:
         allowed = await call_hook(channel.has_permission, user, **channel.kwargs)
-    except (UnauthorizedError, ForbiddenError) as refused:
+    except ClientError as refused:
         return _refusal_status(refused)
     return None if allowed is True else Status.FORBIDDEN
 
 
-def _refusal_status(refused: Exception) -> Status:
-    """What ``has_permission`` raising one of the original's errors means."""
-    return Status.UNAUTHORIZED if isinstance(refused, UnauthorizedError) else Status.FORBIDDEN
+def _refusal_status(refused: ClientError) -> Status:
+    """What ``has_permission`` raising a client error means, as at admission: its status
+    if it is 401, 403 or 404 (an anchor deleted while the socket was open), else 403."""
+    if refused.status in (Status.UNAUTHORIZED, Status.FORBIDDEN, Status.NOT_FOUND):
+        return Status(refused.status)
+    return Status.FORBIDDEN
 
 
 def revoke(

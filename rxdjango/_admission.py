@@ -1,4 +1,4 @@
-"""Admitting a client: token, permission, then the anchors it will watch.
+"""Admitting a client: who it is, permission, then the anchors it will watch.
 
 The checks run in the order the protocol fixes: token (400/401), then
 ``has_permission`` (403), then the anchor's existence (404).
@@ -13,11 +13,11 @@ from channels.db import database_sync_to_async
 from django.core.exceptions import ValidationError
 from django.db.models import Model, QuerySet
 
-from ._auth import user_for_token
 from ._hooks import call_hook
 from ._protocol import Status
 from ._registry import ChannelSpec
 from ._state_model import pk_repr, wire_pk
+from .auth import Authenticator, authenticate
 from .exceptions import AnchorDoesNotExist, ClientError
 
 if TYPE_CHECKING:
@@ -40,8 +40,10 @@ class Admission:
     channel: Channel
     anchors: list[Any]
     last_update: float | None
-    #: The DRF token key the client authenticated with.
+    #: What the client authenticated with (its first frame's token, the authenticator
+    #: that accepted it), to check again while the socket stays open.
     token: str | None
+    authenticator: Authenticator
 
 
 async def admit(
@@ -68,15 +70,18 @@ async def _admit(
     frame: Any,
     connection: Any,
 ) -> Admission:
-    token = frame.get("token") if isinstance(frame, dict) else None
-    if not isinstance(token, str):
+    if not isinstance(frame, dict) or "token" not in frame:
+        raise AuthFailure(Status.BAD_REQUEST)
+    token = frame["token"]
+    if token is not None and not isinstance(token, str):
         raise AuthFailure(Status.BAD_REQUEST)
     last_update = frame.get("lastUpdate")
     if isinstance(last_update, bool) or not isinstance(last_update, int | float):
         last_update = None
-    user = await database_sync_to_async(user_for_token)(token)
-    if user is None:
+    known = await database_sync_to_async(authenticate)(token, scope)
+    if known is None:
         raise AuthFailure(Status.UNAUTHORIZED)
+    user, authenticator = known
     kwargs = dict(scope.get("url_route", {}).get("kwargs", {}))
     allowed = await call_hook(spec.channel_class.has_permission, user, **kwargs)
     if allowed is not True:
@@ -92,7 +97,7 @@ async def _admit(
         if existing is None:
             raise AnchorDoesNotExist
         anchors = existing
-    return Admission(user, channel, anchors, last_update, token)
+    return Admission(user, channel, anchors, last_update, token, authenticator)
 
 
 def listed_ids(model: type[Model], found: Any) -> list[Any]:

@@ -394,7 +394,9 @@ class ChannelConsumer(Requests, AsyncWebsocketConsumer):
             return
         self._counted = True
         self.channel, self.user, self.user_id = admission.channel, admission.user, user_id
-        self.credential = Credential(self.user_id, admission.token)
+        self.credential = Credential(
+            self.user_id, admission.token, admission.authenticator, self.scope
+        )
         self._checked_at = started
         self._user_rate = user_rates.acquire(user_id, rx_settings.RX_USER_RATE_LIMIT)
         anchors, last_update = admission.anchors, admission.last_update

@@ -35,7 +35,11 @@ __all__ = ["Requests"]
 logger = logging.getLogger("rxdjango")
 
 #: What a write or action refused by a re-check of access says.
-_DENIED = {Status.UNAUTHORIZED: "not authenticated", Status.FORBIDDEN: "not allowed"}
+_DENIED = {
+    Status.UNAUTHORIZED: "not authenticated",
+    Status.FORBIDDEN: "not allowed",
+    Status.NOT_FOUND: "not found",
+}
 
 
 class Requests:

@@ -393,7 +393,9 @@ def _channel_class(
     args = [(camel_case(param), ts, param) for param, ts in route.params]
     signature = ", ".join(f"{arg}: {ts}" for arg, ts, _ in args)
     signature = f"{signature}, " if signature else ""
-    lines.append(f"  constructor({signature}token: string, options?: ChannelOptions) {{\n")
+    lines.append(
+        f"  constructor({signature}token: string | null = null, options?: ChannelOptions) {{\n"
+    )
     passed = ", ".join(f"{json.dumps(param)}: {arg}" for arg, _, param in args)
     lines.append(
         f"    super({{ {passed} }}, token, options);\n"

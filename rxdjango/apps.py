@@ -10,8 +10,9 @@ from django.apps import AppConfig, apps
 from django.core import checks
 from django.db import connections
 from django.db.models.signals import post_migrate
-from django.utils.module_loading import module_has_submodule
+from django.utils.module_loading import import_string, module_has_submodule
 
+from .auth import drf_token
 from .conf import rx_settings
 
 if TYPE_CHECKING:
@@ -64,15 +65,7 @@ def discover_channels() -> None:
 
 
 def check_settings(app_configs: object = None, **kwargs: object) -> list[checks.CheckMessage]:
-    errors: list[checks.CheckMessage] = []
-    if not apps.is_installed("rest_framework.authtoken"):
-        errors.append(
-            checks.Error(
-                "RxDjango authenticates clients with DRF tokens.",
-                hint="Add 'rest_framework.authtoken' to INSTALLED_APPS.",
-                id="rxdjango.E001",
-            )
-        )
+    errors = _authenticator_errors()
     wants_redis = rx_settings.REDIS_URL or rx_settings.RX_REDIS_CLIENT
     if wants_redis and find_spec("redis") is None:
         errors.append(
@@ -80,6 +73,38 @@ def check_settings(app_configs: object = None, **kwargs: object) -> list[checks.
                 "REDIS_URL or RX_REDIS_CLIENT is set, but the redis package is not installed.",
                 hint="pip install 'rxdjango[redis]'",
                 id="rxdjango.E002",
+            )
+        )
+    return errors
+
+
+def _authenticator_errors() -> list[checks.CheckMessage]:
+    """Each ``RX_AUTHENTICATORS`` entry imports and is callable; DRF tokens need their app."""
+    errors: list[checks.CheckMessage] = []
+    entries = rx_settings.RX_AUTHENTICATORS
+    for entry in entries:
+        try:
+            found = import_string(entry) if isinstance(entry, str) else entry
+        except ImportError as error:
+            found, reason = None, str(error)
+        else:
+            reason = f"{found!r} is not callable"
+        if not callable(found):
+            errors.append(
+                checks.Error(
+                    f"RX_AUTHENTICATORS entry {entry!r} is not an authenticator: {reason}.",
+                    hint="List callables (token, scope) -> user or None, or their dotted paths.",
+                    id="rxdjango.E003",
+                )
+            )
+    uses_tokens = "rxdjango.auth.drf_token" in entries or drf_token in entries
+    if uses_tokens and not apps.is_installed("rest_framework.authtoken"):
+        errors.append(
+            checks.Error(
+                "RX_AUTHENTICATORS authenticates clients with DRF tokens.",
+                hint="Add 'rest_framework.authtoken' to INSTALLED_APPS, or remove "
+                "'rxdjango.auth.drf_token' from RX_AUTHENTICATORS.",
+                id="rxdjango.E001",
             )
         )
     return errors

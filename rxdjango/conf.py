@@ -17,6 +17,9 @@ ONE_WEEK = 7 * 24 * 3600
 DEFAULTS: dict[str, Any] = {
     # Seconds a client has to send its auth frame after the socket opens.
     "RX_AUTH_TIMEOUT": 10.0,
+    # Who a client is: callables (token, scope) -> user or None, or their dotted paths,
+    # tried in order (rxdjango.auth). Default: DRF tokens, then the session cookie.
+    "RX_AUTHENTICATORS": ["rxdjango.auth.drf_token", "rxdjango.auth.session"],
     # Seconds an idle anchor (no connected client) stays cached.
     "RX_CACHE_TTL": ONE_WEEK,
     # Target size in bytes of one initial-state frame (servers close frames over 1 MiB).

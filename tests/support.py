@@ -272,9 +272,16 @@ class ServerProcess:
 class SocketClient:
     """A protocol client over a real WebSocket, rebuilding state like a browser would."""
 
-    def __init__(self, url: str, token: str, channel: type = JobChannel) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        channel: type = JobChannel,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.url = url
         self.token = token
+        self.headers = headers or {}
         self.state = ClientState(channel)
         self.ws: Any = None
 
@@ -282,7 +289,9 @@ class SocketClient:
         """Connect (again, with ``lastUpdate`` if state was received) and read the state
         up to the end marker."""
         self.url = url or self.url
-        self.ws = await websockets.connect(self.url, max_size=2**21)
+        self.ws = await websockets.connect(
+            self.url, max_size=2**21, additional_headers=self.headers
+        )
         auth = {"token": self.token, "lastUpdate": self.state.last_update}
         await self.ws.send(_codec.encode(auth))
         reply = await self.read()

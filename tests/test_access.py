@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import orjson
 import pytest
@@ -24,6 +25,7 @@ from channels.db import database_sync_to_async as db
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
+from rxdjango.exceptions import AnchorDoesNotExist, ClientError, ForbiddenError, UnauthorizedError
 from rxdjango.testing import timeout
 
 from jobs.channels import JobChannel
@@ -274,3 +276,34 @@ async def test_the_rate_limit_also_holds_per_user(world, shared_redis, backend):
         assert (await alice.read())["result"] == len(world.tasks)
         for client in [*bobs, alice]:
             await client.close()
+
+
+class _ChannelOf:
+    """The part of a connected channel a re-check reads: its hook and route kwargs."""
+
+    def __init__(self, has_permission: Any) -> None:
+        self.has_permission = has_permission
+        self.kwargs = {"job_id": 1}
+
+
+@pytest.mark.parametrize(
+    ("raised", "status"),
+    [
+        (AnchorDoesNotExist(), 404),
+        (UnauthorizedError(), 401),
+        (ForbiddenError(), 403),
+        (ClientError("odd", status=418), 403),
+    ],
+)
+def test_a_recheck_refuses_with_the_status_has_permission_raises(world, raised, status):
+    """As at admission: an anchor deleted while its socket is open answers 404 (close
+    4404), not an internal error logged at every re-check."""
+    from rxdjango._access import Credential, recheck_sync
+    from rxdjango._state_model import pk_repr
+
+    def refuse(user: Any, job_id: int) -> bool:
+        raise raised
+
+    credential = Credential(pk_repr(world.bob.pk), None, lambda token, scope: world.bob, {})
+    assert recheck_sync(_ChannelOf(refuse), credential) == status
+    assert recheck_sync(_ChannelOf(lambda user, job_id: True), credential) is None

@@ -181,7 +181,13 @@ def test_system_checks_name_the_fix(monkeypatch):
         ]
     ):
         (error,) = check_settings()
-    assert error.id == "rxdjango.E001" and "rest_framework.authtoken" in error.hint
+        assert error.id == "rxdjango.E001" and "rest_framework.authtoken" in error.hint
+        with override_settings(RX_AUTHENTICATORS=["rxdjango.auth.session"]):
+            assert check_settings() == []  # no tokens asked for: no token app needed
+    with override_settings(RX_AUTHENTICATORS=["rxdjango.auth.nope", "rxdjango.auth", 42]):
+        errors = check_settings()
+    assert [e.id for e in errors] == ["rxdjango.E003"] * 3
+    assert "'rxdjango.auth.nope'" in errors[0].msg
 
 
 def test_a_channel_without_has_permission_is_reported_by_a_system_check():

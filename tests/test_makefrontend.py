@@ -200,7 +200,10 @@ def test_generated_channel_describes_the_state(tmp_path):
         "export class JobChannel extends ContextChannel<JobType, JobChannelRuntimeState>" in source
     )
     assert 'static readonly endpoint = "ws/job/{job_id}/";' in source
-    assert "constructor(jobId: number, token: string, options?: ChannelOptions)" in source
+    assert (
+        "constructor(jobId: number, token: string | null = null, options?: ChannelOptions)"
+        in source
+    )
     assert "countTasks(filters?: TaskFilter | null): Promise<number>" in source
     assert "schedule(taskId: number, due: string, tags?: string[] | null)" in source
     assert "static readonly many = true;" in source  # ProjectJobsChannel

@@ -9,6 +9,7 @@ import pytest
 PUBLIC = {
     "rxdjango": ["__version__"],
     "rxdjango.actions": ["action"],
+    "rxdjango.auth": ["Authenticator", "drf_token", "session"],
     "rxdjango.channels": ["ContextChannel", "broadcast_system_message"],
     "rxdjango.consumers": ["consumer"],
     "rxdjango.decorators": ["AccessorProperty", "depends_on", "related_property"],
@@ -27,6 +28,14 @@ PUBLIC = {
         "WriteError",
     ],
     "rxdjango.operations": ["CREATE", "DELETE", "OPERATIONS", "SAVE"],
+    "rxdjango.pytest_plugin": [
+        "ActionFailed",
+        "AuthRefused",
+        "ClientFactory",
+        "LiveServer",
+        "RxClient",
+        "WriteRefused",
+    ],
     "rxdjango.relations": ["RelatedProperty", "related_property"],
     "rxdjango.testing": [
         "ChannelCommunicator",

@@ -1,140 +1,189 @@
-"""The README's quickstart, run as written: its code blocks become a project of their own.
+"""The README's quickstart, run as a newcomer would: every command and file as written.
 
-The quickstart shows the settings, the app's ``channels.py`` and ``routing.py`` and the
-project's ``asgi.py``; "your models and serializers" are the test app's. The project is
-migrated, served by uvicorn, and a WebSocket client receives the state the README
-promises. ``makefrontend`` runs on it too.
+In an empty folder beside a copy of this repository (``rxdjango/``), in a fresh
+virtualenv, with the environment of the reader's shell (nothing of the test suite's:
+no ``DJANGO_SETTINGS_MODULE``, ``PYTHONPATH`` or ``RX_*``): the shell blocks run in
+order, the file blocks are written where they say (the settings block is appended to
+the generated ``settings.py``, as the README says). ``pip install ./rxdjango[dev]``
+builds the wheel and installs it (not editable), so a module or migration missing
+from the package fails here. Then ``runserver`` serves, the README's ``watch.py``
+receives the state and then a change made from ``manage.py shell``; ``makefrontend``
+writes the channel classes and ``npm install --install-links`` builds the client.
+
+Where the README says ``127.0.0.1:8000`` the test uses a free port, and ``<token>`` is
+the token ``drf_create_token`` printed.
 """
 
 from __future__ import annotations
 
-import asyncio
+import os
+import queue
 import re
 import shutil
+import signal
 import socket
 import subprocess
-import sys
-import textwrap
+import threading
+import time
 from pathlib import Path
+from typing import IO
 
-import orjson
-import websockets
+import pytest
 
 from rxdjango.testing import timeout
 
 from support import TESTS_DIR
 
-README = TESTS_DIR.parent / "README.md"
-BLOCK = re.compile(r"```python\n# (?P<path>[\w/.]+)\n(?P<code>.*?)```", re.S)
+REPOSITORY = TESTS_DIR.parent
+README = REPOSITORY / "README.md"
+BLOCK = re.compile(r"```(?P<lang>\w+)\n(?P<code>.*?)```", re.S)
+
+# The test is a project of its own: it sets up its own database, one pass runs it.
+pytestmark = pytest.mark.harness
 
 
-def quickstart_blocks() -> dict[str, str]:
+def quickstart() -> list[tuple[str, str]]:
+    """(language, code) of the quickstart's blocks, in order."""
     text = README.read_text().split("## Quickstart", 1)[1].split("\n## ", 1)[0]
-    return {match["path"]: match["code"] for match in BLOCK.finditer(text)}
+    return [(match["lang"], match["code"]) for match in BLOCK.finditer(text)]
 
 
-def build_project(root: Path) -> dict[str, str]:
-    blocks = quickstart_blocks()
-    assert set(blocks) == {
-        "settings.py",
-        "jobs/channels.py",
-        "jobs/routing.py",
-        "myproject/asgi.py",
-    }, "the quickstart's files changed: update this test"
-    readme_settings: dict = {}
-    exec(blocks["settings.py"], readme_settings)
-    shutil.copytree(
-        TESTS_DIR / "jobs",
-        root / "jobs",
-        ignore=shutil.ignore_patterns("channels.py", "routing.py", "management", "__pycache__"),
+def readers_environment(venv: Path) -> dict[str, str]:
+    """The reader's shell after ``. venv/bin/activate``: this machine's environment
+    without what the test suite sets for itself."""
+    ours = ("RX_", "DJANGO_", "REDIS_URL", "PG", "PYTEST", "VIRTUAL_ENV", "PYTHON")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+    path = [p for p in env.get("PATH", "").split(":") if not p.startswith(str(REPOSITORY))]
+    env["PATH"] = ":".join([str(venv / "bin"), *path])
+    env["VIRTUAL_ENV"] = str(venv)
+    return env
+
+
+def copy_repository(target: Path) -> None:
+    """What a clone holds that the quickstart uses (the package and the client)."""
+    skip = shutil.ignore_patterns(
+        ".venv", "node_modules", "dist", "build", "*.egg-info", "__pycache__", "*.sqlite3"
     )
-    (root / "jobs" / "channels.py").write_text(blocks["jobs/channels.py"])
-    (root / "jobs" / "routing.py").write_text(blocks["jobs/routing.py"])
-    (root / "myproject").mkdir()
-    (root / "myproject" / "__init__.py").write_text("")
-    (root / "myproject" / "asgi.py").write_text(
-        "import os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'myproject.settings')\n"
-        + blocks["myproject/asgi.py"]
-    )
-    apps = ["django.contrib.auth", "django.contrib.contenttypes"]
-    apps += [app for app in readme_settings["INSTALLED_APPS"] if app not in apps] + ["jobs"]
-    (root / "myproject" / "settings.py").write_text(
-        textwrap.dedent(
-            f"""
-            SECRET_KEY = "quickstart"
-            USE_TZ = True
-            INSTALLED_APPS = {apps!r}
-            ASGI_APPLICATION = {readme_settings["ASGI_APPLICATION"]!r}
-            DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3",
-                                       "NAME": {str(root / "db.sqlite3")!r}}}}}
-            DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-            RX_FRONTEND_DIR = {str(root / "frontend")!r}
-            """
-        )
-    )
-    return blocks
+    target.mkdir()
+    for name in ("rxdjango", "client"):
+        shutil.copytree(REPOSITORY / name, target / name, ignore=skip)
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (REPOSITORY / name).exists():
+            shutil.copy(REPOSITORY / name, target / name)
 
 
-SEED = """
-from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
-from jobs.models import Job, Participant, Project, Task
-user = get_user_model().objects.create_user("ada")
-project = Project.objects.create(name="Quick")
-Participant.objects.create(project=project, user=user)
-job = Job.objects.create(project=project, title="Start")
-Task.objects.create(job=job, title="Read the README")
-print(job.pk, Token.objects.create(user=user).key)
-"""
-
-
-def manage(root: Path, *args: str) -> str:
+def sh(code: str, cwd: Path, env: dict[str, str], units: float) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "django", *args, "--settings", "myproject.settings"],
-        cwd=root,
+        ["bash", "-e", "-c", code],
+        cwd=cwd,
+        env=env,
         capture_output=True,
         text=True,
-        timeout=timeout(6),
-        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+        timeout=timeout(units),
     )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    assert done.returncode == 0, f"{code}\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
 
 
-async def test_the_readme_quickstart_works_as_written(tmp_path):
-    build_project(tmp_path)
-    manage(tmp_path, "migrate", "-v", "0")
-    job_id, token = manage(tmp_path, "shell", "-c", SEED).strip().splitlines()[-1].split()
-    assert "wrote" in manage(tmp_path, "makefrontend")
-    assert (tmp_path / "frontend" / "jobs.channels.ts").exists()
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    command = [sys.executable, "-m", "uvicorn", "myproject.asgi:application"]
-    command += ["--fd", str(listener.fileno()), "--log-level", "warning"]
+class Lines:
+    """The lines a process prints, read with a timeout (a silent server fails the test
+    instead of hanging it)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._lines.put(line)
+        self._lines.put("")
+
+    def next(self, units: float = 2.0) -> str:
+        """The next line; "" once the process closed its output."""
+        return self._lines.get(timeout=timeout(units))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_readme_quickstart_works_as_written(tmp_path):
+    blocks = quickstart()
+    shell = [code for lang, code in blocks if lang == "bash"]
+    files = {
+        code.split("\n", 1)[0][2:]: code.split("\n", 1)[1]
+        for lang, code in blocks
+        if lang == "python" and code.startswith("# ")
+    }
+    assert len(shell) == 6, "the quickstart's commands changed: update this test"
+    setup, create, serve, watch, change, frontend = shell
+    copy_repository(tmp_path / "rxdjango")
+    env = readers_environment(tmp_path / "venv")
+
+    sh(setup, tmp_path, env, 120)
+    project = tmp_path / "myproject"
+    for path, code in files.items():
+        if path == "myproject/settings.py":
+            with (project / path).open("a") as settings:
+                settings.write("\n" + code)
+        else:
+            (project / path).write_text(code)
+    token = re.search(r"Generated token (\w+) for user ada", sh(create, project, env, 30))
+    assert token is not None
+
+    port = free_port()
+    assert serve.strip() == "python manage.py runserver"
     server = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
-        pass_fds=[listener.fileno()],
+        ["bash", "-c", f"{serve.strip()} 127.0.0.1:{port}"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # runserver's autoreloader runs the server in a child
     )
-    listener.close()
+    watcher = None
     try:
-        async with websockets.connect(f"ws://127.0.0.1:{port}/ws/job/{job_id}/") as ws:
-            await ws.send(orjson.dumps({"token": token}).decode())
-            frames = []
-            while not (isinstance(frames[-1:] or None, list) and _ended(frames[-1])):
-                frames.append(orjson.loads(await asyncio.wait_for(ws.recv(), timeout())))
-        assert frames[0] == {"type": "auth", "statusCode": 200}
-        assert frames[1] == {"type": "initialAnchors", "anchorIds": [int(job_id)]}
-        records = [r for frame in frames[2:] for r in frame]
-        titles = {r.get("title") for r in records}
-        assert {"Start", "Read the README"} <= titles
+        command = watch.strip().replace("<token>", token[1]).replace(":8000/", f":{port}/")
+        deadline = time.monotonic() + timeout(20)
+        while True:  # until runserver listens (watch.py fails while it does not)
+            watcher = subprocess.Popen(
+                ["bash", "-c", command],
+                cwd=project,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            assert watcher.stdout is not None
+            output = Lines(watcher.stdout)
+            first = output.next()
+            if '"statusCode"' in first or time.monotonic() > deadline:
+                break
+            watcher.wait()
+            time.sleep(0.2)
+        assert '"statusCode":200' in first.replace(" ", ""), first
+        lines = [first]
+        while "end_initial_state" not in lines[-1]:
+            lines.append(output.next())
+            assert lines[-1], "the watcher stopped before the state's end marker"
+        assert "Read the README" in "".join(lines)
+        assert '"done":false' in "".join(lines).replace(" ", "")
+
+        sh(change, project, env, 30)
+        while '"done":true' not in lines[-1].replace(" ", ""):
+            lines.append(output.next())
+            assert lines[-1], "the watcher stopped before the change arrived"
     finally:
-        server.terminate()
-        server.wait(timeout(2))
+        if watcher is not None:
+            watcher.kill()
+        os.killpg(server.pid, signal.SIGTERM)
+        log = server.communicate(timeout=timeout(5))[0]
+    assert "Traceback" not in log, log
 
-
-def _ended(frame: object) -> bool:
-    return isinstance(frame, list) and any(
-        r.get("_operation") == "end_initial_state" for r in frame
-    )
+    sh(frontend, project, env, 240)
+    assert (project / "frontend" / "src" / "rx" / "jobs.channels.ts").exists()
+    built = project / "frontend" / "node_modules" / "@rxdjango" / "react" / "dist" / "index.js"
+    assert built.exists()

@@ -144,7 +144,7 @@ export abstract class ContextChannel<T, R = Record<string, unknown>> {
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
   #callSeq = 0;
 
-  protected constructor(args: EndpointArgs, token: string, options: ChannelOptions = {}) {
+  protected constructor(args: EndpointArgs, token: string | null, options: ChannelOptions = {}) {
     const cls = this.constructor as unknown as ChannelClass;
     for (const name of ['endpoint', 'anchorType'] as const) {
       if (typeof cls[name] !== 'string' || cls[name] === '') {

@@ -86,7 +86,7 @@ export type WebSocketConstructor = new (url: string) => WebSocketLike;
 export interface ConnectionConfig {
   /** The socket URL; called at each connect so that configuration errors surface as status. */
   readonly url: () => string;
-  readonly token: string;
+  readonly token: string | null;
   readonly lastUpdate: () => number | null;
   readonly WebSocket: WebSocketConstructor | undefined;
   readonly reconnect: ReconnectOptions;

@@ -179,7 +179,8 @@ export type DecodedFrame =
 // ---------------------------------------------------------------- client → server
 
 export interface AuthFrame {
-  token: string;
+  /** A DRF token or another authenticator's credential; null: the session cookie (or none). */
+  token: string | null;
   lastUpdate: number | null;
 }
 export interface ActionFrame {

@@ -82,6 +82,16 @@ describe('opening', () => {
     socket().receive(auth());
     expect(channel.status).toBe('connected');
   });
+  it('sends a null token when made without one (the session cookie authenticates)', () => {
+    const Socket = socketClass();
+    const channel = new JobChannel(1, null, { WebSocket: Socket, baseURL: 'ws://test/' });
+    channel.connect();
+    const socket = Socket.instances[0]!;
+    socket.open();
+    expect(socket.frames()).toEqual([{ token: null, lastUpdate: null }]);
+    socket.receive(auth());
+    expect(channel.status).toBe('connected');
+  });
 });
 
 describe('reconnecting', () => {

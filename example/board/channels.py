@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from rxdjango.actions import action
 from rxdjango.channels import ContextChannel
 from rxdjango.consumers import consumer
-from rxdjango.exceptions import ActionError
+from rxdjango.exceptions import ActionError, ForbiddenError, WriteError
 from rxdjango.operations import CREATE, DELETE, SAVE
 
 from .models import Board, Card, Column
@@ -20,9 +21,15 @@ from .serializers import (
     BoardSerializer,
     BoardSummarySerializer,
     CardSerializer,
+    ColumnSerializer,
     CommentSerializer,
     NoteSerializer,
 )
+
+
+def boards_group(user_id: int) -> str:
+    """The channel-layer group of one user's board lists (told when they join a board)."""
+    return f"boards-of-{user_id}"
 
 
 class BoardChannel(ContextChannel):
@@ -31,7 +38,8 @@ class BoardChannel(ContextChannel):
     class Meta:
         state = BoardSerializer()
         writable = {
-            CardSerializer: [SAVE],
+            ColumnSerializer: [CREATE],
+            CardSerializer: [SAVE, CREATE],
             CommentSerializer: [CREATE, DELETE],
             NoteSerializer: [CREATE, SAVE, DELETE],
         }
@@ -41,19 +49,24 @@ class BoardChannel(ContextChannel):
 
     @staticmethod
     def has_permission(user, board_id):
+        # A missing board and another team's board get the same refusal (403): the page
+        # says "not found" for both, and nobody learns which board ids exist.
         return Board.objects.filter(pk=board_id, members=user).exists()
 
+    # A refused write is rolled back on the page; the message raised here is what it shows.
+
     def can_save(self, instance, data):
-        # A card title may not be emptied or shouted: a refused write is rolled back.
-        title = data.get("title", "x")
-        return bool(title.strip()) and not title.isupper()
+        _check_title(data)
+        return True
 
     def can_create(self, model_class, parent, data):
+        _check_title(data)
         return True
 
     def can_delete(self, instance):
-        author = getattr(instance, "author_id", self.user.pk)
-        return author == self.user.pk  # only your own comments
+        if getattr(instance, "author_id", self.user.pk) != self.user.pk:
+            raise ForbiddenError("You can only delete your own comments.")
+        return True
 
     # -- presence: `viewers` counts the connections open on this board, in every process --
     # A join is one group event; only the newcomer hears the answers (on its own group),
@@ -122,6 +135,42 @@ class BoardChannel(ContextChannel):
             raise ActionError("no such column on this board", 404)
         return True
 
+    @action
+    async def add_member(self, username: str) -> str:
+        """Add a user to this board (its owner only). The board appears in their list at
+        once; its members line updates for everyone on the board by itself (m2m change)."""
+        board_id = self.kwargs["board_id"]
+        member_id, name = await database_sync_to_async(_add_member)(
+            board_id, self.user.pk, username
+        )
+        await get_channel_layer().group_send(
+            boards_group(member_id), {"type": "boards.joined", "board": board_id}
+        )
+        return name
+
+
+def _check_title(data: dict[str, Any]) -> None:
+    """Titles are for reading, not shouting: refuse one in capitals, saying why."""
+    title = data.get("title")
+    if isinstance(title, str) and title.isupper():
+        raise WriteError("Titles in capitals are not allowed: please don't shout.")
+
+
+def _add_member(board_id: int, owner_id: int, username: str) -> tuple[int, str]:
+    with transaction.atomic():
+        board = Board.objects.select_for_update().filter(pk=board_id).first()
+        if board is None:
+            raise ActionError("There is no such board.", 404)
+        if board.owner_id != owner_id:
+            raise ActionError("Only the board's owner can add members.", 403)
+        member = get_user_model().objects.filter(username=username.strip(), is_active=True).first()
+        if member is None:
+            raise ActionError(f"There is no user called '{username.strip()}'.", 404)
+        if board.members.filter(pk=member.pk).exists():
+            raise ActionError(f"{member.username} is already a member of this board.")
+        board.members.add(member)
+        return member.pk, member.username
+
 
 def _move_card(board_id: int, card_id: int, column_id: int, position: int) -> None:
     """Move a card, renumbering both columns 0..n-1: positions stay dense, so any
@@ -179,8 +228,41 @@ class MyBoardsChannel(ContextChannel):
         state = BoardSummarySerializer(many=True)
         auto_update = True
 
+    @staticmethod
+    def has_permission(user):
+        """Anyone logged in: the list holds only the user's own boards (list_instances)."""
+        return True
+
     def list_instances(self):
         return Board.objects.filter(members=self.user).order_by("id")
 
     def is_visible(self, instance_id):
         return Board.objects.filter(pk=instance_id, members=self.user).exists()
+
+    async def on_connect(self, tstamp):
+        await self.group_add(boards_group(self.user.pk))
+
+    @consumer("boards.joined")
+    async def joined_board(self, event):
+        """Added to an existing board (auto_update only sees new boards): list it."""
+        if await database_sync_to_async(self.is_visible)(event["board"]):
+            await self.add_instance(event["board"], at_beginning=True)
+
+    @action
+    async def create_board(self, name: str) -> int:
+        """Create a board owned by the user, its first member; returns its id. It joins
+        the user's lists through auto_update, like a board created anywhere else."""
+        return await database_sync_to_async(_create_board)(self.user.pk, name)
+
+
+def _create_board(user_id: int, name: str) -> int:
+    name = name.strip()
+    limit = Board._meta.get_field("name").max_length
+    if not name:
+        raise ActionError("A board needs a name.")
+    if len(name) > limit:
+        raise ActionError(f"A board name has at most {limit} characters.")
+    with transaction.atomic():  # is_visible must see the membership when the board commits
+        board = Board.objects.create(name=name, owner_id=user_id)
+        board.members.add(user_id)
+    return board.pk

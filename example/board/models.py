@@ -6,6 +6,14 @@ from django.db import models
 
 class Board(models.Model):
     name = models.CharField(max_length=100)
+    # Whoever created the board; only they may add members.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="owned_boards",
+    )
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="boards")
 
     class Meta:

@@ -35,6 +35,15 @@ class CardSerializer(serializers.ModelSerializer):
         # Positions change only through the move_card action, which keeps them dense.
         read_only_fields = ["position"]
 
+    def create(self, validated_data):
+        # A card created from the page goes to the bottom of its column; positions are
+        # dense (0..n-1), so that is the count. Take the board's row first, as move_card
+        # does, so that a create and a move on the board do not interleave.
+        column = validated_data["column"]
+        Board.objects.select_for_update().filter(pk=column.board_id).first()
+        validated_data["position"] = column.cards.count()
+        return super().create(validated_data)
+
 
 class ColumnSerializer(serializers.ModelSerializer):
     cards = CardSerializer(many=True, read_only=True)
@@ -42,6 +51,12 @@ class ColumnSerializer(serializers.ModelSerializer):
     class Meta:
         model = Column
         fields = ["id", "title", "position", "archived", "cards"]
+        read_only_fields = ["position"]
+
+    def create(self, validated_data):
+        # A column created from the page goes to the right of the others.
+        validated_data["position"] = validated_data["board"].columns.count()
+        return super().create(validated_data)
 
 
 class NoteSerializer(serializers.ModelSerializer):
@@ -54,12 +69,13 @@ class NoteSerializer(serializers.ModelSerializer):
 
 class BoardSerializer(serializers.ModelSerializer):
     columns = ColumnSerializer(many=True, read_only=True)
+    owner = UserSerializer(read_only=True)
     members = UserSerializer(many=True, read_only=True)
     notes = NoteSerializer(many=True, read_only=True)
 
     class Meta:
         model = Board
-        fields = ["id", "name", "columns", "members", "notes"]
+        fields = ["id", "name", "columns", "owner", "members", "notes"]
 
 
 class BoardSummarySerializer(serializers.ModelSerializer):

@@ -7,7 +7,11 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 SECRET_KEY = os.environ.get("EXAMPLE_SECRET_KEY", "rxdjango-example-not-secret")
 DEBUG = os.environ.get("EXAMPLE_DEBUG", "1") == "1"
-ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+# `make demo DEMO_HOST=...` adds the host it serves on (0.0.0.0: any host).
+_demo_host = os.environ.get("EXAMPLE_ALLOWED_HOSTS", "")
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"] + (
+    ["*"] if _demo_host == "0.0.0.0" else [_demo_host] if _demo_host else []
+)
 USE_TZ = True
 
 INSTALLED_APPS = [

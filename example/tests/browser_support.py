@@ -61,6 +61,7 @@ class ExampleServer:
             [
                 *(sys.executable, "-m", "uvicorn", "exampleproject.asgi:application"),
                 *("--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"),
+                *("--lifespan", "off"),  # Django has no lifespan handler: say so, not log it
             ],
             cwd=EXAMPLE_DIR,
             env=self.env,
@@ -113,6 +114,11 @@ def open_board(page: Page, name: str) -> None:
 def card_id(page: Page, title: str) -> str:
     card = page.locator("[data-testid^='card-title-']", has_text=title).first
     return (card.get_attribute("data-testid") or "").removeprefix("card-title-")
+
+
+def column_id(page: Page, title: str) -> str:
+    column = page.locator("[data-testid^='column-title-']", has_text=title).first
+    return (column.get_attribute("data-testid") or "").removeprefix("column-title-")
 
 
 def rename_card(page: Page, card: str, title: str) -> None:

@@ -272,3 +272,25 @@ def test_a_join_or_a_leave_costs_each_other_viewer_one_frame(
     settle(*sockets)
     assert first.viewers == [6]  # one frame for the leave too
     assert [socket.viewers[-1] for socket in sockets] == [6] * 6
+
+
+def test_only_the_owner_may_add_members_and_the_refusal_says_why(
+    server: ExampleServer, ids: dict[str, int], stack: ExitStack
+):
+    launch = ids["Launch"]
+    bob = open_board(stack, server, login_token(server, "bob"), launch)
+    assert bob.call("add_member", "carol")["error"] == {
+        "code": 403,
+        "message": "Only the board's owner can add members.",
+    }
+    alice = open_board(stack, server, login_token(server, "alice"), launch)
+    assert alice.call("add_member", "bob")["error"]["message"] == (
+        "bob is already a member of this board."
+    )
+    assert alice.call("add_member", " carol ")["result"] == "carol"
+    members = shell(
+        server,
+        "import json; from board.models import Board; print(json.dumps(sorted("
+        f"Board.objects.get(pk={launch}).members.values_list('username', flat=True))))",
+    )
+    assert members == ["alice", "bob", "carol"]

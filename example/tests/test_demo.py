@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 
@@ -10,8 +11,19 @@ from playwright.sync_api import expect
 
 from browser_support import REPO_DIR, UNIT, free_port, shot, wait_for_http
 
+# What a newcomer should never see in the server's output on a normal start and use.
+NOISE = re.compile(r"warn|error|traceback|exception|deprecat|unsupported", re.IGNORECASE)
 
-def test_make_demo_serves_the_app(tmp_path, pages):
+
+def server_output(output: str) -> list[str]:
+    """The lines from the database migration on (the set-up before it is npm's and pip's),
+    without make's own lines (its echo of commands, its note that it was terminated)."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if "manage.py migrate" in line)
+    return [line for line in lines[start + 1 :] if not line.startswith(("make:", "make[", "cd "))]
+
+
+def test_make_demo_serves_the_app_and_logs_no_warning(tmp_path, pages):
     port = free_port()
     env = {**os.environ, "EXAMPLE_SQLITE": str(tmp_path / "demo.sqlite3")}
     env.pop("DJANGO_SETTINGS_MODULE", None)
@@ -33,8 +45,14 @@ def test_make_demo_serves_the_app(tmp_path, pages):
         page.get_by_test_id("login-password").fill("demo")
         page.get_by_test_id("login-submit").click()
         expect(page.get_by_test_id("board-list")).to_contain_text("Launch")
+        page.get_by_test_id("board-list").get_by_text("Launch").click()
+        expect(page.get_by_test_id("connection-status")).to_have_text("connected")
         shot(page, "make-demo")
+        page.close()  # its sockets close before the server stops
     finally:
         os.killpg(demo.pid, signal.SIGTERM)
         output, _ = demo.communicate(timeout=UNIT * 2)
     assert f"Open {url} and log in as alice" in output
+    logged = server_output(output)
+    assert any('"GET / HTTP/1.1" 200' in line for line in logged), output  # the log is read
+    assert [line for line in logged if NOISE.search(line)] == [], output

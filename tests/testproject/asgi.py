@@ -7,6 +7,7 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
 django_application = get_asgi_application()
 
+from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from patterns.routing import websocket_urlpatterns as pattern_urlpatterns  # noqa: E402
 from shop.routing import websocket_urlpatterns as shop_urlpatterns  # noqa: E402
@@ -42,6 +43,8 @@ if os.environ.get("RX_TEST_CRASH_BEFORE_RELAYING_WHILE"):
 application = ProtocolTypeRouter(
     {
         "http": django_application,
-        "websocket": URLRouter(websocket_urlpatterns + shop_urlpatterns + pattern_urlpatterns),
+        "websocket": AuthMiddlewareStack(
+            URLRouter(websocket_urlpatterns + shop_urlpatterns + pattern_urlpatterns)
+        ),
     }
 )

@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-SECRET_KEY = "rxdjango-tests-not-secret"
+SECRET_KEY = "rxdjango-tests-not-secret-long-enough-for-hs256"
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
 USE_TZ = True
@@ -13,6 +13,7 @@ TIME_ZONE = "UTC"
 INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
+    "django.contrib.sessions",
     "rest_framework",
     "rest_framework.authtoken",
     "channels",
@@ -58,6 +59,10 @@ if os.environ.get("RX_TEST_BACKEND") == "redis":
 
 if "RX_TEST_FRONTEND_DIR" in os.environ:
     RX_FRONTEND_DIR = os.environ["RX_TEST_FRONTEND_DIR"]
+
+# DRF tokens, the session cookie (AuthMiddlewareStack in asgi.py) and the JWT example of
+# docs/channels.md.
+RX_AUTHENTICATORS = ["rxdjango.auth.drf_token", "rxdjango.auth.session", "jobs.jwt_auth.simplejwt"]
 
 # Server subprocesses of the Redis tests tune these through the environment.
 if "RX_TEST_REDIS_HEARTBEAT" in os.environ:

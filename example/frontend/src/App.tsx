@@ -1,8 +1,10 @@
-import { useCallback, useEffect, useRef, useState } from 'react';
+import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import { BoardList } from './BoardList';
 import { BoardView } from './BoardView';
 import { ErrorBanner, ErrorBoundary, ErrorReporter, describeError, type ReportedError } from './errors';
 import { Login } from './Login';
+import { NotFound } from './NotFound';
+import { OperationsProvider } from './operations';
 import { boardsHref, navigate, useRoute } from './route';
 import { clearSession, loadSession, saveSession, type Session } from './session';
 
@@ -20,6 +22,7 @@ export function App() {
     setErrors((previous) => [...previous, entry].slice(-MAX_ERRORS));
   }, []);
   const dismiss = useCallback(() => setErrors([]), []);
+  const errorsApi = useMemo(() => ({ report, clear: dismiss }), [report, dismiss]);
 
   // A promise nobody caught still ends up in the banner, not only in the console.
   useEffect(() => {
@@ -32,7 +35,7 @@ export function App() {
   }, [report]);
 
   // Errors belong to the screen they happened on.
-  const routeKey = route.name === 'board' ? `board-${route.boardId}` : 'boards';
+  const routeKey = route.name === 'board' ? `board-${route.boardId}` : route.name;
   useEffect(() => setErrors([]), [routeKey]);
 
   const onLogin = useCallback((next: Session) => {
@@ -58,37 +61,41 @@ export function App() {
   if (session === null) return <Login onLogin={onLogin} notice={loginNotice} />;
 
   return (
-    <ErrorReporter value={report}>
-      <div className="app">
-        <header className="topbar">
-          <a className="brand" href={boardsHref}>
-            RxDjango board
-          </a>
-          <span className="user">
-            Logged in as{' '}
-            <strong data-testid="current-user">{session.username}</strong>
-          </span>
-          <button type="button" className="ghost" data-testid="logout" onClick={() => logout()}>
-            Log out
-          </button>
-        </header>
-        <ErrorBanner errors={errors} onDismiss={dismiss} />
-        <main className="content">
-          <ErrorBoundary key={`${routeKey}-${session.token}`}>
-            {route.name === 'board' ? (
-              <BoardView
-                key={route.boardId}
-                boardId={route.boardId}
-                token={session.token}
-                username={session.username}
-                onUnauthorized={onUnauthorized}
-              />
-            ) : (
-              <BoardList token={session.token} onUnauthorized={onUnauthorized} />
-            )}
-          </ErrorBoundary>
-        </main>
-      </div>
+    <ErrorReporter value={errorsApi}>
+      <OperationsProvider>
+        <div className="app">
+          <header className="topbar">
+            <a className="brand" href={boardsHref}>
+              RxDjango board
+            </a>
+            <span className="user">
+              Logged in as{' '}
+              <strong data-testid="current-user">{session.username}</strong>
+            </span>
+            <button type="button" className="ghost" data-testid="logout" onClick={() => logout()}>
+              Log out
+            </button>
+          </header>
+          <ErrorBanner errors={errors} onDismiss={dismiss} />
+          <main className="content">
+            <ErrorBoundary key={`${routeKey}-${session.token}`}>
+              {route.name === 'board' ? (
+                <BoardView
+                  key={route.boardId}
+                  boardId={route.boardId}
+                  token={session.token}
+                  username={session.username}
+                  onUnauthorized={onUnauthorized}
+                />
+              ) : route.name === 'boards' ? (
+                <BoardList token={session.token} onUnauthorized={onUnauthorized} />
+              ) : (
+                <NotFound title="Page not found">There is nothing at this address.</NotFound>
+              )}
+            </ErrorBoundary>
+          </main>
+        </div>
+      </OperationsProvider>
     </ErrorReporter>
   );
 }

@@ -1,12 +1,16 @@
-import { useEffect, useMemo, useRef, useState } from 'react';
-import { useChannel, useChannelEvent, useChannelState, type NotificationRecord } from '@rxdjango/react';
+import { useEffect, useMemo, useRef, useState, type FormEvent } from 'react';
+import { isTemporaryId, useChannel, useChannelEvent, useChannelState, type NotificationRecord } from '@rxdjango/react';
 import { BoardChannel } from './rx/board.channels';
-import type { ColumnType } from './rx/board.interfaces';
-import { describeError, useReportConnectionError, useReportError } from './errors';
+import type { BoardType, ColumnType } from './rx/board.interfaces';
+import { useErrors, useReportConnectionError } from './errors';
+import { NotFound } from './NotFound';
+import { useRun } from './operations';
 import { boardsHref } from './route';
 import { StatusBadge } from './StatusBadge';
-import { ColumnView, type MoveTargets } from './ColumnView';
+import { ColumnView, byPosition, type MoveTargets } from './ColumnView';
 import { Notes } from './Notes';
+
+export const BOARD = 'board.serializers.BoardSerializer';
 
 interface ActivityLine {
   readonly id: number;
@@ -24,17 +28,16 @@ function describeNotification(record: NotificationRecord): string {
   return typeof kind === 'string' ? `${kind}: ${JSON.stringify(fields)}` : JSON.stringify(fields);
 }
 
-function byPosition<T extends { position: number; id: number }>(a: T, b: T): number {
-  return a.position - b.position || a.id - b.id;
-}
+/** A column cards can move to: not archived, and created on the server already. */
+const acceptsCards = (column: ColumnType): boolean => !column.archived && !isTemporaryId(column.id);
 
-/** For each column (in order), the nearest non-archived column on each side. */
+/** For each column (in order), the nearest column on each side that accepts cards. */
 function moveTargets(columns: readonly ColumnType[]): MoveTargets[] {
   return columns.map((_, index) => {
     let left: ColumnType | null = null;
     let right: ColumnType | null = null;
-    for (let i = index - 1; i >= 0 && left === null; i--) if (!columns[i]!.archived) left = columns[i]!;
-    for (let i = index + 1; i < columns.length && right === null; i++) if (!columns[i]!.archived) right = columns[i]!;
+    for (let i = index - 1; i >= 0 && left === null; i--) if (acceptsCards(columns[i]!)) left = columns[i]!;
+    for (let i = index + 1; i < columns.length && right === null; i++) if (acceptsCards(columns[i]!)) right = columns[i]!;
     return { left, right };
   });
 }
@@ -52,7 +55,8 @@ export function BoardView({
 }) {
   const channel = useChannel(() => new BoardChannel(boardId, token), [boardId, token]);
   const { state: board, connectionStatus, runtimeState, ready, error, lastSystemMessage } = useChannelState(channel);
-  const report = useReportError();
+  const { report } = useErrors();
+  const run = useRun();
 
   const [activity, setActivity] = useState<readonly ActivityLine[]>([]);
   const seq = useRef(0);
@@ -62,7 +66,7 @@ export function BoardView({
   };
   useChannelEvent(channel, 'notification', (record) => addActivity(describeNotification(record)));
   useChannelEvent(channel, 'system', (message) => addActivity(`system: ${String(message.message)}`));
-  useChannelEvent(channel, 'serverError', (body) => report(`Server error: ${body.message} (${body.code})`));
+  useChannelEvent(channel, 'serverError', (body) => report(`Server error: ${body.message}`));
 
   useReportConnectionError('Board', connectionStatus, error);
   useEffect(() => {
@@ -72,17 +76,22 @@ export function BoardView({
   const columns = useMemo(() => (board ? [...board.columns].sort(byPosition) : []), [board]);
   const targets = useMemo(() => moveTargets(columns), [columns]);
 
-  const archive = (column: ColumnType): Promise<void> =>
-    channel.archiveColumn(column.id).then(
-      () => undefined,
-      (err: unknown) => report(`Could not archive “${column.title}”: ${describeError(err)}`),
-    );
+  const archive = async (column: ColumnType): Promise<void> => {
+    await run(`Could not archive “${column.title}”`, channel.archiveColumn(column.id));
+  };
 
   const move = (cardId: number, columnId: number) => {
-    channel.moveCard(cardId, columnId, 0).catch((err: unknown) => {
-      report(`Could not move the card: ${describeError(err)}`);
-    });
+    void run('Could not move the card', channel.moveCard(cardId, columnId, 0));
   };
+
+  // The channel refuses a missing board and one the user is not a member of alike.
+  if (connectionStatus === 'forbidden' || connectionStatus === 'not-found') {
+    return (
+      <NotFound title="Board not found">
+        There is no such board, or it is not shared with you: its owner can add you as a member.
+      </NotFound>
+    );
+  }
 
   return (
     <section className="board" data-testid="board">
@@ -92,11 +101,7 @@ export function BoardView({
         </a>
         <h2 data-testid="board-name">{board ? board.name : ready ? '' : `Board ${boardId}`}</h2>
         <StatusBadge status={connectionStatus} testId="connection-status" />
-        {board && (
-          <span className="members muted" data-testid="members">
-            Members: {board.members.map((member) => member.username).join(', ')}
-          </span>
-        )}
+        {board && <Members channel={channel} board={board} username={username} />}
       </div>
 
       <aside className="notifications" data-testid="notifications" aria-live="polite">
@@ -123,9 +128,7 @@ export function BoardView({
       </aside>
 
       {!board ? (
-        <p className="muted board-loading">
-          {error ? `This board is not available (${connectionStatus}).` : 'Loading the board…'}
-        </p>
+        <p className="muted board-loading">{error ? 'This board cannot be loaded.' : 'Loading the board…'}</p>
       ) : (
         <div className="board-body">
           <div className="columns">
@@ -140,11 +143,82 @@ export function BoardView({
                 onMove={move}
               />
             ))}
-            {columns.length === 0 && <p className="muted">This board has no columns.</p>}
+            <NewColumn channel={channel} boardId={board.id} />
           </div>
           <Notes channel={channel} boardId={board.id} notes={board.notes} />
         </div>
       )}
     </section>
+  );
+}
+
+/** Who is on the board; its owner can add someone (the `add_member` action). */
+function Members({ channel, board, username }: { channel: BoardChannel; board: BoardType; username: string }) {
+  const run = useRun();
+  const [name, setName] = useState('');
+  const isOwner = board.owner?.username === username;
+
+  const add = async (event: FormEvent<HTMLFormElement>) => {
+    event.preventDefault();
+    const value = name.trim();
+    if (!value) return;
+    const added = await run(`Could not add ${value}`, channel.addMember(value));
+    if (added !== undefined) setName('');
+  };
+
+  return (
+    <div className="members">
+      <span className="muted" data-testid="members">
+        Members:{' '}
+        {board.members
+          .map((member) => (member.id === board.owner?.id ? `${member.username} (owner)` : member.username))
+          .join(', ')}
+      </span>
+      {isOwner && (
+        <form className="inline-form" onSubmit={add}>
+          <input
+            data-testid="member-input"
+            aria-label="Username to add"
+            placeholder="Add a member by username…"
+            value={name}
+            onChange={(e) => setName(e.target.value)}
+          />
+          <button type="submit" className="small" data-testid="add-member">
+            Add
+          </button>
+        </form>
+      )}
+    </div>
+  );
+}
+
+/** A new column at the right end (an optimistic create: it shows at once, marked pending). */
+function NewColumn({ channel, boardId }: { channel: BoardChannel; boardId: number }) {
+  const run = useRun();
+  const [title, setTitle] = useState('');
+
+  const add = (event: FormEvent<HTMLFormElement>) => {
+    event.preventDefault();
+    const value = title.trim();
+    if (!value) return;
+    setTitle('');
+    void run('Could not add the column', channel.create(BOARD, boardId, 'columns', { title: value })).then((id) => {
+      if (id === undefined) setTitle((current) => current || value);
+    });
+  };
+
+  return (
+    <form className="column new-column" onSubmit={add}>
+      <input
+        data-testid="new-column-title"
+        aria-label="New column title"
+        placeholder="New column…"
+        value={title}
+        onChange={(e) => setTitle(e.target.value)}
+      />
+      <button type="submit" className="small" data-testid="add-column">
+        Add column
+      </button>
+    </form>
   );
 }

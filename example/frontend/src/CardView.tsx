@@ -2,7 +2,7 @@ import { useState, type FormEvent } from 'react';
 import { isTemporaryId } from '@rxdjango/react';
 import type { BoardChannel } from './rx/board.channels';
 import type { CardType, ColumnType, CommentType, UserType } from './rx/board.interfaces';
-import { describeError, useReportError } from './errors';
+import { recordKey, usePending, useRun } from './operations';
 
 export const CARD = 'board.serializers.CardSerializer';
 export const COMMENT = 'board.serializers.CommentSerializer';
@@ -22,9 +22,12 @@ export function CardView({
   username: string;
   onMove: (cardId: number, columnId: number) => void;
 }) {
-  const report = useReportError();
+  const run = useRun();
   const [editing, setEditing] = useState(false);
   const [draft, setDraft] = useState('');
+  const key = recordKey(CARD, card.id);
+  const creating = isTemporaryId(card.id);
+  const saving = usePending(key) || creating;
 
   const startEditing = () => {
     setDraft(card.title);
@@ -35,14 +38,16 @@ export function CardView({
     event.preventDefault();
     setEditing(false);
     if (draft === card.title) return;
-    // Optimistic: the new title shows at once; a refusal rolls it back.
-    channel.save(CARD, card.id, { title: draft }).catch((err: unknown) => {
-      report(`Could not rename “${card.title}”: ${describeError(err)}`);
-    });
+    // Optimistic: the new title shows at once, marked "saving…"; a refusal rolls it back.
+    void run(`Could not rename “${card.title}”`, channel.save(CARD, card.id, { title: draft }), key);
   };
 
   return (
-    <li className="card" data-testid={`card-${card.id}`}>
+    <li
+      className={saving ? 'card pending' : 'card'}
+      data-testid={`card-${card.id}`}
+      data-pending={saving ? 'true' : undefined}
+    >
       {editing ? (
         <form className="card-edit" onSubmit={save}>
           <input
@@ -74,10 +79,16 @@ export function CardView({
           <span className="card-title" data-testid={`card-title-${card.id}`}>
             {card.title}
           </span>
+          {saving && (
+            <span className="saving" data-testid={`card-saving-${card.id}`}>
+              saving…
+            </span>
+          )}
           <button
             type="button"
             className="ghost small"
             data-testid={`edit-card-${card.id}`}
+            disabled={creating}
             aria-label={`Edit “${card.title}”`}
             onClick={startEditing}
           >
@@ -98,7 +109,7 @@ export function CardView({
             type="button"
             className="ghost small"
             data-testid={`move-left-${card.id}`}
-            disabled={left === null}
+            disabled={left === null || creating}
             title={left ? `Move to ${left.title}` : 'No column on the left'}
             aria-label={left ? `Move to ${left.title}` : 'Move left'}
             onClick={() => left && onMove(card.id, left.id)}
@@ -109,7 +120,7 @@ export function CardView({
             type="button"
             className="ghost small"
             data-testid={`move-right-${card.id}`}
-            disabled={right === null}
+            disabled={right === null || creating}
             title={right ? `Move to ${right.title}` : 'No column on the right'}
             aria-label={right ? `Move to ${right.title}` : 'Move right'}
             onClick={() => right && onMove(card.id, right.id)}
@@ -118,7 +129,7 @@ export function CardView({
           </button>
         </span>
       </div>
-      <Comments channel={channel} cardId={card.id} comments={card.comments} username={username} />
+      {!creating && <Comments channel={channel} cardId={card.id} comments={card.comments} username={username} />}
     </li>
   );
 }
@@ -134,7 +145,7 @@ function Comments({
   comments: readonly CommentType[];
   username: string;
 }) {
-  const report = useReportError();
+  const run = useRun();
   const [text, setText] = useState('');
 
   const add = (event: FormEvent<HTMLFormElement>) => {
@@ -143,16 +154,13 @@ function Comments({
     if (!value) return;
     setText('');
     // Optimistic: a temporary comment shows at once and gives way to the real one.
-    channel.create(CARD, cardId, 'comments', { text: value }).catch((err: unknown) => {
-      report(`Could not add the comment: ${describeError(err)}`);
-      setText((current) => current || value);
+    void run('Could not add the comment', channel.create(CARD, cardId, 'comments', { text: value })).then((id) => {
+      if (id === undefined) setText((current) => current || value);
     });
   };
 
   const remove = (comment: CommentType) => {
-    channel.delete(COMMENT, comment.id).catch((err: unknown) => {
-      report(`Could not delete the comment “${comment.text}”: ${describeError(err)}`);
-    });
+    void run(`Could not delete the comment “${comment.text}”`, channel.delete(COMMENT, comment.id));
   };
 
   return (
@@ -167,6 +175,7 @@ function Comments({
               <li
                 key={comment.id}
                 className={pending ? 'comment pending' : 'comment'}
+                data-pending={pending ? 'true' : undefined}
                 data-testid={`comment-${comment.id}`}
               >
                 <span className="author">{author}</span>

@@ -1,11 +1,23 @@
-import { useMemo, useState } from 'react';
+import { useMemo, useState, type FormEvent } from 'react';
+import { isTemporaryId } from '@rxdjango/react';
 import type { BoardChannel } from './rx/board.channels';
 import type { ColumnType } from './rx/board.interfaces';
 import { CardView } from './CardView';
+import { useRun } from './operations';
+
+export const COLUMN = 'board.serializers.ColumnSerializer';
 
 export interface MoveTargets {
   readonly left: ColumnType | null;
   readonly right: ColumnType | null;
+}
+
+/** Server order (position, then id); items still being created have neither: last, as made. */
+export function byPosition<T extends { position: number; id: number }>(a: T, b: T): number {
+  const aNew = isTemporaryId(a.id);
+  const bNew = isTemporaryId(b.id);
+  if (aNew || bNew) return Number(aNew) - Number(bNew);
+  return a.position - b.position || a.id - b.id;
 }
 
 export function ColumnView({
@@ -24,22 +36,23 @@ export function ColumnView({
   onMove: (cardId: number, columnId: number) => void;
 }) {
   const [archiving, setArchiving] = useState(false);
-  const cards = useMemo(
-    () => [...column.cards].sort((a, b) => a.position - b.position || a.id - b.id),
-    [column.cards],
-  );
+  const cards = useMemo(() => [...column.cards].sort(byPosition), [column.cards]);
+  const creating = isTemporaryId(column.id);
 
   return (
     <section
-      className={column.archived ? 'column archived' : 'column'}
+      className={column.archived ? 'column archived' : creating ? 'column pending' : 'column'}
       data-testid={`column-${column.id}`}
       data-archived={column.archived ? 'true' : 'false'}
+      data-pending={creating ? 'true' : undefined}
       aria-disabled={column.archived}
     >
       <header className="column-head">
         <h3 data-testid={`column-title-${column.id}`}>{column.title}</h3>
         <span className="count">{cards.length}</span>
-        {column.archived ? (
+        {creating ? (
+          <span className="saving">saving…</span>
+        ) : column.archived ? (
           <span className="tag" data-testid={`column-archived-${column.id}`}>
             Archived
           </span>
@@ -73,6 +86,38 @@ export function ColumnView({
         ))}
       </ul>
       {cards.length === 0 && <p className="empty muted">No cards</p>}
+      {!column.archived && !creating && <NewCard channel={channel} columnId={column.id} />}
     </section>
+  );
+}
+
+/** A new card at the bottom of the column (an optimistic create). */
+function NewCard({ channel, columnId }: { channel: BoardChannel; columnId: number }) {
+  const run = useRun();
+  const [title, setTitle] = useState('');
+
+  const add = (event: FormEvent<HTMLFormElement>) => {
+    event.preventDefault();
+    const value = title.trim();
+    if (!value) return;
+    setTitle('');
+    void run('Could not add the card', channel.create(COLUMN, columnId, 'cards', { title: value })).then((id) => {
+      if (id === undefined) setTitle((current) => current || value);
+    });
+  };
+
+  return (
+    <form className="inline-form new-card" onSubmit={add}>
+      <input
+        data-testid={`new-card-title-${columnId}`}
+        aria-label="New card title"
+        placeholder="Add a card…"
+        value={title}
+        onChange={(e) => setTitle(e.target.value)}
+      />
+      <button type="submit" className="small" data-testid={`add-card-${columnId}`}>
+        Add
+      </button>
+    </form>
   );
 }

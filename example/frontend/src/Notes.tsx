@@ -2,14 +2,14 @@ import { useState, type FormEvent } from 'react';
 import { isTemporaryId } from '@rxdjango/react';
 import type { BoardChannel } from './rx/board.channels';
 import type { NoteType } from './rx/board.interfaces';
-import { describeError, useReportError } from './errors';
+import { recordKey, usePending, useRun } from './operations';
 
 const BOARD = 'board.serializers.BoardSerializer';
 const NOTE = 'board.serializers.NoteSerializer';
 
 /** The user's private notes on the board (`user_key`: nobody else receives them). */
 export function Notes({ channel, boardId, notes }: { channel: BoardChannel; boardId: number; notes: readonly NoteType[] }) {
-  const report = useReportError();
+  const run = useRun();
   const [text, setText] = useState('');
 
   const add = (event: FormEvent<HTMLFormElement>) => {
@@ -17,9 +17,8 @@ export function Notes({ channel, boardId, notes }: { channel: BoardChannel; boar
     const value = text.trim();
     if (!value) return;
     setText('');
-    channel.create(BOARD, boardId, 'notes', { text: value }).catch((err: unknown) => {
-      report(`Could not add the note: ${describeError(err)}`);
-      setText((current) => current || value);
+    void run('Could not add the note', channel.create(BOARD, boardId, 'notes', { text: value })).then((id) => {
+      if (id === undefined) setText((current) => current || value);
     });
   };
 
@@ -55,24 +54,21 @@ export function Notes({ channel, boardId, notes }: { channel: BoardChannel; boar
 }
 
 function NoteItem({ channel, note }: { channel: BoardChannel; note: NoteType }) {
-  const report = useReportError();
+  const run = useRun();
   const [editing, setEditing] = useState(false);
   const [draft, setDraft] = useState('');
-  const pending = isTemporaryId(note.id);
+  const creating = isTemporaryId(note.id);
+  const pending = usePending(recordKey(NOTE, note.id)) || creating;
 
   const save = (event: FormEvent<HTMLFormElement>) => {
     event.preventDefault();
     setEditing(false);
     if (draft === note.text) return;
-    channel.save(NOTE, note.id, { text: draft }).catch((err: unknown) => {
-      report(`Could not save the note: ${describeError(err)}`);
-    });
+    void run('Could not save the note', channel.save(NOTE, note.id, { text: draft }), recordKey(NOTE, note.id));
   };
 
   const remove = () => {
-    channel.delete(NOTE, note.id).catch((err: unknown) => {
-      report(`Could not delete the note: ${describeError(err)}`);
-    });
+    void run('Could not delete the note', channel.delete(NOTE, note.id));
   };
 
   if (editing) {
@@ -102,16 +98,21 @@ function NoteItem({ channel, note }: { channel: BoardChannel; note: NoteType }) 
     );
   }
   return (
-    <li className={pending ? 'note pending' : 'note'} data-testid={`note-${note.id}`}>
+    <li
+      className={pending ? 'note pending' : 'note'}
+      data-testid={`note-${note.id}`}
+      data-pending={pending ? 'true' : undefined}
+    >
       <span className="note-text" data-testid={`note-text-${note.id}`}>
         {note.text}
       </span>
       <span className="row">
+        {pending && <span className="saving">saving…</span>}
         <button
           type="button"
           className="ghost small"
           data-testid={`edit-note-${note.id}`}
-          disabled={pending}
+          disabled={creating}
           onClick={() => {
             setDraft(note.text);
             setEditing(true);
@@ -123,7 +124,7 @@ function NoteItem({ channel, note }: { channel: BoardChannel; note: NoteType }) 
           type="button"
           className="ghost small danger"
           data-testid={`delete-note-${note.id}`}
-          disabled={pending}
+          disabled={creating}
           onClick={remove}
         >
           Delete

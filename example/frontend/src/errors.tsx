@@ -1,6 +1,7 @@
 /**
  * Errors never crash the page: they are reported to one banner
- * (`data-testid="error-banner"`) at the top of the app.
+ * (`data-testid="error-banner"`) at the top of the app, in words meant for
+ * the user — the reason the server gave, not a status code.
  */
 
 import { Component, createContext, useContext, useEffect, useRef, type ErrorInfo, type ReactNode } from 'react';
@@ -11,18 +12,22 @@ export interface ReportedError {
   readonly message: string;
 }
 
-export type ReportError = (message: string) => void;
-
-const ReportContext = createContext<ReportError>((message) => console.error(message));
-
-export const ErrorReporter = ReportContext.Provider;
-
-/** The function that adds a message to the error banner. */
-export function useReportError(): ReportError {
-  return useContext(ReportContext);
+export interface Errors {
+  /** Add a message to the banner. */
+  readonly report: (message: string) => void;
+  /** Empty the banner (something worked since). */
+  readonly clear: () => void;
 }
 
-/** DRF validation detail (`{"text": ["This field may not be blank."]}`) as one line. */
+const ErrorsContext = createContext<Errors>({ report: (message) => console.error(message), clear: () => {} });
+
+export const ErrorReporter = ErrorsContext.Provider;
+
+export function useErrors(): Errors {
+  return useContext(ErrorsContext);
+}
+
+/** DRF validation detail (`{"title": ["This field may not be blank."]}`) as one line. */
 function describeDetail(detail: unknown): string {
   if (detail === null || detail === undefined) return '';
   if (typeof detail === 'string') return detail;
@@ -35,28 +40,31 @@ function describeDetail(detail: unknown): string {
   return String(detail);
 }
 
-/** A thrown value as text: the server's message and code for the library's errors. */
+/**
+ * A thrown value as a sentence for the user. For the library's errors that is
+ * the server's own message (a channel's `WriteError("why")`, an action's
+ * `ActionError("why")`), or the field errors of an invalid write.
+ */
 export function describeError(error: unknown): string {
   if (error instanceof RxDjangoError) {
     const detail = 'detail' in error ? describeDetail((error as { detail?: unknown }).detail) : '';
-    return `${error.message} (${error.code})${detail ? ` — ${detail}` : ''}`;
+    return detail || error.message;
   }
   if (error instanceof Error) return error.message;
   return String(error);
 }
 
-/** Report a channel's terminal connection error once per change (unauthorized is the caller's). */
-export function useReportConnectionError(
-  what: string,
-  status: ConnectionStatus,
-  error: ConnectionError | null,
-): void {
-  const report = useReportError();
+/**
+ * Report a connection that stopped for a reason the page does not show by
+ * itself: `unauthorized` logs out, `forbidden` and `not-found` are pages.
+ */
+export function useReportConnectionError(what: string, status: ConnectionStatus, error: ConnectionError | null): void {
+  const { report } = useErrors();
   const last = useRef<ConnectionError | null>(null);
   useEffect(() => {
     if (error === null || error === last.current) return;
     last.current = error;
-    if (status !== 'unauthorized') report(`${what}: ${status} — ${error.message} (${error.code})`);
+    if (status === 'error') report(`${what}: ${error.message}`);
   }, [what, status, error, report]);
 }
 

@@ -2,7 +2,10 @@
 
 import { useMemo, useSyncExternalStore } from 'react';
 
-export type Route = { readonly name: 'boards' } | { readonly name: 'board'; readonly boardId: number };
+export type Route =
+  | { readonly name: 'boards' }
+  | { readonly name: 'board'; readonly boardId: number }
+  | { readonly name: 'not-found' };
 
 export const boardsHref = '#/';
 
@@ -11,8 +14,9 @@ export function boardHref(boardId: number): string {
 }
 
 export function parseRoute(hash: string): Route {
+  if (hash === '' || hash === '#' || hash === boardsHref) return { name: 'boards' };
   const match = /^#\/board\/(\d+)\/?$/.exec(hash);
-  return match ? { name: 'board', boardId: Number(match[1]) } : { name: 'boards' };
+  return match ? { name: 'board', boardId: Number(match[1]) } : { name: 'not-found' };
 }
 
 function subscribe(onChange: () => void): () => void {

@@ -30,7 +30,7 @@ class Command(BaseCommand):
             Token.objects.get_or_create(user=user)
             users[name] = user
         if not Board.objects.exists():
-            launch = Board.objects.create(name="Launch")
+            launch = Board.objects.create(name="Launch", owner=users["alice"])
             launch.members.add(users["alice"], users["bob"])
             todo, doing, done = (
                 Column.objects.create(board=launch, title=title, position=i)
@@ -43,7 +43,7 @@ class Command(BaseCommand):
             Comment.objects.create(card=card, author=users["bob"], text="Draft is in the drive")
             Note.objects.create(board=launch, owner=users["alice"], text="Alice's private note")
             Note.objects.create(board=launch, owner=users["bob"], text="Bob's private note")
-            personal = Board.objects.create(name="Alice's errands")
+            personal = Board.objects.create(name="Alice's errands", owner=users["alice"])
             personal.members.add(users["alice"])
             Column.objects.create(board=personal, title="Soon", position=0)
         self.stdout.write(
