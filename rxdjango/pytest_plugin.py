@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from rxdjango._protocol import Reply, Request
+
 try:
     from pytest_asyncio import fixture as _async_fixture
 except ImportError:  # pytest itself then says that async fixtures need a plugin
@@ -41,7 +43,10 @@ __all__ = [
 ]
 
 #: Reply type -> (request kind, the reply's request id field).
-_REPLIES = {"actionResponse": ("action", "callId"), "writeResponse": ("write", "writeId")}
+_REPLIES: dict[str, tuple[Request, str]] = {
+    Reply.ACTION_RESPONSE: (Request.ACTION, "callId"),
+    Reply.WRITE_RESPONSE: (Request.WRITE, "writeId"),
+}
 
 #: What a record is matched with in ``RxClient.wait_for``: field values, or a predicate.
 Match = Mapping[str, Any] | Callable[[dict[str, Any]], bool] | None
@@ -205,8 +210,8 @@ class RxClient:
             raise TypeError("pass the parameters by position or by name, not both")
         call_id = next(self._ids)
         params = dict(kwargs) if kwargs else list(args)
-        frame = {"type": "action", "callId": call_id, "action": action, "params": params}
-        reply = await self._request("action", call_id, frame, units, f"action {action!r}")
+        frame = {"type": Request.ACTION, "callId": call_id, "action": action, "params": params}
+        reply = await self._request(Request.ACTION, call_id, frame, units, f"action {action!r}")
         if "error" in reply:
             raise ActionFailed(action, reply["error"])
         return reply.get("result")
@@ -365,9 +370,9 @@ class RxClient:
 
     async def _write(self, frame: dict[str, Any], units: float) -> dict[str, Any]:
         write_id = next(self._ids)
-        frame = {"type": "write", "writeId": write_id, **frame}
+        frame = {"type": Request.WRITE, "writeId": write_id, **frame}
         what = f"{frame['operation']} of {frame['instanceType']}"
-        reply = await self._request("write", write_id, frame, units, what)
+        reply = await self._request(Request.WRITE, write_id, frame, units, what)
         if not reply.get("success"):
             raise WriteRefused(reply)
         return reply
@@ -443,7 +448,7 @@ class RxClient:
 
     def _route(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
-        if kind == "initialAnchors" and self._start is not None and self._start[1] < 0:
+        if kind == Reply.INITIAL_ANCHORS and self._start is not None and self._start[1] < 0:
             self._start = (self._start[0], len(frame.get("anchorIds") or []))
         request = _REPLIES.get(str(kind))
         if request is not None:

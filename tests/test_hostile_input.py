@@ -1508,10 +1508,12 @@ def test_fuzzed_first_frames(world_sync, capsys):
             frame = orjson.loads(text)
         except orjson.JSONDecodeError:
             frame = None
-        token = frame.get("token") if isinstance(frame, dict) else None
-        status, user_pk = (
-            by_token.get(token, (401, None)) if isinstance(token, str) else (400, None)
-        )
+        given = isinstance(frame, dict) and "token" in frame
+        token = frame["token"] if given else None
+        if given and isinstance(token, str):
+            status, user_pk = by_token.get(token, (401, None))
+        else:  # null asks for a session, which this socket has not: 401; no token, 400
+            status, user_pk = (401, None) if given and token is None else (400, None)
         client = InProcessClient(path, "", user_pk, witness)
         try:
             assert await client.comm.connect()

@@ -56,3 +56,16 @@ def test_make_demo_serves_the_app_and_logs_no_warning(tmp_path, pages):
     logged = server_output(output)
     assert any('"GET / HTTP/1.1" 200' in line for line in logged), output  # the log is read
     assert [line for line in logged if NOISE.search(line)] == [], output
+
+
+def test_a_second_make_demo_rebuilds_and_installs_nothing():
+    """After a run (the test above, or `make test`'s own build), `make demo` plans no
+    pip install, npm install or build: it migrates, seeds and serves."""
+    planned = subprocess.run(
+        ["make", "-n", "demo"], cwd=REPO_DIR, capture_output=True, text=True, timeout=UNIT * 2
+    )
+    assert planned.returncode == 0, planned.stderr
+    commands = planned.stdout
+    assert "manage.py migrate" in commands and "uvicorn" in commands
+    for work in ("pip install", "npm install", "npm run build", "python3 -m venv"):
+        assert work not in commands, commands

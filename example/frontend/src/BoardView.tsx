@@ -8,6 +8,7 @@ import { useRun } from './operations';
 import { boardsHref } from './route';
 import { StatusBadge } from './StatusBadge';
 import { ColumnView, byPosition, type MoveTargets } from './ColumnView';
+import { NewChildForm } from './NewChildForm';
 import { Notes } from './Notes';
 
 export const BOARD = 'board.serializers.BoardSerializer';
@@ -194,31 +195,19 @@ function Members({ channel, board, username }: { channel: BoardChannel; board: B
 
 /** A new column at the right end (an optimistic create: it shows at once, marked pending). */
 function NewColumn({ channel, boardId }: { channel: BoardChannel; boardId: number }) {
-  const run = useRun();
-  const [title, setTitle] = useState('');
-
-  const add = (event: FormEvent<HTMLFormElement>) => {
-    event.preventDefault();
-    const value = title.trim();
-    if (!value) return;
-    setTitle('');
-    void run('Could not add the column', channel.create(BOARD, boardId, 'columns', { title: value })).then((id) => {
-      if (id === undefined) setTitle((current) => current || value);
-    });
-  };
-
   return (
-    <form className="column new-column" onSubmit={add}>
-      <input
-        data-testid="new-column-title"
-        aria-label="New column title"
-        placeholder="New column…"
-        value={title}
-        onChange={(e) => setTitle(e.target.value)}
-      />
-      <button type="submit" className="small" data-testid="add-column">
-        Add column
-      </button>
-    </form>
+    <NewChildForm
+      channel={channel}
+      parentType={BOARD}
+      parentId={boardId}
+      relation="columns"
+      what="column"
+      className="column new-column"
+      label="New column title"
+      placeholder="New column…"
+      button="Add column"
+      inputTestId="new-column-title"
+      buttonTestId="add-column"
+    />
   );
 }

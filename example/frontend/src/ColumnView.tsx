@@ -1,9 +1,9 @@
-import { useMemo, useState, type FormEvent } from 'react';
+import { useMemo, useState } from 'react';
 import { isTemporaryId } from '@rxdjango/react';
 import type { BoardChannel } from './rx/board.channels';
 import type { ColumnType } from './rx/board.interfaces';
 import { CardView } from './CardView';
-import { useRun } from './operations';
+import { NewChildForm } from './NewChildForm';
 
 export const COLUMN = 'board.serializers.ColumnSerializer';
 
@@ -93,31 +93,19 @@ export function ColumnView({
 
 /** A new card at the bottom of the column (an optimistic create). */
 function NewCard({ channel, columnId }: { channel: BoardChannel; columnId: number }) {
-  const run = useRun();
-  const [title, setTitle] = useState('');
-
-  const add = (event: FormEvent<HTMLFormElement>) => {
-    event.preventDefault();
-    const value = title.trim();
-    if (!value) return;
-    setTitle('');
-    void run('Could not add the card', channel.create(COLUMN, columnId, 'cards', { title: value })).then((id) => {
-      if (id === undefined) setTitle((current) => current || value);
-    });
-  };
-
   return (
-    <form className="inline-form new-card" onSubmit={add}>
-      <input
-        data-testid={`new-card-title-${columnId}`}
-        aria-label="New card title"
-        placeholder="Add a card…"
-        value={title}
-        onChange={(e) => setTitle(e.target.value)}
-      />
-      <button type="submit" className="small" data-testid={`add-card-${columnId}`}>
-        Add
-      </button>
-    </form>
+    <NewChildForm
+      channel={channel}
+      parentType={COLUMN}
+      parentId={columnId}
+      relation="cards"
+      what="card"
+      className="inline-form new-card"
+      label="New card title"
+      placeholder="Add a card…"
+      button="Add"
+      inputTestId={`new-card-title-${columnId}`}
+      buttonTestId={`add-card-${columnId}`}
+    />
   );
 }
