@@ -71,7 +71,7 @@ from .redis_store import (
     decode_record,
     key_field,
 )
-from .redis_upkeep import Upkeep
+from .redis_upkeep import Upkeep, _Idle
 
 __all__ = ["RedisBackend", "redis_backend"]
 
@@ -229,7 +229,12 @@ class RedisBackend(Epochs, Loading, Upkeep):
                 if status is not None:
                     self._purge(ref)
                 return False
-            if not self._watched_anywhere(ref):
+            # Unwatched: stop serving it in the step that checks (as the expiry sweep
+            # does), so a client served meanwhile either holds a lease first (and the
+            # anchor is reloaded for it below) or finds it no longer hot and loads it.
+            # Checked and purged apart, a client served in between streamed an anchor
+            # being deleted and was never updated again.
+            if self._idleness(ref, 0, claim=True) is not _Idle.KEEP:
                 self._purge(ref)
                 return True
             # Clients hold the cached state: reload it and send them the difference.
