@@ -267,7 +267,10 @@ export class StateBuilder {
     const child = this.graph.getOrCreate(childType, tempId);
     child.created = { ...data, id: tempId };
     parent.tempChildren ??= new Map();
-    parent.tempChildren.set(relationName, [...(parent.tempChildren.get(relationName) ?? []), child]);
+    const pending = parent.tempChildren.get(relationName) ?? [];
+    parent.tempChildren.set(relationName, [...pending, child]);
+    if (pending.length === 0) this.restartArrivals(parent, relationName);
+    else child.siblingsAtCreate = pending[0]?.siblingsAtCreate;
     this.graph.addParent(child, parent);
     this.graph.refresh(child);
     this.graph.invalidate(parent);
@@ -302,7 +305,10 @@ export class StateBuilder {
       this.graph.refresh(child);
       this.graph.release(child);
     }
-    if (realId === undefined || data === undefined) return;
+    if (realId === undefined || data === undefined) {
+      if (parent !== undefined) this.restartArrivals(parent, relationName);
+      return;
+    }
     const real = this.graph.getOrCreate(childType, realId);
     if (real.base === undefined) {
       real.base = { ...data, id: realId };
@@ -317,6 +323,14 @@ export class StateBuilder {
       }
     }
     this.graph.release(real);
+    if (parent !== undefined) this.restartArrivals(parent, relationName);
+  }
+
+  /** The creates still pending in a list count instances joining it from now on. */
+  private restartArrivals(parent: Node, relationName: string): void {
+    const siblings = parent.view?.[relationName];
+    const keys = new Set(Array.isArray(siblings) ? siblings.filter(isId).map(keyOf) : []);
+    for (const temp of parent.tempChildren?.get(relationName) ?? []) temp.siblingsAtCreate = keys;
   }
 
   // ------------------------------------------------------------ records

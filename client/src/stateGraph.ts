@@ -52,6 +52,8 @@ export interface Node {
   view: Fields | undefined;
   /** Pending creates shown at the end of a list relation, by relation name. */
   tempChildren: Map<string, Node[]> | undefined;
+  /** On a temporary node: keys of the parent's list when the create was made. */
+  siblingsAtCreate: ReadonlySet<string> | undefined;
   /** Nodes whose view references this one, with the number of references. */
   readonly parents: Map<Node, number>;
   built: Fields | undefined;
@@ -129,6 +131,7 @@ export class StateGraph {
         patches: [],
         view: undefined,
         tempChildren: undefined,
+        siblingsAtCreate: undefined,
         parents: new Map(),
         built: undefined,
         stale: false,
@@ -296,14 +299,21 @@ export class StateGraph {
       const value = view[field];
       if (spec.many) {
         const list: Fields[] = [];
+        const temps = node.tempChildren?.get(field) ?? [];
+        const known = temps[0]?.siblingsAtCreate;
+        let arrived = 0;
         if (Array.isArray(value)) {
           for (const id of value) {
             const child = isId(id) ? this.get(spec.type, id) : undefined;
             const built = child === undefined ? undefined : this.build(child);
-            if (built !== undefined) list.push(built);
+            if (built === undefined) continue;
+            list.push(built);
+            if (known !== undefined && isId(id) && !known.has(keyOf(id))) arrived += 1;
           }
         }
-        for (const temp of node.tempChildren?.get(field) ?? []) {
+        // The writer's own records precede its reply: an instance that joined the list
+        // since the oldest pending create stands for that create, so it is not shown twice.
+        for (const temp of temps.slice(arrived)) {
           const built = this.build(temp);
           if (built !== undefined) list.push(built);
         }

@@ -231,6 +231,46 @@ describe('create', () => {
     expect(job().tasks.map((t) => t.id)).toEqual([10, 11, 42]);
   });
 
+  it('never shows the new instance twice while its records precede the reply', async () => {
+    const { channel, socket, job } = loadedJob();
+    const creating = channel.create(JOB, 1, 'tasks', { title: 'C', done: false });
+    expect(job().tasks).toHaveLength(3);
+    socket().receive([create(TASK, 42, { title: 'C', done: false, labels: [], assignee: null }), update(JOB, 1, { tasks: [10, 11, 42] })]);
+    // Between the records and the reply: the real instance in place of the temporary one.
+    expect(job().tasks.map((t) => t.id)).toEqual([10, 11, 42]);
+    socket().receive(ok(1, { instanceId: 42 }));
+    await expect(creating).resolves.toBe(42);
+    expect(job().tasks.map((t) => t.id)).toEqual([10, 11, 42]);
+  });
+
+  it('keeps one entry per pending create when another client creates meanwhile', async () => {
+    const { channel, socket, job } = loadedJob();
+    const first = channel.create(JOB, 1, 'tasks', { title: 'C', done: false });
+    const second = channel.create(JOB, 1, 'tasks', { title: 'D', done: false });
+    expect(job().tasks).toHaveLength(4);
+    // Someone else's task lands first: the oldest pending create gives way to it.
+    socket().receive([create(TASK, 41, { title: 'X', done: false, labels: [], assignee: null }), update(JOB, 1, { tasks: [10, 11, 41] })]);
+    expect(job().tasks.map((t) => t.title)).toEqual(['A', 'B', 'X', 'D']);
+    socket().receive([create(TASK, 42, { title: 'C', done: false, labels: [], assignee: null }), update(JOB, 1, { tasks: [10, 11, 41, 42] })]);
+    socket().receive(ok(1, { instanceId: 42 }));
+    await expect(first).resolves.toBe(42);
+    expect(job().tasks.map((t) => t.title)).toEqual(['A', 'B', 'X', 'C', 'D']);
+    expect(isTemporaryId(job().tasks[4]?.id)).toBe(true);
+    socket().receive(refused(2, 400, 'invalid data'));
+    await expect(second).rejects.toMatchObject({ code: 400 });
+    expect(job().tasks.map((t) => t.id)).toEqual([10, 11, 41, 42]);
+  });
+
+  it('shows the pending creates again once an earlier one is refused', async () => {
+    const { channel, socket, job } = loadedJob();
+    const first = channel.create(JOB, 1, 'tasks', { title: '' }).catch((e: unknown) => e);
+    void channel.create(JOB, 1, 'tasks', { title: 'D', done: false });
+    socket().receive([create(TASK, 41, { title: 'X', done: false, labels: [], assignee: null }), update(JOB, 1, { tasks: [10, 11, 41] })]);
+    socket().receive(refused(1, 400, 'invalid data'));
+    await expect(first).resolves.toMatchObject({ code: 400 });
+    expect(job().tasks.map((t) => t.title)).toEqual(['A', 'B', 'X', 'D']);
+  });
+
   it('keeps the created instance under its real id when the records come later', async () => {
     const { channel, socket, job } = loadedJob();
     const creating = channel.create(JOB, 1, 'tasks', { title: 'C', done: false });
