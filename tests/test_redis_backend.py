@@ -9,6 +9,8 @@ Server processes are real uvicorn subprocesses on the test's database.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import signal
 import socket
 import subprocess
@@ -37,6 +39,8 @@ from support import (
     connect,
     converges,
     expected_state,
+    job_state,
+    receive,
     run_command,
     running_server,
     type_name,
@@ -202,6 +206,44 @@ async def test_idle_anchors_expire_without_a_cron_job(world, shared_redis, in_pr
         task_key = ("jobs.serializers.TaskSerializer", world.tasks[0].pk)
         # The server's own sweep drops the anchor, then its index entries.
         await until(lambda: not backend.is_cached(ref) and ref not in backend.holders(task_key))
+
+
+async def test_a_client_arriving_as_the_last_one_leaves_keeps_the_anchor_watched(
+    world, shared_redis, in_process, monkeypatch
+):
+    """The last client of a process leaves and its watch lease is about to be released
+    when a new client arrives and is served: the release must not land after the new
+    client's lease, or the anchor counts as unwatched while served, and a clear (or the
+    expiry sweep) drops it under that client, which then never hears of a change."""
+    with shared_redis.settings():
+        from testproject.asgi import application
+
+        path_ = f"/ws/job/{world.job.pk}/"
+        leaving = await connect(application, path_, world.tokens["alice"])
+        backend = get_backend()
+        loop = asyncio.get_running_loop()
+        release, arrivals = backend._release, []
+
+        def release_as_a_client_arrives(*args, **kwargs):
+            # Decided to release; a client arrives now and is served if nothing orders it
+            # after the release (then it waits, and the release goes first).
+            arrival = asyncio.run_coroutine_threadsafe(
+                connect(application, path_, world.tokens["alice"]), loop
+            )
+            arrivals.append(arrival)
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                arrival.result(timeout(0.5))
+            monkeypatch.setattr(backend, "_release", release)
+            return release(*args, **kwargs)
+
+        monkeypatch.setattr(backend, "_release", release_as_a_client_arrives)
+        await leaving.disconnect()
+        await until(lambda: bool(arrivals) and arrivals[0].done(), 3)
+        arriving = arrivals[0].result()
+        assert await db(JobChannel.clear_cache)(world.job.pk)
+        await db(rename)(world.tasks[0].pk, "after the clear")
+        await converges(receive(arriving), arriving.state, job_state(world))
+        await arriving.disconnect()
 
 
 def test_expire_command_lists_only_what_really_expires(world_sync, shared_redis, in_process):

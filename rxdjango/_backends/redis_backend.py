@@ -111,6 +111,9 @@ class RedisBackend(Epochs, Loading, Upkeep):
         self._registered = False
         self._watched: set[AnchorRef] = set()
         self._watched_lock = threading.Lock()
+        #: Orders releasing a watch lease against renewing it for a client being served
+        #: (never held by an event loop: both happen in worker threads).
+        self._lease_lock = threading.Lock()
         self._releases: SimpleQueue[AnchorRef] = SimpleQueue()
         self._wake = threading.Event()
         self._stopped = threading.Event()

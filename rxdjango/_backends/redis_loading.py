@@ -56,6 +56,7 @@ class Loading:
     _begin: Any
     _watched: set[AnchorRef]
     _watched_lock: threading.Lock
+    _lease_lock: threading.Lock
 
     if TYPE_CHECKING:  # provided by the backend
 
@@ -213,11 +214,12 @@ class Loading:
         tx.hmget(self.keys.meta(ref), "status", "epoch", "applied", "complete_after")
         if since is not None:
             tx.lrange(self.keys.hist(ref), 0, -1)
-        with self._watched_lock:
-            watched = ref in self._watched
-        if watched:  # from now on this process's heartbeat renews the lease
-            self._renew_watch(tx, ref, self._watch_deadline())
-        (status, epoch, applied, complete_after), *rest = tx.execute()
+        with self._lease_lock:  # a release of this anchor decided before lands before
+            with self._watched_lock:
+                watched = ref in self._watched
+            if watched:  # from now on this process's heartbeat renews the lease
+                self._renew_watch(tx, ref, self._watch_deadline())
+            (status, epoch, applied, complete_after), *rest = tx.execute()
         if status != b"hot" or epoch is None or epoch.decode() != self.epoch:
             return None
         root = (channel.state_model().root.instance_type, ref[1])

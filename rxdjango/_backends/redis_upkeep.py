@@ -54,6 +54,7 @@ class Upkeep:
     _registered: bool
     _watched: set[AnchorRef]
     _watched_lock: threading.Lock
+    _lease_lock: threading.Lock
     _releases: SimpleQueue[AnchorRef]
     _wake: threading.Event
     _stopped: threading.Event
@@ -187,13 +188,17 @@ class Upkeep:
                 ref = self._releases.get_nowait()
             except Empty:
                 return
-            with self._watched_lock:
-                if ref in self._watched:
-                    continue  # watched again meanwhile
-            now = int(self._now_ms())
-            live = self._release(
-                keys=[self.keys.meta(ref), self.keys.watch(ref)], args=[self.process_id, now]
-            )
+            # A client subscribed meanwhile renews the lease only after this (its read
+            # takes the same lock): released after that renewal, the anchor would count
+            # as unwatched while it is served, and be cleared or expired under it.
+            with self._lease_lock:
+                with self._watched_lock:
+                    if ref in self._watched:
+                        continue  # watched again meanwhile
+                now = int(self._now_ms())
+                live = self._release(
+                    keys=[self.keys.meta(ref), self.keys.watch(ref)], args=[self.process_id, now]
+                )
             spec = _registry.spec_by_id(ref[0])
             if spec is not None and spec.optimize_anchors and not live:
                 # Meta.optimize_anchors: an anchor nobody watches is not kept up to date.
