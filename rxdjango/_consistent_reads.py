@@ -18,7 +18,9 @@ the database plus every change committed after it.
 * PostgreSQL: ``REPEATABLE READ`` (a snapshot from the first statement; a
   read-only transaction at this level never fails with a serialization error).
   The level is set on the psycopg connection, so it costs no extra statement.
-* SQLite: a transaction of its own. In WAL mode it reads one snapshot and
+* SQLite: a transaction of its own, begun ``DEFERRED`` whatever the database's
+  ``transaction_mode`` (with ``IMMEDIATE``, recommended for writers, a read
+  would otherwise hold the write lock). In WAL mode it reads one snapshot and
   writers go on; in the default rollback-journal mode its shared lock makes
   writers wait until it ends (their ``timeout`` applies), which is just as
   consistent.
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from django.db import connections, models, router, transaction
 
@@ -46,6 +49,10 @@ def consistent_reads(model: type[models.Model]) -> Iterator[None]:
     connection = connections[using]
     if connection.in_atomic_block:
         yield
+        return
+    if connection.vendor == "sqlite":
+        with _deferred(connection), transaction.atomic(using=using):
+            yield
         return
     if connection.vendor != "postgresql":
         with transaction.atomic(using=using):
@@ -61,6 +68,19 @@ def consistent_reads(model: type[models.Model]) -> Iterator[None]:
     finally:
         if not raw.closed:
             raw.isolation_level = previous
+
+
+@contextmanager
+def _deferred(connection: Any) -> Iterator[None]:
+    """Begin the next transaction of an SQLite connection as a plain read (``BEGIN
+    DEFERRED``): Django reads ``transaction_mode`` when the block begins."""
+    connection.ensure_connection()
+    previous = connection.transaction_mode
+    connection.transaction_mode = "DEFERRED"
+    try:
+        yield
+    finally:
+        connection.transaction_mode = previous
 
 
 def _repeatable_read() -> object:

@@ -67,8 +67,9 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": os.environ.get("EXAMPLE_SQLITE", str(BASE_DIR / "example.sqlite3")),
-            # WAL: loading a board never makes a writer wait (docs/state.md).
-            "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL"},
+            # WAL: loading a board never makes a writer wait; IMMEDIATE: a writer
+            # waits for another one instead of failing (docs/state.md).
+            "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL", "transaction_mode": "IMMEDIATE"},
         }
     }
 

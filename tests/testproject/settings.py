@@ -28,8 +28,9 @@ if os.environ.get("RX_TEST_DB", "postgresql") == "sqlite":
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": os.environ.get("RX_SQLITE_NAME", str(BASE_DIR / "test.sqlite3")),
-            # WAL: a load reads one snapshot while writers go on (docs/state.md).
-            "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL"},
+            # WAL: a load reads one snapshot while writers go on; IMMEDIATE: a writer
+            # waits for another one instead of failing (docs/state.md).
+            "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL", "transaction_mode": "IMMEDIATE"},
             # A file, not memory, so a server subprocess can share the test database.
             "TEST": {"NAME": str(BASE_DIR / f"test-run-{os.getpid()}.sqlite3")},
         }
