@@ -83,6 +83,9 @@ soak: venv services
 docs: venv
 	$(VENV)/bin/mkdocs build --strict -q -d site
 
+# The slowest tests of each pass, listed after it (the suite must stay under 45 min).
+DURATIONS ?= --durations=12 --durations-min=5
+
 ## Run every test: lint, docs (broken links fail), the client's tests, then the suite on
 ## PostgreSQL, on SQLite (the embedded default; fewer random sequences, the same code
 ## paths), on PostgreSQL with the Redis backend (less the tests that choose their backend
@@ -90,10 +93,11 @@ docs: venv
 ## benchmark and soak harness smoke tests set up their own database, and the fault and
 ## memory tests are not about the database: only the first pass runs them.
 test: venv services lint docs client example-frontend
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest $(DURATIONS)
 	RX_TEST_DB=sqlite RX_CONVERGENCE_EXAMPLES=6 RX_FUZZ_EXAMPLES=100 \
-		$(VENV)/bin/pytest -q -m "not harness and not db_agnostic"
-	RX_TEST_BACKEND=redis RX_FUZZ_EXAMPLES=100 $(VENV)/bin/pytest -q -m "not own_backend and not harness"
+		$(VENV)/bin/pytest -q $(DURATIONS) -m "not harness and not db_agnostic"
+	RX_TEST_BACKEND=redis RX_FUZZ_EXAMPLES=100 \
+		$(VENV)/bin/pytest -q $(DURATIONS) -m "not own_backend and not harness"
 	$(VENV)/bin/pytest -q example/tests
 
 example/frontend/node_modules/.installed: example/frontend/package.json example/frontend/package-lock.json client/node_modules/.installed

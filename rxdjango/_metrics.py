@@ -59,7 +59,7 @@ def counting_queries() -> Iterator[None]:
     def counter(
         execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
     ) -> Any:
-        if sql not in _TRANSACTION_CONTROL:
+        if sql.split(" ", 1)[0] not in _TRANSACTION_CONTROL:  # "BEGIN DEFERRED" too
             count(queries=1)
         return execute(sql, params, many, context)
 
