@@ -107,7 +107,8 @@ return 1
 
 #: Whether an anchor may be dropped: 'keep', 'expired' (idle past its TTL, or cached in
 #: an older epoch) or 'debris' (no data, or a load whose lease ran out). KEYS: meta,
-#: watch. ARGV: epoch, now ms, ttl ms, claim ('1': mark a droppable anchor 'expiring'
+#: watch. ARGV: epoch, now ms, ttl ms (0: droppable as soon as no lease is live, whatever
+#: another process's clock wrote as ``last_seen``), claim ('1': mark a droppable anchor 'expiring'
 #: in the same step, so a client served meanwhile, whose lease lands first, keeps it,
 #: and one served after finds it no longer hot).
 IDLENESS_SCRIPT = """
@@ -128,7 +129,8 @@ else
     if tonumber(newest[2]) > now then return 'keep' end
     last = math.max(last, tonumber(newest[2]))
   end
-  if now - last < tonumber(ARGV[3]) then return 'keep' end
+  local ttl = tonumber(ARGV[3])
+  if ttl > 0 and now - last < ttl then return 'keep' end
   verdict = 'expired'
 end
 if ARGV[4] == '1' then redis.call('HSET', KEYS[1], 'status', 'expiring') end
