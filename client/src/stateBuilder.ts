@@ -269,8 +269,8 @@ export class StateBuilder {
     parent.tempChildren ??= new Map();
     const pending = parent.tempChildren.get(relationName) ?? [];
     parent.tempChildren.set(relationName, [...pending, child]);
+    // Only the oldest pending create's snapshot is read (StateGraph.build).
     if (pending.length === 0) this.restartArrivals(parent, relationName);
-    else child.siblingsAtCreate = pending[0]?.siblingsAtCreate;
     this.graph.addParent(child, parent);
     this.graph.refresh(child);
     this.graph.invalidate(parent);

@@ -308,7 +308,7 @@ export class StateGraph {
             const built = child === undefined ? undefined : this.build(child);
             if (built === undefined) continue;
             list.push(built);
-            if (known !== undefined && isId(id) && !known.has(keyOf(id))) arrived += 1;
+            if (known !== undefined && child !== undefined && !known.has(child.key)) arrived += 1;
           }
         }
         // The writer's own records precede its reply: an instance that joined the list
