@@ -11,6 +11,7 @@ command -v pg_isready >/dev/null 2>&1 || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = "0" ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
@@ -31,6 +32,7 @@ fi
 status=0
 command -v npm >/dev/null 2>&1 || { echo "npm is not installed (apt install nodejs npm)" >&2; status=1; }
 command -v chromium >/dev/null 2>&1 || { echo "Chromium is not installed (apt install chromium)" >&2; status=1; }
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || { echo "nginx is not installed (apt install nginx)" >&2; status=1; }
 pg_up || { echo "PostgreSQL is not reachable on 127.0.0.1:5432" >&2; status=1; }
 redis_up || { echo "Redis is not reachable on 127.0.0.1:6379" >&2; status=1; }
 [ $status -eq 0 ] && echo "services: PostgreSQL and Redis up"

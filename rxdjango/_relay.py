@@ -44,6 +44,7 @@ __all__ = [
     "enforce_retention",
     "ensure_relay",
     "relay_known",
+    "relay_running",
     "relaying",
     "stop_relays",
 ]
@@ -274,6 +275,12 @@ def relaying(using: str) -> bool:
 def relay_known(using: str) -> bool:
     """Whether :func:`ensure_relay` already ran for ``using`` (no query: for event loops)."""
     return using in _relays
+
+
+def relay_running(using: str) -> bool:
+    """Whether ``using``'s relay thread is alive (False when it does not capture)."""
+    relay = _relays.get(using)
+    return relay is not None and relay._thread.is_alive()
 
 
 def ensure_relay(using: str = "default") -> None:

@@ -27,6 +27,7 @@ PUBLIC = {
         "UnknownRuntimeVar",
         "WriteError",
     ],
+    "rxdjango.health": ["health", "unready"],
     "rxdjango.operations": ["CREATE", "DELETE", "OPERATIONS", "SAVE"],
     "rxdjango.pytest_plugin": [
         "ActionFailed",

@@ -180,6 +180,10 @@ class Backend(Protocol):
     def local_watchers(self, ref: AnchorRef) -> int:
         """Connections of this process subscribed to the anchor."""
 
+    def unready(self) -> str | None:
+        """Why this process cannot serve clients now (None: it can). Starts what a
+        serving process runs, so a health check warms up a process no client reached."""
+
     def forget_everything(self) -> None:
         """Drop every cached anchor of every process (tests flush their database)."""
 

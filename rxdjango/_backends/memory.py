@@ -299,6 +299,9 @@ class EmbeddedBackend:
     def local_watchers(self, ref: AnchorRef) -> int:
         return self.hub.count(ref)
 
+    def unready(self) -> str | None:
+        return None  # all in this process's memory: nothing to reach
+
     def forget_everything(self) -> None:
         with self.cache.lock:
             for anchor in list(self.cache.all_anchors()):

@@ -331,6 +331,16 @@ class RedisBackend(Epochs, Loading, Upkeep):
 
     # -- inspection --------------------------------------------------------------------------
 
+    def unready(self) -> str | None:
+        self._serve()
+        try:
+            self.redis.ping()
+        except RedisError:
+            return "Redis is unreachable"
+        if not self.listener.ready.is_set():
+            return "not subscribed to Redis yet"
+        return None
+
     def anchors_cached(self) -> int:
         return sum(
             int(self.redis.scard(self.keys.anchors(spec.channel_id))) for spec in _registry.specs()

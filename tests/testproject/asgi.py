@@ -9,6 +9,7 @@ django_application = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from patterns.routing import websocket_urlpatterns as pattern_urlpatterns  # noqa: E402
 from shop.routing import websocket_urlpatterns as shop_urlpatterns  # noqa: E402
 
@@ -43,8 +44,11 @@ if os.environ.get("RX_TEST_CRASH_BEFORE_RELAYING_WHILE"):
 application = ProtocolTypeRouter(
     {
         "http": django_application,
-        "websocket": AuthMiddlewareStack(
-            URLRouter(websocket_urlpatterns + shop_urlpatterns + pattern_urlpatterns)
+        # As docs/production.md recommends (ALLOWED_HOSTS is "*" but in the proxy test).
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(
+                URLRouter(websocket_urlpatterns + shop_urlpatterns + pattern_urlpatterns)
+            )
         ),
     }
 )

@@ -6,8 +6,12 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 SECRET_KEY = "rxdjango-tests-not-secret-long-enough-for-hs256"
 DEBUG = False
-ALLOWED_HOSTS = ["*"]
+# The proxy test names its hosts (the Origin check and Host header behind nginx).
+ALLOWED_HOSTS = os.environ.get("RX_TEST_ALLOWED_HOSTS", "*").split(",")
 USE_TZ = True
+# Every test creates users; the default hasher takes ~0.4 s per password by design
+# (Django's advice for test settings: a fast hasher).
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 TIME_ZONE = "UTC"
 
 INSTALLED_APPS = [

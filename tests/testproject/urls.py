@@ -1,8 +1,13 @@
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
 from django.urls import path
+
+from rxdjango.health import health
 
 # Named for the hyperlinked fields of tests/test_serializer_patterns.py.
 urlpatterns = [
     path("api/boards/<int:pk>/", lambda request, pk: HttpResponse(), name="board-detail"),
     path("api/users/<int:pk>/", lambda request, pk: HttpResponse(), name="user-detail"),
+    path("rxdjango/health/", health),
+    # What a request looks like to Django (the proxy test: behind nginx).
+    path("api/request/", lambda request: JsonResponse({"host": request.get_host()})),
 ]
