@@ -19,7 +19,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
@@ -30,12 +30,12 @@ from channels.utils import await_many_dispatch
 from django.core.exceptions import ValidationError
 from django.db import router
 
-from . import _codec
+from . import _codec, _shutdown
 from ._access import Credential
 from ._admission import AuthFailure, admit, existing_id
 from ._backends import get_backend
 from ._change import AnchorRef
-from ._consumer_requests import Requests
+from ._consumer_requests import Job, Requests
 from ._hooks import call_hook
 from ._hub import Retained, hub
 from ._layers import SYSTEM_EVENT, SYSTEM_GROUP, cross_process_layer, get_layer
@@ -84,8 +84,10 @@ class ChannelConsumer(Requests, AsyncWebsocketConsumer):
         self._user_rate: RateLimit | None = None
         self._counted = False  # counted against RX_MAX_CONNECTIONS_PER_USER
         self._detached = 0
+        self._running = False
+        self._draining = False
         self._writer: asyncio.Task[None] | None = None
-        self._calls: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
+        self._calls: asyncio.Queue[Job] = asyncio.Queue()
         self._held: dict[Any, list[str]] = {}
         self._anchors: list[Any] = []
         self._admitted_anchors: list[Any] = []
@@ -129,9 +131,30 @@ class ChannelConsumer(Requests, AsyncWebsocketConsumer):
         await self.accept()
         self.loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        if _shutdown.draining():  # this process is going away: another one serves
+            await self._close_now(CloseCode.RESTARTING)
+            return
+        _shutdown.install_handler()
+        _shutdown.track(self)
         self._writer = self._spawn(self._write_loop())
         self._auth_timer = self._spawn(self._auth_timeout())
         self._spawn(self._watch_stalls())
+
+    async def drain(self, deadline: float) -> None:
+        """The process shuts down: refuse what waits, finish what runs (until
+        ``deadline``), then close with 1012 after every reply (see ``_shutdown``)."""
+        self._refuse_waiting()
+        # A client being started finishes starting (its requests wait, then are refused).
+        while self._busy or self.lifecycle is Lifecycle.STARTING:
+            if time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(0.01)
+        if self.lifecycle in (Lifecycle.CLOSING, Lifecycle.CLOSED):
+            return
+        self._close_after_queued(CloseCode.RESTARTING)
+        self._move(Lifecycle.CLOSING)
+        if self._writer is not None:  # the replies and the close go out before the server stops
+            await asyncio.wait([self._writer], timeout=max(0.0, deadline - time.monotonic()))
 
     async def disconnect(self, code: int) -> None:
         await self._cleanup()

@@ -5,6 +5,8 @@ runs them once a frame is parsed. Ordinary calls and writes run one at a time, i
 order the client sent them (the call worker); detached actions run as tasks of their
 own, at most ``RX_MAX_DETACHED_ACTIONS`` at once. Before each one, and every
 ``RX_PERMISSION_RECHECK`` seconds while the socket is idle, access is checked again.
+While the process shuts down (``_shutdown``) each request not started yet is refused
+with a 503 reply, so every request a client sent gets its answer.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
@@ -30,7 +33,7 @@ from .conf import rx_settings
 if TYPE_CHECKING:
     from ._contract import Channel
 
-__all__ = ["Requests"]
+__all__ = ["Job", "Requests"]
 
 logger = logging.getLogger("rxdjango")
 
@@ -42,6 +45,18 @@ _DENIED = {
 }
 
 
+#: What a request refused because the process is shutting down says.
+_RESTARTING = "the server is restarting: send it again"
+
+
+@dataclass(frozen=True)
+class Job:
+    """A queued request: how to run it, and how to answer it without running it."""
+
+    run: Callable[[], Awaitable[None]]
+    refuse: Callable[[], None]
+
+
 class Requests:
     """Action calls, writes and access re-checks of one connection (a part of it)."""
 
@@ -50,8 +65,12 @@ class Requests:
     lifecycle: Lifecycle
     credential: Credential
     _anchors: list[Any]
-    _calls: asyncio.Queue[Callable[[], Awaitable[None]]]
+    _calls: asyncio.Queue[Job]
     _detached: int
+    #: a request of the call worker is running
+    _running: bool
+    #: the process shuts down: requests not started are refused
+    _draining: bool
     _deliveries: int
     _checked_at: float
 
@@ -66,6 +85,8 @@ class Requests:
             call = parse_call(frame, self.spec.actions)
             if not isinstance(call, Call):
                 self.send_frame(call)
+            elif self._draining:
+                self._refuse_call(call)
             elif call.spec.detached:
                 if self._detached >= int(rx_settings.RX_MAX_DETACHED_ACTIONS):
                     self.send_frame(
@@ -79,13 +100,24 @@ class Requests:
                 self._detached += 1
                 self._spawn(self._run_and_reply(call)).add_done_callback(self._detached_done)
             else:
-                self._calls.put_nowait(functools.partial(self._run_and_reply, call))
+                self._calls.put_nowait(
+                    Job(
+                        functools.partial(self._run_and_reply, call),
+                        functools.partial(self._refuse_call, call),
+                    )
+                )
         elif is_write(frame):
             write = parse_write(frame, self.spec.state_model(), self.spec.writable)
-            if isinstance(write, Write):
-                self._calls.put_nowait(functools.partial(self._write, write))
-            else:
+            if not isinstance(write, Write):
                 self.send_frame(write)
+                return
+            job = Job(
+                functools.partial(self._write, write), functools.partial(self._refuse_write, write)
+            )
+            if self._draining:
+                job.refuse()
+            else:
+                self._calls.put_nowait(job)
         elif isinstance(frame, dict) and "token" in frame:
             self.send_frame(error_frame("already authenticated"))
         else:
@@ -94,13 +126,36 @@ class Requests:
     def _detached_done(self, task: asyncio.Task[Any]) -> None:
         self._detached -= 1
 
+    def _refuse_call(self, call: Call) -> None:
+        self.send_frame(call_refusal(call.call_id, Status.UNAVAILABLE, _RESTARTING))
+
+    def _refuse_write(self, write: Write) -> None:
+        self.send_frame(refusal(write.write_id, Status.UNAVAILABLE, _RESTARTING))
+
     async def _call_worker(self) -> None:
         """Ordinary actions and writes, one at a time, in the order the client sent them;
         none once the connection is closing."""
         while True:
             job = await self._calls.get()
-            if self.lifecycle is Lifecycle.LIVE:
-                await job()
+            if self._draining:
+                job.refuse()
+            elif self.lifecycle is Lifecycle.LIVE:
+                self._running = True
+                try:
+                    await job.run()
+                finally:
+                    self._running = False
+
+    def _refuse_waiting(self) -> None:
+        """Answer every queued request with a 503 (the process is shutting down)."""
+        self._draining = True
+        while not self._calls.empty():
+            self._calls.get_nowait().refuse()
+
+    @property
+    def _busy(self) -> bool:
+        """A request is running (its reply is not sent yet)."""
+        return self._running or self._detached > 0
 
     async def _write(self, write: Write) -> None:
         assert self.channel is not None

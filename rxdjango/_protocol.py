@@ -94,6 +94,7 @@ class Status(IntEnum):
     TIMEOUT = 408
     TOO_MANY_REQUESTS = 429
     SERVER_ERROR = 500
+    UNAVAILABLE = 503  # the process is shutting down: try again on another
 
 
 class CloseCode(IntEnum):
@@ -105,6 +106,8 @@ class CloseCode(IntEnum):
     NOT_FOUND = 4404
     TIMEOUT = 4408
     TOO_MANY_REQUESTS = 4429
+    #: The standard "service restart" code: reconnect at once (to another process).
+    RESTARTING = 1012
 
 
 AUTH_ERRORS: dict[Status, str] = {

@@ -42,6 +42,9 @@ DEFAULTS: dict[str, Any] = {
     # Seconds frames may wait for a client without any being taken before it is closed
     # (4408): a client that stopped reading.
     "RX_SEND_TIMEOUT": 60.0,
+    # Seconds a process drains on SIGTERM (replies to what runs, 503 to what waits,
+    # clients closed with 1012) before its server stops; None: no draining handler.
+    "RX_SHUTDOWN_TIMEOUT": 10.0,
     # Directory where `makefrontend` writes the TypeScript of the channels.
     "RX_FRONTEND_DIR": None,
     # WebSocket base URL written into generated channels ("" = the page's own origin).

@@ -3,7 +3,8 @@
 Add it to the project's URLs (``path("rxdjango/health/", health)``). It answers 200
 ``{"status": "ready"}`` once the backend answers (Redis reachable and subscribed) and
 the relay of each database's change log runs, so that changes made by other processes
-reach this process's clients; otherwise 503 with the reasons. Checking starts what a
+reach this process's clients; otherwise 503 with the reasons, and while the process
+shuts down (SIGTERM: it drains its clients, see ``_shutdown``). Checking starts what a
 serving process runs, so a process that no client reached yet becomes ready too.
 """
 
@@ -13,7 +14,7 @@ from django.db import router
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
-from . import _registry
+from . import _registry, _shutdown
 from ._backends import get_backend
 from ._capture import capturing
 from ._relay import ensure_relay, relay_running
@@ -24,6 +25,8 @@ __all__ = ["health", "unready"]
 def unready() -> list[str]:
     """Why this process cannot serve clients now (empty: it can). ORM code."""
     reasons = []
+    if _shutdown.draining():
+        return ["shutting down"]
     backend_reason = get_backend().unready()
     if backend_reason is not None:
         reasons.append(backend_reason)

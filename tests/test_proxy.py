@@ -113,8 +113,9 @@ http {{
 
 
 @contextlib.contextmanager
-def gunicorn(env: dict[str, str]) -> Iterator[int]:
-    """The test project under gunicorn with the documented worker; yields its port."""
+def gunicorn(env: dict[str, str]) -> Iterator[tuple[int, subprocess.Popen]]:
+    """The test project under gunicorn with the documented worker; yields its port and
+    the gunicorn master process."""
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     process = subprocess.Popen(
@@ -138,7 +139,7 @@ def gunicorn(env: dict[str, str]) -> Iterator[int]:
     )
     listener.close()  # the gunicorn master holds its own copy; connections queue meanwhile
     try:
-        yield port
+        yield port, process
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -184,7 +185,7 @@ async def test_a_client_behind_nginx_gets_changes_made_through_either_process(
     path = f"/ws/job/{world.job.pk}/"
     task = world.tasks[0].pk
     port = free_port()
-    with gunicorn(env) as first, gunicorn(env) as second:
+    with gunicorn(env) as (first, first_master), gunicorn(env) as (second, _):
         site = documented_site([first, second], port, read_timeout="2s")
         with nginx(site, port, tmp_path) as proxy:
             client = SocketClient(f"{proxy}{path}", world.tokens["alice"], headers=ORIGIN)
@@ -220,3 +221,22 @@ async def test_a_client_behind_nginx_gets_changes_made_through_either_process(
             health = proxy.replace("ws://", "http://") + "/rxdjango/health/"
             status, body = await asyncio.to_thread(http_status, health, HOST)
             assert (status, orjson.loads(body)) == (200, {"status": "ready"})
+
+            # gunicorn's SIGTERM reaches the worker, which drains: its client is told to
+            # reconnect at once (1012), and it does, through nginx, to the other process.
+            client = SocketClient(
+                f"ws://127.0.0.1:{first}{path}", world.tokens["alice"], headers=ORIGIN
+            )
+            await client.open()
+            await client.ws.send('{"callId": 1, "action": "linger", "params": [0.5]}')
+            await asyncio.sleep(0.1)
+            first_master.send_signal(signal.SIGTERM)
+            assert await client.close_code() == 1012
+            # The action running at the signal was answered before the close.
+            answer = {"type": "actionResponse", "callId": 1, "result": 0.5}
+            assert client.state.controls[-1] == answer
+            assert first_master.wait(timeout(3)) == 0
+            await client.open(f"{proxy}{path}")
+            title = await rename_through(f"{proxy}{path}", world.tokens["bob"], task, "after ")
+            await client.records_until(lambda r: r.get("title") == title)
+            await client.close()

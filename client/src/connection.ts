@@ -5,7 +5,8 @@
  *
  *     idle ─open→ connecting ─auth 200→ connected
  *                   │                     │ unexpected close, 4408, 4429, maintenance
- *                   └──────────→ reconnecting (backoff + jitter, retried forever)
+ *                   └──────────→ reconnecting (backoff + jitter, retried forever;
+ *                                at once after 1012 from a server that had served us)
  *     auth 400/401/403/404 or close 4400/4401/4403/4404 → error / unauthorized /
  *         forbidden / not-found: terminal, no retry until `retry()`
  *     close() → closed (open() starts again); reset() clears a terminal status
@@ -295,8 +296,10 @@ export class Connection {
       return;
     }
     // Anything else (network loss, 1000 after auth, 4408, 4429, 1011) is
-    // worth another try: the state stays and the catch-up fills the gap.
-    this.scheduleReconnect();
+    // worth another try: the state stays and the catch-up fills the gap. A
+    // process restarting (1012) closed a client it served: another process
+    // serves it at once. (Closed again before being served, it backs off.)
+    this.scheduleReconnect(code === CloseCode.RESTARTING && this.attempt === 0);
   }
 
   private fail(error: ConnectionError, status: ConnectionStatus): void {
@@ -306,8 +309,8 @@ export class Connection {
     this.setStatus(status);
   }
 
-  private scheduleReconnect(): void {
-    const delay = backoffDelay(this.attempt, this.config.reconnect, this.config.random);
+  private scheduleReconnect(atOnce = false): void {
+    const delay = atOnce ? 0 : backoffDelay(this.attempt, this.config.reconnect, this.config.random);
     this.attempt += 1;
     this.setStatus('reconnecting');
     this.retryTimer = setTimeout(() => {

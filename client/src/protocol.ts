@@ -63,6 +63,8 @@ export const StatusCode = {
 /** WebSocket close codes the server uses: 4000 + the status. */
 export const CloseCode = {
   NORMAL: 1000,
+  /** The server process is restarting: reconnect at once (another one serves). */
+  RESTARTING: 1012,
   BAD_REQUEST: 4400,
   UNAUTHORIZED: 4401,
   FORBIDDEN: 4403,

@@ -161,6 +161,25 @@ describe('reconnecting', () => {
     expect(Socket.instances).toHaveLength(7);
   });
 
+  it('reconnects at once when the process serving it restarts (1012), then backs off', async () => {
+    const { channel, socket, Socket } = jobHarness();
+    socket().serverClose(1012);
+    expect(channel.status).toBe('reconnecting');
+    await flushMicrotasks();
+    expect(Socket.instances).toHaveLength(2);
+    // Closed again before being served (another draining process): the usual backoff,
+    // as for a second failure in a row.
+    socket().open();
+    socket().serverClose(1012);
+    await vi.advanceTimersByTimeAsync(199);
+    expect(Socket.instances).toHaveLength(2);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(Socket.instances).toHaveLength(3);
+    socket().open();
+    socket().receive(auth());
+    expect(channel.status).toBe('connected');
+  });
+
   it('reconnects after a maintenance message and exposes it', async () => {
     const { channel, socket, Socket } = jobHarness();
     const seen: unknown[] = [];

@@ -69,6 +69,10 @@ if "RX_TEST_FRONTEND_DIR" in os.environ:
 # docs/channels.md.
 RX_AUTHENTICATORS = ["rxdjango.auth.drf_token", "rxdjango.auth.session", "jobs.jwt_auth.simplejwt"]
 
+# A test stops its server subprocesses with SIGTERM and waits a few seconds for them:
+# draining is kept shorter than that (tests/test_shutdown.py uses the default).
+RX_SHUTDOWN_TIMEOUT = float(os.environ.get("RX_TEST_SHUTDOWN_TIMEOUT", "3"))
+
 # Server subprocesses of the Redis tests tune these through the environment.
 if "RX_TEST_REDIS_HEARTBEAT" in os.environ:
     RX_REDIS_HEARTBEAT = float(os.environ["RX_TEST_REDIS_HEARTBEAT"])
