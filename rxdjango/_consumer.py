@@ -30,7 +30,7 @@ from channels.utils import await_many_dispatch
 from django.core.exceptions import ValidationError
 from django.db import router
 
-from . import _codec, _shutdown
+from . import _codec, _shutdown, _telemetry
 from ._access import Credential
 from ._admission import AuthFailure, admit, existing_id
 from ._backends import get_backend
@@ -63,6 +63,9 @@ if TYPE_CHECKING:
 __all__ = ["ChannelConsumer", "Lifecycle"]
 
 logger = logging.getLogger("rxdjango")
+
+#: Close codes that mean the user's access ended (a revocation, a failed re-check).
+_ACCESS_ENDED = frozenset({CloseCode.UNAUTHORIZED, CloseCode.FORBIDDEN, CloseCode.NOT_FOUND})
 
 
 class ChannelConsumer(Requests, AsyncWebsocketConsumer):
@@ -167,6 +170,7 @@ class ChannelConsumer(Requests, AsyncWebsocketConsumer):
         self._outbox.close()
         backend = get_backend()
         if was_admitted:
+            _telemetry.sockets_open.dec()
             backend.unregister(self.spec.channel_id, self)
         if self._counted:
             backend.release_connection(self.user_id, self.channel_name)
@@ -221,6 +225,7 @@ class ChannelConsumer(Requests, AsyncWebsocketConsumer):
     def _drop_slow_client(self) -> None:
         if self.lifecycle is Lifecycle.CLOSED:
             return
+        _telemetry.slow_clients_closed.inc()
         logger.warning(
             "rxdjango: closing a client of %s that does not read its frames (%d bytes waiting)",
             self.spec.channel_id,
@@ -266,6 +271,8 @@ class ChannelConsumer(Requests, AsyncWebsocketConsumer):
                 else:
                     await self.send(text_data=item)
                 self._outbox.sent()
+                _telemetry.frames_sent.inc()
+                _telemetry.bytes_sent.inc(len(item))
         except asyncio.CancelledError:
             raise
         except Exception:  # the transport went away under us; disconnect follows
@@ -305,6 +312,8 @@ class ChannelConsumer(Requests, AsyncWebsocketConsumer):
 
     def close_soon(self, code: int) -> None:
         if self.lifecycle in (Lifecycle.STARTING, Lifecycle.LIVE):
+            if code in _ACCESS_ENDED:
+                _telemetry.revocations.inc()
             self._close_after_queued(code)
             self._move(Lifecycle.CLOSING)
 
@@ -361,6 +370,7 @@ class ChannelConsumer(Requests, AsyncWebsocketConsumer):
         if verdict is Verdict.ACCEPT and self._user_rate is not None:
             verdict = self._user_rate.check()
         if verdict is not Verdict.ACCEPT:
+            _telemetry.frames_refused.inc()
             self.send_frame(error_frame("too many frames", Status.TOO_MANY_REQUESTS))
             if verdict is Verdict.CLOSE:
                 self._close_after_queued(CloseCode.TOO_MANY_REQUESTS)
@@ -425,6 +435,7 @@ class ChannelConsumer(Requests, AsyncWebsocketConsumer):
         anchors, last_update = admission.anchors, admission.last_update
         self._admitted_anchors = anchors
         self.send_frame(auth_reply(Status.OK))
+        _telemetry.sockets_open.inc()
         backend.register(self.spec.channel_id, self)
         using = router.db_for_read(self.spec.state_model().anchor_model)
         if not relay_known(using):  # changes made elsewhere reach this process's clients

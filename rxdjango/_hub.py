@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Protocol
 
+from . import _telemetry
+
 __all__ = ["Hub", "Retained", "Subscriber", "Target", "Topic", "hub"]
 
 #: (channel id, anchor pk)
@@ -93,6 +95,8 @@ class Hub:
 
     def subscribe(self, topic: Topic, subscriber: Subscriber) -> None:
         with self._lock:
+            if topic not in self._topics:
+                _telemetry.anchors_watched.inc()
             users = self._topics.setdefault(topic, {})
             users.setdefault(subscriber.user_id, set()).add(subscriber)
 
@@ -108,6 +112,7 @@ class Hub:
                     del users[subscriber.user_id]
             if not users:
                 del self._topics[topic]
+                _telemetry.anchors_watched.dec()
 
     def count(self, topic: Topic) -> int:
         with self._lock:

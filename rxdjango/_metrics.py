@@ -15,6 +15,8 @@ from typing import Any
 
 from django.db import connections
 
+from . import _telemetry
+
 __all__ = ["Work", "count", "counting_queries", "snapshot"]
 
 
@@ -44,6 +46,8 @@ def count(**amounts: int) -> None:
     with _lock:
         for name, amount in amounts.items():
             setattr(_work, name, getattr(_work, name) + amount)
+    for name, amount in amounts.items():
+        _telemetry.work.labels(kind=name).inc(amount)
 
 
 def snapshot() -> dict[str, int]:

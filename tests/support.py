@@ -232,6 +232,44 @@ def running_server(
 
 
 @contextlib.contextmanager
+def gunicorn(env: dict[str, str], workers: int = 1) -> Iterator[tuple[int, subprocess.Popen]]:
+    """The test project under gunicorn with the worker of docs/production.md; yields its
+    port and the gunicorn master process."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "testproject.asgi:application",
+            "-k",
+            "testproject.workers.Worker",
+            "--workers",
+            str(workers),
+            "--bind",
+            f"fd://{listener.fileno()}",
+            "--log-level",
+            "warning",
+        ],
+        cwd=TESTS_DIR,
+        env=subprocess_env(env),
+        pass_fds=[listener.fileno()],
+    )
+    listener.close()  # the gunicorn master holds its own copy; connections queue meanwhile
+    try:
+        yield port, process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout(3))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+
+
+@contextlib.contextmanager
 def server_in_this_process(application: Any) -> Iterator[str]:
     """uvicorn serving ``application`` on a thread of this process; yields its ws:// URL.
 

@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -28,7 +27,7 @@ import websockets
 
 from rxdjango.testing import timeout
 
-from support import TESTS_DIR, SocketClient, subprocess_env
+from support import TESTS_DIR, SocketClient, gunicorn
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -110,44 +109,6 @@ http {{
     finally:
         process.terminate()
         process.wait(timeout(2))
-
-
-@contextlib.contextmanager
-def gunicorn(env: dict[str, str]) -> Iterator[tuple[int, subprocess.Popen]]:
-    """The test project under gunicorn with the documented worker; yields its port and
-    the gunicorn master process."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "testproject.asgi:application",
-            "-k",
-            "testproject.workers.Worker",
-            "--workers",
-            "1",
-            "--bind",
-            f"fd://{listener.fileno()}",
-            "--log-level",
-            "warning",
-        ],
-        cwd=TESTS_DIR,
-        env=subprocess_env(env),
-        pass_fds=[listener.fileno()],
-    )
-    listener.close()  # the gunicorn master holds its own copy; connections queue meanwhile
-    try:
-        yield port, process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout(3))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise
 
 
 async def rename_through(url: str, token: str, task_pk: int, prefix: str) -> str:

@@ -28,6 +28,7 @@ PUBLIC = {
         "WriteError",
     ],
     "rxdjango.health": ["health", "unready"],
+    "rxdjango.metrics": ["metrics"],
     "rxdjango.operations": ["CREATE", "DELETE", "OPERATIONS", "SAVE"],
     "rxdjango.pytest_plugin": [
         "ActionFailed",

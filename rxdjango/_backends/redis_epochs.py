@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from redis.exceptions import RedisError
 
+from .. import _telemetry
 from .._hub import Hub, Subscriber
 from .._protocol import CloseCode, Envelope
 from ..exceptions import RxDjangoError
@@ -105,6 +106,7 @@ class Epochs:
         """Pub/sub is back. Connections that were open while it was lost may have missed
         frames: close them with 4408 (they catch up or resync). Those that arrived
         meanwhile waited for the subscription and missed nothing."""
+        _telemetry.redis_reconnects.inc()
         cut_off, self._cut_off = self._cut_off, set()
         try:
             self._ensure_epoch()

@@ -25,6 +25,7 @@ import redis
 from redis.client import PubSub
 from redis.exceptions import RedisError
 
+from .. import _telemetry
 from .._change import Retained
 from .._hub import Hub, Target
 from .._protocol import Envelope
@@ -116,6 +117,7 @@ class Listener:
             except (RedisError, OSError, ValueError) as error:
                 if self._stopped.is_set():
                     return
+                _telemetry.redis_errors.inc()
                 if self.ready.is_set():
                     self.ready.clear()
                     self.on_disconnect()
