@@ -30,7 +30,7 @@ from channels.utils import await_many_dispatch
 from django.core.exceptions import ValidationError
 from django.db import router
 
-from . import _codec, _shutdown, _telemetry
+from . import _codec, _events, _shutdown, _telemetry
 from ._access import Credential
 from ._admission import AuthFailure, admit, existing_id
 from ._backends import get_backend
@@ -226,10 +226,12 @@ class ChannelConsumer(Requests, AsyncWebsocketConsumer):
         if self.lifecycle is Lifecycle.CLOSED:
             return
         _telemetry.slow_clients_closed.inc()
-        logger.warning(
-            "rxdjango: closing a client of %s that does not read its frames (%d bytes waiting)",
-            self.spec.channel_id,
-            self._outbox.waiting_bytes,
+        _events.emit(
+            "client_closed_slow",
+            logging.WARNING,
+            channel=self.spec.channel_id,
+            user=self.user_id,
+            bytes_waiting=self._outbox.waiting_bytes,
         )
         self._outbox.close()
         self._held.clear()
@@ -314,6 +316,9 @@ class ChannelConsumer(Requests, AsyncWebsocketConsumer):
         if self.lifecycle in (Lifecycle.STARTING, Lifecycle.LIVE):
             if code in _ACCESS_ENDED:
                 _telemetry.revocations.inc()
+                _events.emit(
+                    "client_revoked", channel=self.spec.channel_id, user=self.user_id, code=code
+                )
             self._close_after_queued(code)
             self._move(Lifecycle.CLOSING)
 
@@ -373,6 +378,12 @@ class ChannelConsumer(Requests, AsyncWebsocketConsumer):
             _telemetry.frames_refused.inc()
             self.send_frame(error_frame("too many frames", Status.TOO_MANY_REQUESTS))
             if verdict is Verdict.CLOSE:
+                _events.emit(
+                    "client_closed_rate_limited",
+                    logging.WARNING,
+                    channel=self.spec.channel_id,
+                    user=self.user_id,
+                )
                 self._close_after_queued(CloseCode.TOO_MANY_REQUESTS)
                 self._move(Lifecycle.CLOSING)
             return
@@ -487,6 +498,9 @@ class ChannelConsumer(Requests, AsyncWebsocketConsumer):
         if snapshot is not None:
             tstamp = snapshot.tstamp
             if snapshot.resync:
+                _events.emit(
+                    "resync", channel=self.spec.channel_id, anchor=anchor, user=self.user_id
+                )
                 self.send_frame({"type": Reply.RESYNC, "anchorId": anchor})
             chunks = _codec.chunk_array(
                 state_items(snapshot, self.spec.state_model(), self.user_id),

@@ -32,7 +32,7 @@ from django.apps import apps
 from django.db import connections, models
 from django.db.models.functions import Now
 
-from . import _metrics, _registry
+from . import _events, _metrics, _registry
 from ._backends import get_backend
 from ._capture import LOG_TABLE, NOTIFY_CHANNEL, capturing, missing_triggers, watched_tables
 from ._committed import propagate_committed
@@ -198,8 +198,12 @@ class Relay:
         if now - self._renewed < LEASE_SECONDS / 3:
             return True
         if get_backend().lease(f"relay:{self.using}", self.holder, LEASE_SECONDS):
+            if not self._renewed:
+                _events.emit("relay_lease_taken", database=self.using)
             self._renewed = now
             return True
+        if self._renewed:
+            _events.emit("relay_lease_lost", database=self.using)
         self._renewed = 0.0
         return False
 

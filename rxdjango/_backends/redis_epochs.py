@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from redis.exceptions import RedisError
 
-from .. import _telemetry
+from .. import _events, _telemetry
 from .._hub import Hub, Subscriber
 from .._protocol import CloseCode, Envelope
 from ..exceptions import RxDjangoError
@@ -108,6 +108,7 @@ class Epochs:
         meanwhile waited for the subscription and missed nothing."""
         _telemetry.redis_reconnects.inc()
         cut_off, self._cut_off = self._cut_off, set()
+        _events.emit("redis_regained", clients_reloading=len(cut_off))
         try:
             self._ensure_epoch()
         except RedisError:

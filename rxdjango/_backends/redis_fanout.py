@@ -25,7 +25,7 @@ import redis
 from redis.client import PubSub
 from redis.exceptions import RedisError
 
-from .. import _telemetry
+from .. import _events, _telemetry
 from .._change import Retained
 from .._hub import Hub, Target
 from .._protocol import Envelope
@@ -122,7 +122,7 @@ class Listener:
                     self.ready.clear()
                     self.on_disconnect()
                 if self._connected_once:
-                    logger.warning("rxdjango: lost the Redis pub/sub connection (%s)", error)
+                    _events.emit("redis_lost", logging.WARNING, error=type(error).__name__)
                 self._stopped.wait(delay)
                 delay = min(delay * 2, RECONNECT_DELAY_CAP)
                 continue

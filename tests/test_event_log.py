@@ -1,0 +1,74 @@
+"""Notable events reach the ``rxdjango.events`` logger: one line each, with ids, never
+the data (docs/production.md lists them)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from channels.db import database_sync_to_async as db
+from django.test.utils import override_settings
+
+from rxdjango.testing import ChannelCommunicator
+
+from jobs.channels import JobChannel
+from jobs.models import Task
+from support import connect, until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+JOB_CHANNEL = "jobs.channels.JobChannel"
+
+
+def events(caplog, name: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "rxdjango.events" and r.rx_event == name]
+
+
+async def test_resync_revocation_and_the_relay_lease_are_logged(application, world, caplog):
+    caplog.set_level(logging.INFO, logger="rxdjango.events")
+    path = f"/ws/job/{world.job.pk}/"
+    first = await connect(application, path, world.tokens["alice"])
+    await first.disconnect()
+    await until(lambda: bool(events(caplog, "relay_lease_taken")))
+    [lease] = events(caplog, "relay_lease_taken")
+    assert lease.getMessage() == "relay_lease_taken database=default"
+
+    # A cache that forgot the anchor cannot prove a catch-up: the client resyncs.
+    assert await db(JobChannel.clear_cache)(world.job.pk)
+    await db(Task.objects.filter(pk=world.tasks[0].pk).update)(title="secret title")
+    client = ChannelCommunicator(
+        application,
+        path,
+        token=world.tokens["alice"],
+        last_update=first.state.last_update,
+        channel=JobChannel,
+    )
+    assert (await client.authenticate())["statusCode"] == 200
+    await client.initial_state()
+    [resync] = events(caplog, "resync")
+    assert resync.levelno == logging.INFO
+    want = {"channel": JOB_CHANNEL, "anchor": world.job.pk, "user": world.alice.pk}
+    assert resync.rx == want
+    assert resync.getMessage() == (
+        f"resync channel={JOB_CHANNEL} anchor={world.job.pk} user={world.alice.pk}"
+    )
+
+    await JobChannel.revoke(world.alice.pk)
+    assert await client.receive_close() == 4403
+    [revoked] = events(caplog, "client_revoked")
+    assert revoked.rx == {"channel": JOB_CHANNEL, "user": world.alice.pk, "code": 4403}
+    # Ids only: no record's data in any event line.
+    assert all("secret title" not in r.getMessage() for r in caplog.records)
+
+
+@override_settings(RX_RATE_LIMIT=5, RX_USER_RATE_LIMIT=None)
+async def test_a_flooding_client_closed_is_logged_once(application, world, caplog):
+    caplog.set_level(logging.INFO, logger="rxdjango.events")
+    client = await connect(application, f"/ws/job/{world.job.pk}/", world.tokens["bob"])
+    for call_id in range(40):
+        frame = {"callId": call_id, "action": "no_such_action", "params": []}
+        await client.send_frame(frame)
+    assert await client.receive_close() == 4429
+    [closed] = events(caplog, "client_closed_rate_limited")
+    assert closed.levelno == logging.WARNING
+    assert closed.rx == {"channel": JOB_CHANNEL, "user": world.bob.pk}
