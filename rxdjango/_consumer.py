@@ -230,6 +230,7 @@ class ChannelConsumer(Requests, AsyncWebsocketConsumer):
             "client_closed_slow",
             logging.WARNING,
             channel=self.spec.channel_id,
+            anchors=self.anchor_ids,
             user=self.user_id,
             bytes_waiting=self._outbox.waiting_bytes,
         )
@@ -317,7 +318,11 @@ class ChannelConsumer(Requests, AsyncWebsocketConsumer):
             if code in _ACCESS_ENDED:
                 _telemetry.revocations.inc()
                 _events.emit(
-                    "client_revoked", channel=self.spec.channel_id, user=self.user_id, code=code
+                    "client_revoked",
+                    channel=self.spec.channel_id,
+                    anchors=self.anchor_ids,
+                    user=self.user_id,
+                    code=code,
                 )
             self._close_after_queued(code)
             self._move(Lifecycle.CLOSING)
@@ -382,6 +387,7 @@ class ChannelConsumer(Requests, AsyncWebsocketConsumer):
                     "client_closed_rate_limited",
                     logging.WARNING,
                     channel=self.spec.channel_id,
+                    anchors=self.anchor_ids,
                     user=self.user_id,
                 )
                 self._close_after_queued(CloseCode.TOO_MANY_REQUESTS)

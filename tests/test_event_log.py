@@ -13,7 +13,7 @@ from rxdjango.testing import ChannelCommunicator
 
 from jobs.channels import JobChannel
 from jobs.models import Task
-from support import connect, until
+from support import RedisTarget, connect, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -56,7 +56,16 @@ async def test_resync_revocation_and_the_relay_lease_are_logged(application, wor
     await JobChannel.revoke(world.alice.pk)
     assert await client.receive_close() == 4403
     [revoked] = events(caplog, "client_revoked")
-    assert revoked.rx == {"channel": JOB_CHANNEL, "user": world.alice.pk, "code": 4403}
+    assert revoked.rx == {
+        "channel": JOB_CHANNEL,
+        "anchors": [world.job.pk],
+        "user": world.alice.pk,
+        "code": 4403,
+    }
+    assert revoked.getMessage() == (
+        f"client_revoked channel={JOB_CHANNEL} anchors=[{world.job.pk}] "
+        f"user={world.alice.pk} code=4403"
+    )
     # Ids only: no record's data in any event line.
     assert all("secret title" not in r.getMessage() for r in caplog.records)
 
@@ -71,4 +80,22 @@ async def test_a_flooding_client_closed_is_logged_once(application, world, caplo
     assert await client.receive_close() == 4429
     [closed] = events(caplog, "client_closed_rate_limited")
     assert closed.levelno == logging.WARNING
-    assert closed.rx == {"channel": JOB_CHANNEL, "user": world.bob.pk}
+    assert closed.rx == {"channel": JOB_CHANNEL, "anchors": [world.job.pk], "user": world.bob.pk}
+
+
+async def test_losing_and_regaining_redis_is_logged(world, private_redis, in_process, caplog):
+    caplog.set_level(logging.INFO, logger="rxdjango.events")
+    target = RedisTarget(private_redis.url, "rx")
+    with target.settings():
+        from testproject.asgi import application
+
+        client = await connect(application, f"/ws/job/{world.job.pk}/", world.tokens["alice"])
+        private_redis.stop()
+        await until(lambda: bool(events(caplog, "redis_lost")), units=2)
+        [lost] = events(caplog, "redis_lost")
+        assert lost.levelno == logging.WARNING and lost.rx == {"error": "ConnectionError"}
+        private_redis.start()
+        await until(lambda: bool(events(caplog, "redis_regained")), units=4)
+        [regained] = events(caplog, "redis_regained")
+        assert regained.rx == {"clients_reloading": 1}
+        assert await client.receive_close(2) == 4408  # it may have missed frames
