@@ -8,6 +8,7 @@ import logging
 import pytest
 from channels.db import database_sync_to_async as db
 from django.test.utils import override_settings
+from prometheus_client import REGISTRY
 
 from rxdjango.testing import ChannelCommunicator
 
@@ -85,6 +86,10 @@ async def test_a_flooding_client_closed_is_logged_once(application, world, caplo
 
 async def test_losing_and_regaining_redis_is_logged(world, private_redis, in_process, caplog):
     caplog.set_level(logging.INFO, logger="rxdjango.events")
+    errors, reconnects = (
+        REGISTRY.get_sample_value(f"rxdjango_redis_{name}_total") or 0.0
+        for name in ("errors", "reconnects")
+    )
     target = RedisTarget(private_redis.url, "rx")
     with target.settings():
         from testproject.asgi import application
@@ -99,3 +104,6 @@ async def test_losing_and_regaining_redis_is_logged(world, private_redis, in_pro
         [regained] = events(caplog, "redis_regained")
         assert regained.rx == {"clients_reloading": 1}
         assert await client.receive_close(2) == 4408  # it may have missed frames
+    # And counted (rxdjango.metrics).
+    assert REGISTRY.get_sample_value("rxdjango_redis_errors_total") > errors
+    assert REGISTRY.get_sample_value("rxdjango_redis_reconnects_total") == reconnects + 1

@@ -41,7 +41,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from .. import _codec, _loader, _registry
+from .. import _codec, _loader, _registry, _telemetry
 from .._change import AnchorRef, FlatRecord
 from .._consistent_reads import consistent_reads
 from .._hub import Hub, Subscriber, only_user
@@ -193,7 +193,9 @@ class RedisBackend(Epochs, Loading, Upkeep):
                     self._recover(channel)
                     recovered = True
                     raise
-        except Exception:
+        except Exception as failure:
+            if isinstance(failure, RedisError):
+                _telemetry.redis_errors.inc()
             if not recovered:
                 # The cache may now miss this change: as soon as Redis answers, a new
                 # epoch makes every client reload.
@@ -318,6 +320,7 @@ class RedisBackend(Epochs, Loading, Upkeep):
         try:
             command(*args)
         except RedisError:
+            _telemetry.redis_errors.inc()
             logger.exception("rxdjango: Redis command failed in the background")
 
     def offer_created(self, channel: ChannelSpec, pks: set[Any]) -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from redis.exceptions import RedisError, ResponseError
 
+from .. import _telemetry
 from .._audience import assign_all
 from .._change import AnchorRef
 from .._propagation import Propagator
@@ -166,6 +167,7 @@ class Loading:
             if status == b"heating" and owner is not None and owner.decode() == token:
                 self.redis.hset(self.keys.meta(ref), "lease_until", 0)
         except RedisError:
+            _telemetry.redis_errors.inc()
             logger.warning("rxdjango: could not release the load lease of %s", ref)
 
     def _journal_position(self, channel_id: str) -> JournalMark:

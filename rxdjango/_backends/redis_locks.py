@@ -18,6 +18,7 @@ from typing import Any
 
 from redis.exceptions import LockError, RedisError
 
+from .. import _telemetry
 from ..exceptions import RxDjangoError
 
 __all__ = ["LEASE_SECONDS", "WAIT_SECONDS", "ChannelLocks"]
@@ -83,4 +84,5 @@ class ChannelLocks:
                 except LockError:
                     pass  # released (or lost) meanwhile: its holder finds out on release
                 except RedisError as error:
+                    _telemetry.redis_errors.inc()
                     logger.warning("rxdjango: could not renew a Redis lock (%s)", error)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from .. import _registry
+from .. import _registry, _telemetry
 from .._change import AnchorRef
 from ..conf import rx_settings
 
@@ -135,6 +135,7 @@ class Upkeep:
                     self.expire()
                     next_sweep = time.monotonic() + _sweep_interval()
             except RedisError as error:
+                _telemetry.redis_errors.inc()
                 logger.warning("rxdjango: Redis maintenance failed (%s); retrying", error)
                 next_beat = time.monotonic() + 0.5
             except Exception:
