@@ -505,7 +505,7 @@ class ChannelConsumer(Requests, AsyncWebsocketConsumer):
             tstamp = snapshot.tstamp
             if snapshot.resync:
                 _events.emit(
-                    "resync", channel=self.spec.channel_id, anchor=anchor, user=self.user_id
+                    "client_resync", channel=self.spec.channel_id, anchor=anchor, user=self.user_id
                 )
                 self.send_frame({"type": Reply.RESYNC, "anchorId": anchor})
             chunks = _codec.chunk_array(

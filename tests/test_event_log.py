@@ -46,12 +46,12 @@ async def test_resync_revocation_and_the_relay_lease_are_logged(application, wor
     )
     assert (await client.authenticate())["statusCode"] == 200
     await client.initial_state()
-    [resync] = events(caplog, "resync")
+    [resync] = events(caplog, "client_resync")
     assert resync.levelno == logging.INFO
     want = {"channel": JOB_CHANNEL, "anchor": world.job.pk, "user": world.alice.pk}
     assert resync.rx == want
     assert resync.getMessage() == (
-        f"resync channel={JOB_CHANNEL} anchor={world.job.pk} user={world.alice.pk}"
+        f"client_resync channel={JOB_CHANNEL} anchor={world.job.pk} user={world.alice.pk}"
     )
 
     await JobChannel.revoke(world.alice.pk)
