@@ -29,7 +29,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.apps import apps
-from django.db import connections, models
+from django.db import OperationalError, connections, models
 from django.db.models.functions import Now
 
 from . import _events, _metrics, _registry
@@ -186,6 +186,13 @@ class Relay:
         while not self._stopped.is_set():
             try:
                 self._relay()
+            except OperationalError as error:
+                if "schema has changed" not in str(error):
+                    logger.exception("rxdjango: the change relay failed; restarting it")
+                    self._stopped.wait(1.0)
+                else:  # a migration altered a table under a statement of ours (SQLite
+                    # says so once): read again on a new connection, nothing was lost
+                    self._stopped.wait(0.05)
             except Exception:
                 logger.exception("rxdjango: the change relay failed; restarting it")
                 self._stopped.wait(1.0)
