@@ -226,14 +226,7 @@ class ChannelConsumer(Requests, AsyncWebsocketConsumer):
         if self.lifecycle is Lifecycle.CLOSED:
             return
         _telemetry.slow_clients_closed.inc()
-        _events.emit(
-            "client_closed_slow",
-            logging.WARNING,
-            channel=self.spec.channel_id,
-            anchors=self.anchor_ids,
-            user=self.user_id,
-            bytes_waiting=self._outbox.waiting_bytes,
-        )
+        self._event("client_closed_slow", logging.WARNING, bytes_waiting=self._outbox.waiting_bytes)
         self._outbox.close()
         self._held.clear()
         if self.lifecycle is not Lifecycle.CLOSING:
@@ -313,17 +306,22 @@ class ChannelConsumer(Requests, AsyncWebsocketConsumer):
             self._anchors.remove(anchor)
             get_backend().unsubscribe(self._ref(anchor), self)
 
+    def _event(self, name: str, level: int = logging.INFO, **fields: Any) -> None:
+        """Log a notable event of this connection (``_events``), with its ids."""
+        _events.emit(
+            name,
+            level,
+            channel=self.spec.channel_id,
+            anchors=self.anchor_ids,
+            user=self.user_id,
+            **fields,
+        )
+
     def close_soon(self, code: int) -> None:
         if self.lifecycle in (Lifecycle.STARTING, Lifecycle.LIVE):
             if code in _ACCESS_ENDED:
                 _telemetry.revocations.inc()
-                _events.emit(
-                    "client_revoked",
-                    channel=self.spec.channel_id,
-                    anchors=self.anchor_ids,
-                    user=self.user_id,
-                    code=code,
-                )
+                self._event("client_revoked", code=code)
             self._close_after_queued(code)
             self._move(Lifecycle.CLOSING)
 
@@ -383,13 +381,7 @@ class ChannelConsumer(Requests, AsyncWebsocketConsumer):
             _telemetry.frames_refused.inc()
             self.send_frame(error_frame("too many frames", Status.TOO_MANY_REQUESTS))
             if verdict is Verdict.CLOSE:
-                _events.emit(
-                    "client_closed_rate_limited",
-                    logging.WARNING,
-                    channel=self.spec.channel_id,
-                    anchors=self.anchor_ids,
-                    user=self.user_id,
-                )
+                self._event("client_closed_rate_limited", logging.WARNING)
                 self._close_after_queued(CloseCode.TOO_MANY_REQUESTS)
                 self._move(Lifecycle.CLOSING)
             return

@@ -190,7 +190,10 @@ async def test_a_client_behind_nginx_gets_changes_made_through_either_process(
             )
             await client.open()
             await client.ws.send('{"callId": 1, "action": "linger", "params": [0.5]}')
-            await asyncio.sleep(0.1)
+            # A call answered after it shows the server has the action running.
+            await client.ws.send('{"callId": 2, "action": "count_tasks", "params": []}')
+            while not any(c.get("callId") == 2 for c in client.state.controls):
+                await client.read()
             first_master.send_signal(signal.SIGTERM)
             assert await client.close_code() == 1012
             # The action running at the signal was answered before the close.

@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import signal
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -25,7 +26,14 @@ from rxdjango.testing import timeout
 
 from jobs.models import Task
 from jobs.serializers import JobSerializer
-from support import JOB, TASK, SocketClient, converges, expected_state, running_server
+from support import (
+    JOB,
+    TASK,
+    SocketClient,
+    converges,
+    expected_state,
+    running_server,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.own_backend]
 
@@ -92,6 +100,20 @@ class Writer:
         return sorted_out
 
 
+async def confirmed_by_each(writers: list[Writer]) -> None:
+    """Until every writer has one more write confirmed than now (read on this loop,
+    where the writers run)."""
+
+    def confirmed() -> list[int]:
+        return [len(w.outcomes()["confirmed"]) for w in writers]
+
+    marks = confirmed()
+    deadline = time.monotonic() + timeout(3)
+    while not all(now > mark for now, mark in zip(confirmed(), marks, strict=True)):
+        assert time.monotonic() < deadline, "a writer got no write confirmed"
+        await asyncio.sleep(0.01)
+
+
 def health_of(url: str) -> tuple[int, Any]:
     try:
         with urllib.request.urlopen(url, timeout=timeout(1)) as response:
@@ -116,7 +138,7 @@ async def test_a_restart_under_writes_answers_every_request_and_clients_converge
             for i, token in enumerate([world.tokens["alice"], world.tokens["bob"]] * 2)
         ]
         running = [asyncio.ensure_future(w.run(stop)) for w in writers]
-        await asyncio.sleep(0.3)  # the writers are writing
+        await confirmed_by_each(writers)  # the writers are writing
 
         # Requests running at the signal: a detached action that sleeps, and an ordinary
         # one that commits renames, with a write queued behind it on the same socket.
@@ -159,7 +181,7 @@ async def test_a_restart_under_writes_answers_every_request_and_clients_converge
         # It stopped (uvicorn ends by raising the signal it handled again: -SIGTERM).
         assert doomed.process.wait(timeout(3)) in (0, -signal.SIGTERM)
 
-        await asyncio.sleep(0.3)  # the writers write to the survivor
+        await confirmed_by_each(writers)  # the writers write to the survivor
         stop.set()
         await asyncio.gather(*running)
 
