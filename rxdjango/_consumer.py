@@ -36,11 +36,12 @@ from ._admission import AuthFailure, admit, existing_id
 from ._backends import get_backend
 from ._change import AnchorRef
 from ._consumer_requests import Job, Requests
+from ._consumer_sending import Sending
 from ._hooks import call_hook
-from ._hub import Retained, hub
+from ._hub import hub
 from ._layers import SYSTEM_EVENT, SYSTEM_GROUP, cross_process_layer, get_layer
 from ._lifecycle import ALLOWED, Lifecycle
-from ._outbox import Close, Outbox
+from ._outbox import Outbox
 from ._protocol import (
     CloseCode,
     Reply,
@@ -54,7 +55,7 @@ from ._rate import RateLimit, Verdict, user_rates
 from ._registry import ChannelSpec
 from ._relay import ensure_relay, relay_known
 from ._state_model import pk_repr, wire_pk
-from ._state_stream import state_items, without_retained
+from ._state_stream import state_items
 from .conf import rx_settings
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ logger = logging.getLogger("rxdjango")
 _ACCESS_ENDED = frozenset({CloseCode.UNAUTHORIZED, CloseCode.FORBIDDEN, CloseCode.NOT_FOUND})
 
 
-class ChannelConsumer(Requests, AsyncWebsocketConsumer):
+class ChannelConsumer(Requests, Sending, AsyncWebsocketConsumer):
     """One client connection to one ``ContextChannel`` class."""
 
     def __init__(self, channel_class: Any) -> None:
@@ -200,106 +201,7 @@ class ChannelConsumer(Requests, AsyncWebsocketConsumer):
             return list(self._admitted_anchors)
         return list(self._anchors)
 
-    def send_frame(self, data: Any) -> None:
-        """Queue a JSON value (or ready JSON text, or bytes for a binary frame) for
-        this client, in order.
-
-        Callable from the event loop or from any other thread.
-        """
-        if self.lifecycle is Lifecycle.CLOSED:
-            return
-        text = data if isinstance(data, str | bytes) else _codec.encode(data)
-        if threading.get_ident() == self._loop_thread:
-            self._put(text)
-        else:
-            self.loop.call_soon_threadsafe(self._put, text)
-
-    def _put(self, frame: str | bytes) -> None:
-        """Queue a frame unless the connection is closing; drop a client that is too
-        far behind (``RX_SEND_QUEUE_LIMIT``) instead of buffering without bound."""
-        if self.lifecycle in (Lifecycle.CLOSING, Lifecycle.CLOSED) or self._outbox.closed:
-            return
-        if not self._outbox.put(frame):
-            self._drop_slow_client()
-
-    def _drop_slow_client(self) -> None:
-        if self.lifecycle is Lifecycle.CLOSED:
-            return
-        _telemetry.slow_clients_closed.inc()
-        self._event("client_closed_slow", logging.WARNING, bytes_waiting=self._outbox.waiting_bytes)
-        self._outbox.close()
-        self._held.clear()
-        if self.lifecycle is not Lifecycle.CLOSING:
-            self._move(Lifecycle.CLOSING)
-        if self._writer is not None:
-            self._writer.cancel()  # it may be blocked on the peer's full socket
-        self._spawn(self._close_now(CloseCode.TIMEOUT))
-
-    async def _watch_stalls(self) -> None:
-        """Close a client whose frames have not moved for ``RX_SEND_TIMEOUT`` seconds
-        (it stopped reading; a live frame crossing the limit may never come)."""
-        limit = float(rx_settings.RX_SEND_TIMEOUT)
-        while self.lifecycle is not Lifecycle.CLOSED:
-            await asyncio.sleep(limit / 4)
-            if self._outbox.stalled_for() >= limit:
-                self._drop_slow_client()
-                return
-
-    async def _close_now(self, code: int) -> None:
-        try:
-            await self.close(code)
-        except Exception:  # the transport is already gone
-            logger.debug("rxdjango: close failed, connection is gone", exc_info=True)
-
-    def _close_after_queued(self, code: int) -> None:
-        self._outbox.put_close(code)
-
-    async def _write_loop(self) -> None:
-        """The only sender on this socket; stops at a close or when the peer is gone."""
-        try:
-            while True:
-                item = await self._outbox.get()
-                if isinstance(item, Close):
-                    await self.close(item.code)
-                    return
-                if isinstance(item, bytes):
-                    await self.send(bytes_data=item)
-                else:
-                    await self.send(text_data=item)
-                self._outbox.sent()
-                _telemetry.frames_sent.inc()
-                _telemetry.bytes_sent.inc(len(item))
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the transport went away under us; disconnect follows
-            logger.debug("rxdjango: send failed, connection is gone", exc_info=True)
-        finally:
-            self._outbox.close()  # nothing more will be sent: producers stop waiting
-
     # -- hub callbacks (on our loop) -------------------------------------------------
-
-    def deliver(self, anchor: Any, frame: str, retained: Retained | None = None) -> None:
-        """Live frames of an anchor; held back until that anchor's end marker."""
-        self._deliveries += 1
-        if retained and len(self._anchors) > 1:
-            filtered = without_retained(frame, retained, set(self._anchors) - {anchor})
-            if filtered is None:
-                return
-            frame = filtered
-        held = self._held.get(anchor)
-        if held is not None:
-            # Counted while it waits for the anchor's end marker.
-            if self._outbox.closed:
-                return
-            if self._outbox.charge(len(frame)):
-                held.append(frame)
-            else:
-                self._drop_slow_client()
-        elif anchor in self._anchors:
-            self._put(frame)
-
-    def deliver_any(self, frame: str) -> None:
-        self._put(frame)
 
     def anchor_deleted(self, anchor: Any) -> None:
         if anchor in self._anchors:

@@ -7,15 +7,21 @@ order, the file blocks are written where they say (the settings block is appende
 the generated ``settings.py``, as the README says). ``pip install ./rxdjango[dev]``
 builds the wheel and installs it (not editable), so a module or migration missing
 from the package fails here. Then ``runserver`` serves, the README's ``watch.py``
-receives the state and then a change made from ``manage.py shell``; ``makefrontend``
-writes the channel classes and ``npm install --install-links`` builds the client.
+receives the state and then a change made from ``manage.py shell``. The frontend
+block makes the Vite app (from the npm registry, as the reader's would be),
+``makefrontend`` writes the channel classes and ``npm install --install-links`` builds
+the client; the README's ``App.tsx`` is written, ``npm run dev`` serves it, Chromium
+opens it with the token and sees the job, then the rename made from the shell.
 
-Where the README says ``127.0.0.1:8000`` the test uses a free port, and ``<token>`` is
-the token ``drf_create_token`` printed.
+Where the README says ``127.0.0.1:8000`` (or Vite's 5173) the test uses a free port,
+and ``<token>`` is the token ``drf_create_token`` printed. The frontend commands run
+before the server starts (they need only the settings), so one server serves both
+the watcher and the page.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -25,8 +31,9 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
@@ -117,8 +124,14 @@ def test_the_readme_quickstart_works_as_written(tmp_path):
         for lang, code in blocks
         if lang == "python" and code.startswith("# ")
     }
-    assert len(shell) == 6, "the quickstart's commands changed: update this test"
-    setup, create, serve, watch, change, frontend = shell
+    pages = {
+        code.split("\n", 1)[0][3:]: code.split("\n", 1)[1]
+        for lang, code in blocks
+        if lang == "tsx" and code.startswith("// ")
+    }
+    assert len(shell) == 8, "the quickstart's commands changed: update this test"
+    setup, create, serve, watch, change, frontend, dev, rename = shell
+    assert list(pages) == ["frontend/src/App.tsx"]
     copy_repository(tmp_path / "rxdjango")
     env = readers_environment(tmp_path / "venv")
 
@@ -133,30 +146,28 @@ def test_the_readme_quickstart_works_as_written(tmp_path):
     token = re.search(r"Generated token (\w+) for user ada", sh(create, project, env, 30))
     assert token is not None
 
-    port = free_port()
+    sh(frontend, project, env, 300)
+    assert (project / "frontend" / "src" / "rx" / "jobs.channels.ts").exists()
+    built = project / "frontend" / "node_modules" / "@rxdjango" / "react" / "dist" / "index.js"
+    assert built.exists()
+    port, vite_port = free_port(), free_port()
+    for path, code in pages.items():
+        (project / path).write_text(code.replace(":8000/", f":{port}/"))
+
     assert serve.strip() == "python manage.py runserver"
-    server = subprocess.Popen(
-        ["bash", "-c", f"{serve.strip()} 127.0.0.1:{port}"],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # runserver's autoreloader runs the server in a child
+    assert dev.strip() == "npm run dev"
+    server = spawn(f"{serve.strip()} 127.0.0.1:{port}", project, env)
+    vite = spawn(
+        f"npm run dev -- --host 127.0.0.1 --port {vite_port} --strictPort",
+        project / "frontend",
+        env,
     )
     watcher = None
     try:
         command = watch.strip().replace("<token>", token[1]).replace(":8000/", f":{port}/")
         deadline = time.monotonic() + timeout(20)
         while True:  # until runserver listens (watch.py fails while it does not)
-            watcher = subprocess.Popen(
-                ["bash", "-c", command],
-                cwd=project,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
+            watcher = spawn(command, project, env, new_session=False)
             assert watcher.stdout is not None
             output = Lines(watcher.stdout)
             first = output.next()
@@ -176,14 +187,62 @@ def test_the_readme_quickstart_works_as_written(tmp_path):
         while '"done":true' not in lines[-1].replace(" ", ""):
             lines.append(output.next())
             assert lines[-1], "the watcher stopped before the change arrived"
+
+        page_url = f"http://127.0.0.1:{vite_port}/?token={token[1]}"
+        with browser_page() as page:
+            until_served(page, page_url)
+            page.get_by_text("Read the README: done").wait_for(timeout=timeout(10) * 1000)
+            sh(rename, project, env, 30)
+            page.get_by_text("Renamed: done").wait_for(timeout=timeout(5) * 1000)
     finally:
         if watcher is not None:
             watcher.kill()
+        os.killpg(vite.pid, signal.SIGTERM)
+        vite.communicate(timeout=timeout(5))
         os.killpg(server.pid, signal.SIGTERM)
         log = server.communicate(timeout=timeout(5))[0]
     assert "Traceback" not in log, log
 
-    sh(frontend, project, env, 240)
-    assert (project / "frontend" / "src" / "rx" / "jobs.channels.ts").exists()
-    built = project / "frontend" / "node_modules" / "@rxdjango" / "react" / "dist" / "index.js"
-    assert built.exists()
+
+def spawn(
+    command: str, cwd: Path, env: dict[str, str], new_session: bool = True
+) -> subprocess.Popen[str]:
+    """A command of the reader's running in the background (its own process group, as
+    runserver's autoreloader and npm run a child that must stop with it)."""
+    return subprocess.Popen(
+        ["bash", "-c", command],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=new_session,
+    )
+
+
+@contextlib.contextmanager
+def browser_page() -> Iterator[Any]:
+    """A page of Debian's Chromium, driven by Playwright (as the example's tests do)."""
+    from playwright.sync_api import sync_playwright
+
+    executable = os.environ.get("CHROMIUM") or shutil.which("chromium")
+    assert executable, "Chromium is required (apt install chromium)"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable)
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
+
+
+def until_served(page: Any, url: str) -> None:
+    """Open ``url`` once Vite answers (it starts beside the server)."""
+    deadline = time.monotonic() + timeout(20)
+    while True:
+        try:
+            page.goto(url)
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
