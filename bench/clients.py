@@ -49,6 +49,11 @@ async def open_connection(kind: str, url: str, options: dict[str, Any]) -> tuple
         await ws.send(json.dumps(request))
         while '"subscribe_instance"' not in await ws.recv():
             pass
+    elif kind == "dcrf_group":
+        request = {"action": "subscribe_to_task", "pk": options["task"], "request_id": 1}
+        await ws.send(json.dumps(request))
+        while '"subscribe_to_task"' not in await ws.recv():
+            pass
     return ws, Connection()
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -33,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 TESTS = ROOT / "tests"
 TASK_TYPE = "jobs.serializers.TaskSerializer"
+MARKER = re.compile(r"bench-(\d+)")
 RESULTS = BENCH / "results" / "latest.json"
 
 
@@ -89,7 +91,7 @@ def single_mode(scratch: Path) -> Mode:
         "RX_TEST_DB": "sqlite",
         "RX_TEST_BACKEND": "embedded",
     }
-    return Mode("single process, SQLite, embedded", 1, env, ("floor", "rx", "dcrf"))
+    return Mode("single process, SQLite, embedded", 1, env, ("floor", "rx", "dcrf", "dcrf_group"))
 
 
 def multi_mode() -> Mode:
@@ -100,7 +102,7 @@ def multi_mode() -> Mode:
         "PGDATABASE": f"rxdjango_bench_{os.getpid()}",
         "RX_TEST_REDIS_PREFIX": f"rx-bench-{os.getpid()}",
     }
-    return Mode("2 processes, PostgreSQL, Redis", 2, env, ("rx", "dcrf"))
+    return Mode("2 processes, PostgreSQL, Redis", 2, env, ("rx", "dcrf", "dcrf_group"))
 
 
 def prepare_database(mode: Mode, big_tasks: int, bulk_tasks: int, fanin_jobs: int) -> World:
@@ -180,7 +182,10 @@ def child_env(mode: Mode) -> dict[str, str]:
     }
 
 
-def start_server(world: World, mode: Mode) -> Server:
+def start_server(world: World, mode: Mode, peers: bool = True) -> Server:
+    """A server process of the bench project; without ``peers`` it serves RxDjango
+    alone (DCRF's model observers, which serialize and publish on every save of a
+    task whoever listens, are then not even imported)."""
     # --port, not --fd: uvicorn takes a passed descriptor for a Unix socket, and asyncio
     # then leaves Nagle's algorithm on, which adds ~40 ms to every second small frame.
     probe = socket.create_server(("127.0.0.1", 0))
@@ -190,7 +195,8 @@ def start_server(world: World, mode: Mode) -> Server:
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     command += ["--ws-max-size", str(2**24), "--backlog", "4096"]
     command += ["--ws-ping-interval", "600", "--ws-ping-timeout", "600"]  # no keepalive noise
-    process = subprocess.Popen(command, env=child_env(mode))
+    env = {**child_env(mode), "BENCH_PEERS": "all" if peers else "rx"}
+    process = subprocess.Popen(command, env=env)
     server = Server(port, process, f"127.0.0.1:{port}")
     url = f"http://{server.base}/api/jobs/{world.small_job}/"
     deadline = time.monotonic() + 60
@@ -323,6 +329,7 @@ async def fan_out(
     paths = {
         "rx": f"/ws/job/{world.small_job}/",
         "dcrf": "/dcrf/tasks/",
+        "dcrf_group": "/dcrf/task-group/",
         "floor": "/floor/",
     }
     urls = [f"ws://{server.base}{paths[kind]}" for server in servers]
@@ -353,7 +360,7 @@ async def fan_out(
                     "instanceId": world.small_task,
                     "data": {"title": title},
                 }
-            elif kind == "dcrf":
+            elif kind in ("dcrf", "dcrf_group"):
                 frame = {
                     "action": "patch",
                     "pk": world.small_task,
@@ -468,6 +475,156 @@ async def write_round_trip(servers: list[Server], world: World, reps: int) -> di
         await writer.close()
         await watcher.close()
     return {"write_response": summary(replied), "other_client_sees_it": summary(seen)}
+
+
+async def open_rx_tasks(server: Server, world: World, job: int) -> tuple[Any, list[int]]:
+    """A client of ``job`` with its initial state read; the job's task ids."""
+    ws = await websockets.connect(
+        f"ws://{server.base}/ws/job/{job}/", max_size=2**25, ping_interval=None
+    )
+    await ws.send(json.dumps({"token": world.token, "lastUpdate": None}))
+    tasks: list[int] = []
+    while '"end_initial_state"' not in (text := await ws.recv()):
+        frame = json.loads(text)
+        if isinstance(frame, list):
+            tasks += [r["id"] for r in frame if r.get("_instance_type") == TASK_TYPE]
+    return ws, tasks
+
+
+class WriteLoad:
+    """Writers on one server process, one per job, and a watcher of each job (on the
+    last process): write frames sent, replies matched by writeId, and when each
+    watcher saw each marker."""
+
+    def __init__(self) -> None:
+        self.writers: list[tuple[Any, list[int]]] = []
+        self.watchers: list[Any] = []
+        self.replies: dict[int, asyncio.Future[dict]] = {}
+        self.sent: dict[int, float] = {}
+        self.seen: dict[int, float] = {}
+        self.readers: list[asyncio.Task] = []
+        self.write_ids = iter(range(1, 10**9))
+
+    async def open(self, servers: list[Server], world: World, jobs: list[int]) -> None:
+        for job in jobs:
+            ws, tasks = await open_rx_tasks(servers[0], world, job)
+            self.writers.append((ws, tasks))
+            self.watchers.append(await open_rx(servers[-1], world, job))
+        self.readers = [asyncio.create_task(self._replies(ws)) for ws, _ in self.writers]
+        self.readers += [asyncio.create_task(self._markers(ws)) for ws in self.watchers]
+
+    async def _replies(self, ws: Any) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for text in ws:
+                if '"writeResponse"' in text:
+                    reply = json.loads(text)
+                    future = self.replies.pop(reply["writeId"], None)
+                    if future is not None and not future.done():
+                        future.set_result(reply)
+
+    async def _markers(self, ws: Any) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for text in ws:
+                now = time.perf_counter()
+                for match in MARKER.finditer(text):
+                    self.seen.setdefault(int(match.group(1)), now)
+
+    async def write(self, writer: int) -> asyncio.Future[dict]:
+        """Send one save of a task of writer ``writer``'s job; its reply, when it comes."""
+        ws, tasks = self.writers[writer]
+        write_id = next(self.write_ids)
+        k = next_marker()
+        future: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+        future.marker = k  # type: ignore[attr-defined]
+        self.replies[write_id] = future
+        self.sent[k] = time.perf_counter()
+        frame = {
+            "type": "write",
+            "writeId": write_id,
+            "operation": "save",
+            "instanceType": TASK_TYPE,
+            "instanceId": tasks[k % len(tasks)],
+            "data": {"title": f"bench-{k}"},
+        }
+        await ws.send(json.dumps(frame))
+        return future
+
+    async def close(self) -> None:
+        for reader in self.readers:
+            reader.cancel()
+        for ws in [ws for ws, _ in self.writers] + self.watchers:
+            await ws.close()
+
+
+async def closed_loop(load: WriteLoad, seconds: float) -> dict:
+    """Each writer sends its next write when the last one is answered: the capacity."""
+    ok = refused = 0
+    end = time.perf_counter() + seconds
+
+    async def writer(n: int) -> None:
+        nonlocal ok, refused
+        while time.perf_counter() < end:
+            reply = await asyncio.wait_for(await load.write(n), 60)
+            if reply["success"]:
+                ok += 1
+            else:  # "send it again later", as a client would
+                refused += 1
+                await asyncio.sleep(0.05)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(writer(n) for n in range(len(load.writers))))
+    return {"writes_per_s": ok / (time.perf_counter() - started), "refused": refused}
+
+
+async def open_loop(load: WriteLoad, rate: float, seconds: float) -> dict:
+    """Writes offered at ``rate`` per second whatever the replies: write → watcher, and
+    how many were refused (503 or 429) instead of queued."""
+    futures: list[asyncio.Future[dict]] = []
+    started = time.perf_counter()
+    count = int(rate * seconds)
+    for n in range(count):
+        due = started + n / rate
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        futures.append(await load.write(n % len(load.writers)))
+    done, pending = await asyncio.wait(futures, timeout=60)
+    replies = [f.result() for f in done]
+    accepted = [f.marker for f in done if f.result()["success"]]  # type: ignore[attr-defined]
+    deadline = time.perf_counter() + 30
+    while any(k not in load.seen for k in accepted) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.01)
+    latency = [load.seen[k] - load.sent[k] for k in accepted if k in load.seen]
+    codes: dict[str, int] = {}
+    for reply in replies:
+        if not reply["success"]:
+            code = str(reply["error"]["code"])
+            codes[code] = codes.get(code, 0) + 1
+    return {
+        "offered_per_s": rate,
+        "writes": count,
+        "accepted": len(accepted),
+        "refused": codes,
+        "unanswered": len(pending),
+        "not_seen": len(accepted) - len(latency),
+        "write_to_client": summary(latency) if latency else None,
+    }
+
+
+async def sustained_writes(
+    servers: list[Server], world: World, writers: int, seconds: float
+) -> dict:
+    """Write frames from ``writers`` connections to one process (one job each, another
+    client watching each job): the capacity, write → client at 80% of it, and at twice
+    it (refused at once instead of queued)."""
+    load = WriteLoad()
+    await load.open(servers, world, world.fanin_jobs[:writers])
+    try:
+        capacity = await closed_loop(load, seconds)
+        rate = max(1.0, capacity["writes_per_s"])
+        at_80 = await open_loop(load, 0.8 * rate, seconds)
+        at_200 = await open_loop(load, 2.0 * rate, seconds / 2)
+    finally:
+        await load.close()
+    return {"writers": writers, "capacity": capacity, "at_80": at_80, "at_200": at_200}
 
 
 async def _write_elsewhere(mode: Mode, command: str, *args: int) -> dict:
@@ -638,13 +795,15 @@ def targets(results: dict) -> list[dict]:
         label = "" if run["key"] == "single" else f" ({run['key']})"
         fan = {(r["kind"], r["clients"]): r for r in run["fan_out"]}
         big_n = run["largest_crowd"]
-        if ("rx", big_n) in fan and ("dcrf", big_n) in fan:
-            rx = fan[("rx", big_n)]["per_client"]["p99_ms"]
-            dcrf = fan[("dcrf", big_n)]["per_client"]["p99_ms"]
-            # Both peers measured from the writing client's frame (write, commit, fan-out).
-            check(
-                f"fan-out p99 at {big_n}: DCRF / RxDjango{label}", dcrf / rx, dcrf / rx >= 3, ">= 3"
-            )
+        for peer, name in (("dcrf", "DCRF instance mixin"), ("dcrf_group", "DCRF group observer")):
+            if ("rx", big_n) in fan and (peer, big_n) in fan:
+                rx = fan[("rx", big_n)]["per_client"]["p99_ms"]
+                other = fan[(peer, big_n)]["per_client"]["p99_ms"]
+                # Both measured from the writing client's frame (write, commit, fan-out).
+                ratio = other / rx
+                check(
+                    f"fan-out p99 at {big_n}: {name} / RxDjango{label}", ratio, ratio >= 3, ">= 3"
+                )
         if ("rx", big_n) in fan and ("floor", big_n) in fan:
             floor = fan[("floor", big_n)]["per_client"]["p99_ms"]
             committed = fan[("rx", big_n)]["from_commit"]["p99_ms"]
@@ -726,6 +885,20 @@ def targets(results: dict) -> list[dict]:
                 per_record <= 1.05,
                 "<= 1.05",
             )
+        if "sustained_writes" in run:
+            writes = run["sustained_writes"]
+            rate = writes["capacity"]["writes_per_s"]
+            check(f"sustained writes/s to one process{label}", rate, rate >= 300, ">= 300")
+            seen = writes["at_80"]["write_to_client"]
+            p99 = seen["p99_ms"] if seen else float("inf")
+            check(f"write -> client p99 at 80% of that (ms){label}", p99, p99 <= 100, "<= 100")
+            over = writes["at_200"]
+            seen = over["write_to_client"]
+            p99 = seen["p99_ms"] if seen else float("inf")
+            # Beyond capacity writes are refused at once, so the accepted ones stay quick.
+            check(f"write -> client p99 at twice that (ms){label}", p99, p99 <= 1000, "<= 1000")
+            lost = over["unanswered"] + over["not_seen"]
+            check(f"writes at twice that: unanswered or unseen{label}", lost, lost == 0, "0")
         if run["key"] == "single":
             load = run["initial_state"]
             ratio = load["rest"]["p50_ms"] / load["rx_hot"]["p50_ms"]
@@ -800,6 +973,27 @@ def print_run(run: dict) -> None:
             f"{'rx':<36}{r['clients']:>8}{r['rows']:>8}{every}{work['queries']:>9.0f}"
             f"{work['serialized']:>11.0f}{work['frames']:>8.0f}"
         )
+    print_writes(run["sustained_writes"])
+
+
+def print_writes(writes: dict) -> None:
+    capacity = writes["capacity"]
+    print(
+        f"\nsustained writes to one process, {writes['writers']} connections: "
+        f"{capacity['writes_per_s']:.0f} writes/s answered one after another "
+        f"({capacity['refused']} refused)"
+    )
+    header = f"{'offered':<36}{'per s':>8}{'accepted':>10}{'refused':>9}"
+    print(f"{header}{'p50 ms':>10}{'p99 ms':>10}{'not seen':>10}")
+    for name, label in (("at_80", "80% of that"), ("at_200", "twice that")):
+        r = writes[name]
+        seen = r["write_to_client"]
+        p50, p99 = (seen["p50_ms"], seen["p99_ms"]) if seen else (float("nan"),) * 2
+        refused = sum(r["refused"].values()) + r["unanswered"]
+        print(
+            f"{label + ' (write -> client)':<36}{r['offered_per_s']:>8.0f}{r['accepted']:>10}"
+            f"{refused:>9}{p50:>10.1f}{p99:>10.1f}{r['not_seen']:>10}"
+        )
 
 
 def print_table(results: dict) -> None:
@@ -862,14 +1056,30 @@ def run_mode(mode: Mode, smoke: bool) -> dict:
         asyncio.run(relay_the_backlog(servers, world, mode))
         run = asyncio.run(scenarios(servers, world, mode, smoke))
         run["capture"].update(overhead)
+        stop_servers(servers)
+        # Writes per second measure RxDjango's own write path: its servers alone (the
+        # peers' observers would serialize and publish every save too).
+        servers = []
+        for _ in range(mode.servers):
+            servers.append(start_server(world, mode, peers=False))
+        writers = len(world.fanin_jobs) if smoke else 50
+        progress(f"{mode.env['BENCH_MODE']}: sustained writes from {writers} connections")
+        run["sustained_writes"] = asyncio.run(
+            sustained_writes(servers, world, writers, 2 if smoke else 10)
+        )
         return run
     finally:
-        for server in servers:
-            server.process.terminate()
-        for server in servers:
-            server.process.wait(30)
+        stop_servers(servers)
         forget_redis_keys(redis_client(mode), mode)
         drop_database(mode)
+
+
+def stop_servers(servers: list[Server]) -> None:
+    for server in servers:
+        if server.process.poll() is None:
+            server.process.terminate()
+    for server in servers:
+        server.process.wait(30)
 
 
 def run(smoke: bool, modes: list[str]) -> dict:

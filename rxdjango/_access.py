@@ -25,12 +25,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
 from ._backends import get_backend
+from ._db_threads import in_db_thread
 from ._hooks import call_hook
 from ._protocol import CloseCode, Status
 from ._state_model import pk_repr
@@ -94,7 +94,7 @@ def recheck_sync(channel: Channel, credential: Credential) -> Status | None:
 
 async def recheck(channel: Channel, credential: Credential) -> Status | None:
     """As :func:`recheck_sync`, from the event loop."""
-    user = await database_sync_to_async(_current_user)(credential)
+    user = await in_db_thread(_current_user, credential)
     if user is None:
         return Status.UNAUTHORIZED
     try:

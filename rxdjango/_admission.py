@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from channels.db import database_sync_to_async
 from django.core.exceptions import ValidationError
 from django.db.models import Model, QuerySet
 
+from ._db_threads import in_db_thread
 from ._hooks import call_hook
 from ._protocol import Status
 from ._registry import ChannelSpec
@@ -78,7 +78,7 @@ async def _admit(
     last_update = frame.get("lastUpdate")
     if isinstance(last_update, bool) or not isinstance(last_update, int | float):
         last_update = None
-    known = await database_sync_to_async(authenticate)(token, scope)
+    known = await in_db_thread(authenticate, token, scope)
     if known is None:
         raise AuthFailure(Status.UNAUTHORIZED)
     user, authenticator = known
@@ -90,10 +90,10 @@ async def _admit(
     model = spec.state_model().anchor_model
     if spec.many:
         found = await call_hook(channel.list_instances, **kwargs)
-        anchors = await database_sync_to_async(listed_ids)(model, found)
+        anchors = await in_db_thread(listed_ids, model, found)
     else:
         instance_id = await call_hook(channel.get_instance_id, **kwargs)
-        existing = await database_sync_to_async(existing_id)(model, instance_id)
+        existing = await in_db_thread(existing_id, model, instance_id)
         if existing is None:
             raise AnchorDoesNotExist
         anchors = existing

@@ -23,7 +23,6 @@ from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.utils import await_many_dispatch
@@ -37,6 +36,7 @@ from ._backends import get_backend
 from ._change import AnchorRef
 from ._consumer_requests import Job, Requests
 from ._consumer_sending import Sending
+from ._db_threads import in_db_thread
 from ._hooks import call_hook
 from ._hub import hub
 from ._layers import SYSTEM_EVENT, SYSTEM_GROUP, cross_process_layer, get_layer
@@ -350,7 +350,7 @@ class ChannelConsumer(Requests, Sending, AsyncWebsocketConsumer):
         backend.register(self.spec.channel_id, self)
         using = router.db_for_read(self.spec.state_model().anchor_model)
         if not relay_known(using):  # changes made elsewhere reach this process's clients
-            await database_sync_to_async(ensure_relay)(using)
+            await in_db_thread(ensure_relay, using)
         if hub.revoked_since(self.user_id, started):
             # The user's access ended while we admitted them (the revocation found no
             # socket of theirs to close yet).
@@ -394,7 +394,7 @@ class ChannelConsumer(Requests, Sending, AsyncWebsocketConsumer):
         backend = get_backend()
         self._held[anchor] = []
         backend.subscribe(ref, self)
-        snapshot = await database_sync_to_async(backend.snapshot)(self.spec, anchor, since)
+        snapshot = await in_db_thread(backend.snapshot, self.spec, anchor, since)
         if snapshot is not None:
             tstamp = snapshot.tstamp
             if snapshot.resync:
@@ -420,7 +420,7 @@ class ChannelConsumer(Requests, Sending, AsyncWebsocketConsumer):
 
     async def add_anchor(self, instance_id: Any, at_beginning: bool) -> bool:
         model = self.spec.state_model().anchor_model
-        found = await database_sync_to_async(existing_id)(model, instance_id)
+        found = await in_db_thread(existing_id, model, instance_id)
         if found is None or found[0] in self._anchors or self.lifecycle is Lifecycle.CLOSED:
             return False
         anchor = found[0]

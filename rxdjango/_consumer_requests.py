@@ -20,9 +20,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from channels.db import database_sync_to_async
-
+from . import _telemetry
 from ._access import Credential, recheck, recheck_sync
+from ._db_threads import in_db_thread, overloaded
 from ._dispatch import Call, call_refusal, is_call, parse_call, run_call
 from ._lifecycle import Lifecycle
 from ._protocol import CloseCode, Status, error_frame
@@ -47,6 +47,12 @@ _DENIED = {
 
 #: What a request refused because the process is shutting down says.
 _RESTARTING = "the server is restarting: send it again"
+
+#: What a request refused because the database work of the process is behind says.
+_BUSY = "the server is busy: send it again later"
+
+#: What a request refused because too many of this connection's requests wait says.
+_QUEUED = "too many requests waiting"
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,10 @@ class Requests:
                     return
                 self._detached += 1
                 self._spawn(self._run_and_reply(call)).add_done_callback(self._detached_done)
+            elif self._calls.qsize() >= int(rx_settings.RX_MAX_PENDING_REQUESTS):
+                self._refuse_busy(call, Status.TOO_MANY_REQUESTS)
+            elif overloaded():
+                self._refuse_busy(call, Status.UNAVAILABLE)
             else:
                 self._calls.put_nowait(
                     Job(
@@ -116,12 +126,28 @@ class Requests:
             )
             if self._draining:
                 job.refuse()
+            elif self._calls.qsize() >= int(rx_settings.RX_MAX_PENDING_REQUESTS):
+                self._refuse_busy(write, Status.TOO_MANY_REQUESTS)
+            elif overloaded():
+                self._refuse_busy(write, Status.UNAVAILABLE)
             else:
                 self._calls.put_nowait(job)
         elif isinstance(frame, dict) and "token" in frame:
             self.send_frame(error_frame("already authenticated"))
         else:
             self.send_frame(error_frame("unknown message"))
+
+    def _refuse_busy(self, request: Call | Write, status: Status) -> None:
+        """Refuse a request unrun: the process's database work is behind (503) or too
+        many of this connection's requests wait (429)."""
+        _telemetry.requests_refused.labels(
+            "busy" if status is Status.UNAVAILABLE else "queued"
+        ).inc()
+        message = _BUSY if status is Status.UNAVAILABLE else _QUEUED
+        if isinstance(request, Call):
+            self.send_frame(call_refusal(request.call_id, status, message))
+        else:
+            self.send_frame(refusal(request.write_id, status, message))
 
     def _detached_done(self, task: asyncio.Task[Any]) -> None:
         self._detached -= 1
@@ -159,6 +185,9 @@ class Requests:
 
     async def _write(self, write: Write) -> None:
         assert self.channel is not None
+        if overloaded():  # nothing was read or written: the client's rollback is exact
+            self._refuse_busy(write, Status.UNAVAILABLE)
+            return
         channel, anchors, credential = self.channel, list(self._anchors), self.credential
 
         def checked_write() -> tuple[dict[str, Any], Status | None]:
@@ -168,7 +197,7 @@ class Requests:
             return perform_write(channel, anchors, write), None
 
         try:
-            reply, denied = await database_sync_to_async(checked_write)()
+            reply, denied = await in_db_thread(checked_write)
             restore = None if reply["success"] or denied else await self._restoring(write)
         except Exception:
             logger.exception("rxdjango: write %s failed", write.operation)
@@ -192,13 +221,16 @@ class Requests:
         channel, anchors = self.channel, list(self._anchors)
         for _attempt in range(3):
             seen = self._deliveries
-            restore = await database_sync_to_async(restoring_records)(channel, anchors, write)
+            restore = await in_db_thread(restoring_records, channel, anchors, write)
             if self._deliveries == seen:
                 return restore
         return None  # changes keep coming: they bring the record back themselves
 
     async def _run_and_reply(self, call: Call) -> None:
         assert self.channel is not None
+        if overloaded():
+            self._refuse_busy(call, Status.UNAVAILABLE)
+            return
         denied = await self._recheck()
         if denied is not None:
             self.send_frame(call_refusal(call.call_id, denied, _DENIED[denied]))

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
 
-from channels.db import database_sync_to_async
+from ._db_threads import in_db_thread
 
 __all__ = ["call_hook"]
 
 
 async def call_hook(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Await a coroutine function; run a plain function in the ORM-safe thread."""
+    """Await a coroutine function; run a plain function on a database thread."""
     if inspect.iscoroutinefunction(func):
         return await func(*args, **kwargs)
-    result = await database_sync_to_async(func)(*args, **kwargs)
+    result = await in_db_thread(functools.partial(func, *args, **kwargs))
     if inspect.isawaitable(result):
         result = await result
     return result

@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -63,9 +64,35 @@ _draining: dict[str, threading.Lock] = {}
 _draining_guard = threading.Lock()
 
 
+@dataclass
+class _Batch:
+    """What the callers waiting for the next drain of a database noted, propagated
+    together by whichever of them gets the lock first (the others only wait for it)."""
+
+    touched: Touched = field(default_factory=dict)
+    created: Touched = field(default_factory=dict)
+    done: bool = False
+    handled: int = 0
+    failure: BaseException | None = None
+
+
+#: The batch the next drain of each database takes.
+_batches: dict[str, _Batch] = {}
+
+
 def _drain_lock(using: str) -> threading.Lock:
     with _draining_guard:
         return _draining.setdefault(using, threading.Lock())
+
+
+def _join_batch(using: str, touched: Touched | None, created: Touched | None) -> _Batch:
+    with _draining_guard:
+        batch = _batches.setdefault(using, _Batch())
+        for model, pks in (touched or {}).items():
+            batch.touched.setdefault(model, set()).update(pks)
+        for model, pks in (created or {}).items():
+            batch.created.setdefault(model, set()).update(pks)
+        return batch
 
 
 def drain(
@@ -77,20 +104,42 @@ def drain(
     """Propagate one batch of the log (with ``touched`` / ``created`` noted by the
     signals), then delete the rows read; the number of log rows handled.
 
+    Callers that arrive while a drain runs join one batch, which the first of them to
+    get the lock propagates for all (one read of the log, one propagation); the others
+    return when it is done, so each caller's changes are published when it returns,
+    and many commits at once cost one propagation, not one each in turn.
+
     The log's own reads and deletes are not counted as propagation work
     (``_metrics``): ``make bench`` reports them as the cost of capture.
     """
-    touched = {model: set(pks) for model, pks in (touched or {}).items()}
-    created = {model: set(pks) for model, pks in (created or {}).items()}
+    batch = _join_batch(using, touched, created)
     with _drain_lock(using):
-        ids = _read_log(using, limit, touched, created)
-        if touched:
-            propagate_committed(touched, created)
-        if ids:
-            with connections[using].cursor() as cursor:
-                placeholders = ", ".join(["%s"] * len(ids))
-                cursor.execute(f"DELETE FROM {LOG_TABLE} WHERE id IN ({placeholders})", ids)
-            _metrics.count(captured=len(ids))
+        if not batch.done:
+            with _draining_guard:
+                if _batches.get(using) is batch:
+                    del _batches[using]  # who arrives from now on joins the next one
+            try:
+                batch.handled = _drain_batch(using, batch, limit)
+            except BaseException as failure:
+                batch.failure = failure
+                raise
+            finally:
+                batch.done = True
+            return batch.handled
+    if batch.failure is not None:
+        raise batch.failure  # the propagation that carried this caller's changes failed
+    return batch.handled
+
+
+def _drain_batch(using: str, batch: _Batch, limit: int) -> int:
+    ids = _read_log(using, limit, batch.touched, batch.created)
+    if batch.touched:
+        propagate_committed(batch.touched, batch.created)
+    if ids:
+        with connections[using].cursor() as cursor:
+            placeholders = ", ".join(["%s"] * len(ids))
+            cursor.execute(f"DELETE FROM {LOG_TABLE} WHERE id IN ({placeholders})", ids)
+        _metrics.count(captured=len(ids))
     return len(ids)
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "propagating",
     "redis_errors",
     "redis_reconnects",
+    "requests_refused",
     "revocations",
     "slow_clients_closed",
     "sockets_open",
@@ -51,6 +52,7 @@ except ImportError:  # the optional extra is not installed
     sockets_open = anchors_watched = anchors_cached = _nothing
     propagation_seconds = frames_sent = bytes_sent = slow_clients_closed = _nothing
     frames_refused = revocations = redis_errors = redis_reconnects = work = _nothing
+    requests_refused = _nothing
 else:
     ENABLED = True
     sockets_open = Gauge(
@@ -79,6 +81,12 @@ else:
     )
     frames_refused = Counter(
         "rxdjango_frames_refused", "Client frames refused by the rate limits (429)"
+    )
+    requests_refused = Counter(
+        "rxdjango_requests_refused",
+        "Writes and actions refused unrun because the server was behind (reason: busy 503, "
+        "queued 429)",
+        ["reason"],
     )
     revocations = Counter(
         "rxdjango_revocations", "Sockets closed because the user's access ended (4401/4403/4404)"

@@ -28,6 +28,18 @@ DEFAULTS: dict[str, Any] = {
     "RX_HISTORY_SIZE": 1000,
     # Largest client frame accepted, in bytes.
     "RX_MAX_MESSAGE_SIZE": 1024 * 1024,
+    # Threads that run the library's database work (writes, snapshots, logins, hooks);
+    # each keeps one connection per database open (docs/production.md).
+    "RX_DB_THREADS": 8,
+    # Seconds a database call may wait for a thread before clients' new writes and
+    # actions are refused with 503 (None: never refused).
+    "RX_DB_QUEUE_WAIT": 0.25,
+    # Seconds a database thread keeps a connection when CONN_MAX_AGE is 0 (Django's
+    # default, meant for one connection per request); otherwise CONN_MAX_AGE rules.
+    "RX_DB_CONNECTION_AGE": 600.0,
+    # Requests (writes, actions) one connection may have waiting for their turn
+    # before more are refused with 429.
+    "RX_MAX_PENDING_REQUESTS": 16,
     # Frames per second one connection may send (None: no limit); see docs/settings.md.
     "RX_RATE_LIMIT": 100,
     # Frames per second one user may send over all their sockets in one process.

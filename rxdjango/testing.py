@@ -21,6 +21,7 @@ from asgiref.testing import ApplicationCommunicator
 from . import _codec, _state_stream, _subtrees
 from ._backends import current_backend, reset_backend
 from ._capture import forget_capturing
+from ._db_threads import stop_db_threads
 from ._protocol import NOTIFICATION_TYPE, Operation, Reply
 from ._relay import stop_relays
 from .channels import ContextChannel
@@ -43,8 +44,10 @@ def timeout(units: float = 1.0) -> float:
 
 def reset_state() -> None:
     """Forget all cached anchors (in Redis too); call between tests whose database is
-    flushed."""
+    flushed; the database threads close their connections (a test database with
+    connections open cannot be dropped)."""
     stop_relays()
+    stop_db_threads()
     forget_capturing()
     backend = current_backend()
     if backend is not None:

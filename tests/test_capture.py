@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Callable
 
 import pytest
 from channels.db import database_sync_to_async as db
 from django.core.management.sql import emit_post_migrate_signal
-from django.db import connection, models
+from django.db import connection, connections, models
 
+from rxdjango import _metrics
 from rxdjango._backends.redis_store import Keys
 from rxdjango._capture import LOG_TABLE, _pg_function_name, install_triggers
-from rxdjango._relay import enforce_retention, stop_relays
+from rxdjango._relay import _batches, _drain_lock, enforce_retention, stop_relays
 from rxdjango.models import CapturedChange
 from rxdjango.testing import timeout
 
@@ -139,6 +141,42 @@ async def test_a_change_made_by_another_process_reaches_every_client(application
     assert "saved in a shell" in titles
     await watching.disconnect()
     await later.disconnect()
+
+
+async def test_commits_made_while_a_drain_runs_are_propagated_together(application, world):
+    """Threads that commit while the log is being drained wait for the next drain and
+    share it: one propagation for all of them, not one each in turn."""
+    path = f"/ws/job/{world.job.pk}/"
+    watching = await connect(application, path, world.tokens["alice"])
+    tasks = world.tasks
+
+    def rename(task: Task) -> None:
+        try:
+            task.title = f"{task.title} renamed"
+            task.save()  # its drain waits for the lock the test holds
+        finally:
+            connections.close_all()
+
+    def waiting() -> bool:
+        batch = _batches.get("default")
+        return batch is not None and len(batch.touched.get(Task, ())) == len(tasks)
+
+    lock = _drain_lock("default")
+    lock.acquire()
+    try:
+        writers = [threading.Thread(target=rename, args=(task,)) for task in tasks]
+        for writer in writers:
+            writer.start()
+        await until(waiting)
+        flushes = _metrics.snapshot()["flushes"]
+    finally:
+        lock.release()
+    for writer in writers:
+        await asyncio.to_thread(writer.join)
+    assert _metrics.snapshot()["flushes"] == flushes + 1
+    await converges(receive(watching), watching.state, job_state(world))
+    assert all(t["title"].endswith("renamed") for t in watching.state.tree()["tasks"])
+    await watching.disconnect()
 
 
 async def test_the_log_is_emptied_once_changes_are_relayed(application, world):

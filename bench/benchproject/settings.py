@@ -24,6 +24,9 @@ if os.environ.get("BENCH_DB"):
 REST_FRAMEWORK = {"DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"]}
 # One benchmark user opens every connection (1,000 and more): no per-user cap here.
 RX_MAX_CONNECTIONS_PER_USER = None
+# Every bench client is the same user; the per-user limit would make the writes
+# scenario measure that policy (100 frames/s per user) instead of the server.
+RX_USER_RATE_LIMIT = None
 LOGGING = {"version": 1, "disable_existing_loggers": False}
 # DCRF's observers need a channel layer (RxDjango's own fan-out does not use one).
 if MULTI:

@@ -68,3 +68,20 @@ def crash_before_relaying_while(path: str) -> None:
         connection.execute_wrappers.append(die_if_asked)
 
     connection_created.connect(install, weak=False)
+
+
+#: A save that sets a task's title to this waits at ``write_gate`` (in its database
+#: thread) until the test opens it; ``at_write_gate`` is set while one waits there.
+GATED_TITLE = "wait at the gate"
+write_gate = threading.Event()
+at_write_gate = threading.Event()
+
+
+def wait_at_write_gate(data: Any) -> None:
+    """Called by ``JobChannel.can_save``: hold a save of ``GATED_TITLE`` until the test
+    opens the gate (tests of database work running concurrently)."""
+    if data.get("title") != GATED_TITLE:
+        return
+    at_write_gate.set()
+    if not write_gate.wait(timeout=60):
+        raise RuntimeError("the write gate was never opened")

@@ -8,6 +8,7 @@ from rxdjango.actions import action
 from rxdjango.channels import ContextChannel
 from rxdjango.operations import CREATE, DELETE, SAVE
 
+from .blocking import wait_at_write_gate
 from .models import Job, Participant, Task
 from .serializers import (
     AssetSerializer,
@@ -47,6 +48,7 @@ class JobChannel(ContextChannel):
         return Participant.objects.filter(user=user, project__jobs__pk=job_id).exists()
 
     def can_save(self, instance, data):
+        wait_at_write_gate(data)
         return data.get("title") != "forbidden"
 
     def can_create(self, model_class, parent, data):

@@ -1,0 +1,198 @@
+"""Database work off the event loop, on a bounded pool of threads with their own connections.
+
+Channels' ``database_sync_to_async`` runs every call of a process on one thread, so
+the writes, snapshots and logins of all connections queue behind each other, and with
+Django's default ``CONN_MAX_AGE = 0`` each call opens a new database connection. The
+library's own database work runs here instead: on one of ``RX_DB_THREADS`` threads,
+each keeping its connections open between calls (persistent whatever ``CONN_MAX_AGE``
+says when that is 0, closed once broken or older than ``RX_DB_CONNECTION_AGE``).
+Calls of different sockets run concurrently; the calls of one socket stay in order
+because its consumer awaits each before it sends the next.
+
+Backpressure: while the oldest call waiting for a thread has waited
+``RX_DB_QUEUE_WAIT`` seconds or more, :func:`overloaded` is true and a client's write
+or action is refused at once with a 503 instead of taking a place in a queue that
+grows faster than it drains. Measuring the wait, not the length, adapts to what the
+database can do: the queue stays about that long, whatever the number of clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from django.db import connections
+
+from .conf import rx_settings
+
+__all__ = ["in_db_thread", "overloaded", "stop_db_threads", "waiting_calls"]
+
+logger = logging.getLogger("rxdjango")
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Call:
+    func: Callable[[], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
+    queued_at: float = field(default_factory=time.monotonic)
+
+
+_STOP = object()
+
+
+class _Pool:
+    """Worker threads reading one queue; each closes its connections when it stops."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.calls: queue.SimpleQueue[_Call | object] = queue.SimpleQueue()
+        self.threads = [
+            threading.Thread(target=self._work, name=f"rxdjango-db-{n}", daemon=True)
+            for n in range(size)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self) -> None:
+        for _ in self.threads:
+            self.calls.put(_STOP)
+        for thread in self.threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=10)
+
+    def _work(self) -> None:
+        opened: dict[str, tuple[int, float]] = {}  # alias -> (id of the connection, when seen)
+        try:
+            while (call := self.calls.get()) is not _STOP:
+                assert isinstance(call, _Call)
+                with _lock:
+                    _queued.pop(id(call), None)
+                self._run(call)
+                _tidy_connections(opened)
+        finally:
+            connections.close_all()
+
+    @staticmethod
+    def _run(call: _Call) -> None:
+        if call.future.cancelled():  # the caller went away before its turn
+            return
+        try:
+            result = call.context.run(call.func)
+        except BaseException as error:  # handed to the awaiting task, raised there
+            call.loop.call_soon_threadsafe(_settle, call.future, None, error)
+        else:
+            call.loop.call_soon_threadsafe(_settle, call.future, result, None)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _tidy_connections(opened: dict[str, tuple[int, float]]) -> None:
+    """Keep this thread's connections open between calls, unless broken or too old.
+
+    What Django's ``close_old_connections`` does at the end of a request, except that
+    ``CONN_MAX_AGE = 0`` (Django's default, made for one connection per request) means
+    ``RX_DB_CONNECTION_AGE`` here: a pool thread is not a request.
+    """
+    now = time.monotonic()
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is None:
+            opened.pop(conn.alias, None)
+            continue
+        if conn.errors_occurred:
+            if conn.is_usable():
+                conn.errors_occurred = False
+            else:
+                conn.close()
+                opened.pop(conn.alias, None)
+                continue
+        ident = id(conn.connection)
+        seen = opened.get(conn.alias)
+        if seen is None or seen[0] != ident:
+            opened[conn.alias] = seen = (ident, now)
+        max_age = conn.settings_dict.get("CONN_MAX_AGE") or rx_settings.RX_DB_CONNECTION_AGE
+        if max_age is not None and now - seen[1] >= float(max_age):
+            conn.close()
+            opened.pop(conn.alias, None)
+
+
+_pool: _Pool | None = None
+_waiting = 0
+#: calls not picked up by a thread yet, oldest first: id -> when queued
+_queued: OrderedDict[int, float] = OrderedDict()
+_lock = threading.Lock()
+
+
+def _get_pool() -> _Pool:
+    global _pool
+    with _lock:
+        if _pool is None:
+            _pool = _Pool(max(1, int(rx_settings.RX_DB_THREADS)))
+        return _pool
+
+
+def waiting_calls() -> int:
+    """Calls queued and not yet finished (the pool's backlog plus the running ones)."""
+    return _waiting
+
+
+def overloaded() -> bool:
+    """A call has waited ``RX_DB_QUEUE_WAIT`` seconds for a database thread: the
+    database work of this process is behind, and clients' new requests are refused."""
+    limit = rx_settings.RX_DB_QUEUE_WAIT
+    if limit is None:
+        return False
+    with _lock:
+        oldest = next(iter(_queued.values()), None)
+    return oldest is not None and time.monotonic() - oldest >= float(limit)
+
+
+async def in_db_thread(func: Callable[..., T], *args: Any) -> T:
+    """Run ``func(*args)`` on a database thread and return its result."""
+    global _waiting
+    pool = _get_pool()
+    with _lock:
+        _waiting += 1
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+    call = _Call(lambda: func(*args), loop, future)
+    with _lock:
+        _queued[id(call)] = call.queued_at
+    try:
+        pool.calls.put(call)
+        return await future
+    finally:
+        with _lock:
+            _waiting -= 1
+            _queued.pop(id(call), None)  # cancelled before a thread took it
+
+
+def stop_db_threads() -> None:
+    """Stop the threads (each closes its connections); the next call starts new ones.
+
+    For tests, before their database is flushed or dropped, and for settings that
+    change the pool's size.
+    """
+    global _pool
+    with _lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.stop()

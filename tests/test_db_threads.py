@@ -1,0 +1,164 @@
+"""The library's database work runs on a pool of threads (``_db_threads``).
+
+* a write held in its database thread does not hold up another socket's write, and
+  the writes one socket sent after it still run after it, in order;
+* while a call has waited ``RX_DB_QUEUE_WAIT`` seconds for a database thread, a
+  client's write or action is refused at once with 503, and changes nothing;
+* a socket with ``RX_MAX_PENDING_REQUESTS`` requests waiting gets 429 for more;
+* the threads keep their connections: many writes open no more connections than
+  there are threads, with Django's default ``CONN_MAX_AGE = 0``.
+
+A save of ``GATED_TITLE`` waits in ``JobChannel.can_save`` (``jobs.blocking``) until
+the test opens the gate; the server runs in this process (``rx_live_server``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import pytest
+from channels.db import database_sync_to_async as db
+from django.db.backends.signals import connection_created
+from prometheus_client import REGISTRY
+
+from rxdjango._db_threads import stop_db_threads, waiting_calls
+from rxdjango.pytest_plugin import ActionFailed, ClientFactory, RxClient, WriteRefused
+
+from jobs import blocking
+from jobs.channels import JobChannel
+from jobs.models import Task
+from jobs.serializers import TaskSerializer
+from support import World, make_user, until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def gate() -> Iterator[threading.Event]:
+    blocking.write_gate.clear()
+    blocking.at_write_gate.clear()
+    yield blocking.write_gate
+    blocking.write_gate.set()  # no database thread is left waiting
+
+
+async def writers(world: World, rx_client: ClientFactory, count: int) -> list[RxClient]:
+    """``count`` clients of the job, each its own user (alice, bob, then staff users)."""
+    tokens = [world.tokens["alice"], world.tokens["bob"]]
+    for n in range(count - len(tokens)):
+        tokens.append((await db(make_user)(f"staff{n}", staff=True))[1])
+    path = f"/ws/job/{world.job.pk}/"
+    return [await rx_client(JobChannel, path, token=token) for token in tokens[:count]]
+
+
+def refusals(reason: str) -> float:
+    """``rxdjango_requests_refused_total{reason}`` as Prometheus would scrape it."""
+    value = REGISTRY.get_sample_value("rxdjango_requests_refused_total", {"reason": reason})
+    return value or 0.0
+
+
+async def title(task: Task) -> str:
+    return (await db(Task.objects.get)(pk=task.pk)).title
+
+
+async def test_another_sockets_write_is_not_held_up_and_each_socket_keeps_its_order(
+    world, rx_client, gate
+):
+    alice, bob = await writers(world, rx_client, 2)
+    first, second = world.tasks[0], world.tasks[1]
+    held = asyncio.ensure_future(alice.save(TaskSerializer, first.pk, {"title": GATED}))
+    after = [
+        asyncio.ensure_future(alice.save(TaskSerializer, first.pk, {"title": f"after {n}"}))
+        for n in (1, 2)
+    ]
+    await until(blocking.at_write_gate.is_set)
+
+    await bob.save(TaskSerializer, second.pk, {"title": "not held up"})
+    assert await title(second) == "not held up"
+    assert not held.done() and not any(write.done() for write in after)
+
+    gate.set()
+    await asyncio.gather(held, *after)
+    assert await title(first) == "after 2"  # held, after 1, after 2: in the order sent
+    await bob.wait_for(TaskSerializer, {"id": first.pk, "title": "after 2"})
+
+
+async def test_while_database_work_is_behind_writes_and_actions_are_refused_at_once(
+    world, rx_client, gate, settings
+):
+    settings.RX_DB_THREADS = 1
+    settings.RX_DB_QUEUE_WAIT = 0  # any call waiting for the thread means "behind"
+    stop_db_threads()  # the next call starts the pool with the settings above
+    holder, queued, refused = await writers(world, rx_client, 3)
+    tasks = world.tasks
+    held = asyncio.ensure_future(holder.save(TaskSerializer, tasks[0].pk, {"title": GATED}))
+    await until(blocking.at_write_gate.is_set)
+    waiting = asyncio.ensure_future(queued.save(TaskSerializer, tasks[1].pk, {"title": "queued"}))
+    await until(lambda: waiting_calls() == 2)  # the held write and one waiting for it
+    refused_before = refusals("busy")
+
+    with pytest.raises(WriteRefused) as write_refused:
+        await refused.save(TaskSerializer, tasks[2].pk, {"title": "refused"})
+    assert write_refused.value.code == 503
+    assert write_refused.value.message == "the server is busy: send it again later"
+    with pytest.raises(ActionFailed) as call_refused:
+        await refused.call("count_tasks")
+    assert call_refused.value.code == 503
+    assert not held.done() and not waiting.done()
+    assert refusals("busy") == refused_before + 2  # counted for the operator
+
+    gate.set()
+    await asyncio.gather(held, waiting)
+    assert await title(tasks[1]) == "queued"
+    assert await title(tasks[2]) == "task 2"  # the refused write changed nothing
+    assert await refused.call("count_tasks") == len(tasks)  # and it works again
+
+
+async def test_a_socket_with_too_many_requests_waiting_gets_429(world, rx_client, gate, settings):
+    settings.RX_MAX_PENDING_REQUESTS = 2
+    (alice,) = await writers(world, rx_client, 1)
+    task = world.tasks[0]
+    held = asyncio.ensure_future(alice.save(TaskSerializer, task.pk, {"title": GATED}))
+    await until(blocking.at_write_gate.is_set)
+    waiting = [
+        asyncio.ensure_future(alice.save(TaskSerializer, task.pk, {"title": f"waits {n}"}))
+        for n in range(2)
+    ]
+    for _ in range(5):  # both are sent before the next one
+        await asyncio.sleep(0)
+    with pytest.raises(WriteRefused) as write_refused:
+        await alice.save(TaskSerializer, task.pk, {"title": "one too many"})
+    assert write_refused.value.code == 429
+    with pytest.raises(ActionFailed) as call_refused:
+        await alice.call("count_tasks")
+    assert call_refused.value.code == 429
+
+    gate.set()
+    await asyncio.gather(held, *waiting)
+    assert await title(task) == "waits 1"
+
+
+async def test_database_threads_keep_their_connections(world, rx_client, settings):
+    settings.RX_DB_THREADS = 2
+    stop_db_threads()
+    opened: list[str] = []
+
+    def count(sender, connection, **kwargs) -> None:
+        if threading.current_thread().name.startswith("rxdjango-db-"):
+            opened.append(threading.current_thread().name)
+
+    connection_created.connect(count)
+    try:
+        (alice,) = await writers(world, rx_client, 1)
+        for n in range(20):
+            await alice.save(TaskSerializer, world.tasks[0].pk, {"title": f"save {n}"})
+    finally:
+        connection_created.disconnect(count)
+    assert settings.DATABASES["default"].get("CONN_MAX_AGE", 0) == 0
+    # Each thread opened one connection and kept it (a connection per call: 20 or more).
+    assert 1 <= len(opened) <= 2, opened
+    assert len(set(opened)) == len(opened)
+
+
+GATED = blocking.GATED_TITLE
