@@ -95,7 +95,7 @@ DURATIONS ?= --durations=12 --durations-min=5
 test: venv services lint docs client example-frontend
 	$(VENV)/bin/pytest $(DURATIONS)
 	RX_TEST_DB=sqlite RX_CONVERGENCE_EXAMPLES=6 RX_FUZZ_EXAMPLES=100 \
-		$(VENV)/bin/pytest -q $(DURATIONS) -m "not harness and not db_agnostic"
+		$(VENV)/bin/pytest -q $(DURATIONS) -m "not harness and not db_agnostic and not postgresql_only"
 	RX_TEST_BACKEND=redis RX_FUZZ_EXAMPLES=100 \
 		$(VENV)/bin/pytest -q $(DURATIONS) -m "not own_backend and not harness"
 	$(VENV)/bin/pytest -q example/tests

@@ -73,14 +73,15 @@ class _Pool:
                 thread.join(timeout=10)
 
     def _work(self) -> None:
-        opened: dict[str, tuple[int, float]] = {}  # alias -> (id of the connection, when seen)
+        kept = _KeptConnections()
         try:
             while (call := self.calls.get()) is not _STOP:
                 assert isinstance(call, _Call)
                 with _lock:
                     _queued.pop(id(call), None)
+                kept.before_call()
                 self._run(call)
-                _tidy_connections(opened)
+                kept.after_call()
         finally:
             connections.close_all()
 
@@ -105,33 +106,58 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_result(result)
 
 
-def _tidy_connections(opened: dict[str, tuple[int, float]]) -> None:
-    """Keep this thread's connections open between calls, unless broken or too old.
+#: Seconds after which a thread checks an idle connection before using it again (the
+#: server or a proxy may have closed it meanwhile: a restart, an idle timeout).
+IDLE_CHECK = 30.0
 
-    What Django's ``close_old_connections`` does at the end of a request, except that
-    ``CONN_MAX_AGE = 0`` (Django's default, made for one connection per request) means
-    ``RX_DB_CONNECTION_AGE`` here: a pool thread is not a request.
+
+class _KeptConnections:
+    """One thread's database connections, kept open between calls, unless broken or old.
+
+    What Django does around a request (``close_old_connections``, ``CONN_HEALTH_CHECKS``),
+    except that ``CONN_MAX_AGE = 0`` (Django's default, made for one connection per
+    request) means ``RX_DB_CONNECTION_AGE`` here: a pool thread is not a request.
     """
-    now = time.monotonic()
-    for conn in connections.all(initialized_only=True):
-        if conn.connection is None:
-            opened.pop(conn.alias, None)
-            continue
-        if conn.errors_occurred:
-            if conn.is_usable():
-                conn.errors_occurred = False
-            else:
-                conn.close()
-                opened.pop(conn.alias, None)
+
+    def __init__(self) -> None:
+        #: alias -> (id of the DB-API connection, when it was first seen, when last used)
+        self.seen: dict[str, tuple[int, float, float]] = {}
+
+    def before_call(self) -> None:
+        """Close a connection that no longer answers (Django then reconnects): checked
+        before every call with ``CONN_HEALTH_CHECKS``, else after it sat idle a while."""
+        now = time.monotonic()
+        for conn in connections.all(initialized_only=True):
+            seen = self.seen.get(conn.alias)
+            if conn.connection is None or seen is None or seen[0] != id(conn.connection):
                 continue
-        ident = id(conn.connection)
-        seen = opened.get(conn.alias)
-        if seen is None or seen[0] != ident:
-            opened[conn.alias] = seen = (ident, now)
-        max_age = conn.settings_dict.get("CONN_MAX_AGE") or rx_settings.RX_DB_CONNECTION_AGE
-        if max_age is not None and now - seen[1] >= float(max_age):
-            conn.close()
-            opened.pop(conn.alias, None)
+            due = conn.settings_dict.get("CONN_HEALTH_CHECKS") or now - seen[2] >= IDLE_CHECK
+            if due and not conn.is_usable():
+                conn.close()
+                del self.seen[conn.alias]
+
+    def after_call(self) -> None:
+        now = time.monotonic()
+        for conn in connections.all(initialized_only=True):
+            if conn.connection is None:
+                self.seen.pop(conn.alias, None)
+                continue
+            if conn.errors_occurred:
+                if conn.is_usable():
+                    conn.errors_occurred = False
+                else:
+                    conn.close()
+                    self.seen.pop(conn.alias, None)
+                    continue
+            ident = id(conn.connection)
+            seen = self.seen.get(conn.alias)
+            opened = seen[1] if seen is not None and seen[0] == ident else now
+            self.seen[conn.alias] = (ident, opened, now)
+            configured = conn.settings_dict.get("CONN_MAX_AGE", 0)
+            max_age = rx_settings.RX_DB_CONNECTION_AGE if configured == 0 else configured
+            if max_age is not None and now - opened >= float(max_age):
+                conn.close()
+                del self.seen[conn.alias]
 
 
 _pool: _Pool | None = None

@@ -1,12 +1,15 @@
 """The library's database work runs on a pool of threads (``_db_threads``).
 
-* a write held in its database thread does not hold up another socket's write, and
-  the writes one socket sent after it still run after it, in order;
+* a write held in its database thread does not hold up another client's connection
+  (admission and initial state) nor, on PostgreSQL, another socket's write (SQLite
+  has one writer at a time), and the writes its socket sent after it still run after
+  it, in order;
 * while a call has waited ``RX_DB_QUEUE_WAIT`` seconds for a database thread, a
   client's write or action is refused at once with 503, and changes nothing;
 * a socket with ``RX_MAX_PENDING_REQUESTS`` requests waiting gets 429 for more;
 * the threads keep their connections: many writes open no more connections than
-  there are threads, with Django's default ``CONN_MAX_AGE = 0``.
+  there are threads, with Django's default ``CONN_MAX_AGE = 0``; one the database
+  closed meanwhile is replaced before a call uses it (``CONN_HEALTH_CHECKS``).
 
 A save of ``GATED_TITLE`` waits in ``JobChannel.can_save`` (``jobs.blocking``) until
 the test opens the gate; the server runs in this process (``rx_live_server``).
@@ -20,10 +23,11 @@ from collections.abc import Iterator
 
 import pytest
 from channels.db import database_sync_to_async as db
+from django.db import connection
 from django.db.backends.signals import connection_created
 from prometheus_client import REGISTRY
 
-from rxdjango._db_threads import stop_db_threads, waiting_calls
+from rxdjango._db_threads import in_db_thread, stop_db_threads, waiting_calls
 from rxdjango.pytest_plugin import ActionFailed, ClientFactory, RxClient, WriteRefused
 
 from jobs import blocking
@@ -66,6 +70,7 @@ async def test_another_sockets_write_is_not_held_up_and_each_socket_keeps_its_or
     world, rx_client, gate
 ):
     alice, bob = await writers(world, rx_client, 2)
+    late_token = (await db(make_user)("late", staff=True))[1]
     first, second = world.tasks[0], world.tasks[1]
     held = asyncio.ensure_future(alice.save(TaskSerializer, first.pk, {"title": GATED}))
     after = [
@@ -74,8 +79,13 @@ async def test_another_sockets_write_is_not_held_up_and_each_socket_keeps_its_or
     ]
     await until(blocking.at_write_gate.is_set)
 
-    await bob.save(TaskSerializer, second.pk, {"title": "not held up"})
-    assert await title(second) == "not held up"
+    # A client connecting meanwhile is admitted and served its state (reads).
+    path = f"/ws/job/{world.job.pk}/"
+    late = await rx_client(JobChannel, path, token=late_token)
+    assert {r["id"] for r in late.records(TaskSerializer)} == {t.pk for t in world.tasks}
+    if connection.vendor == "postgresql":  # SQLite has one writer at a time: bob would wait
+        await bob.save(TaskSerializer, second.pk, {"title": "not held up"})
+        assert await title(second) == "not held up"
     assert not held.done() and not any(write.done() for write in after)
 
     gate.set()
@@ -162,3 +172,29 @@ async def test_database_threads_keep_their_connections(world, rx_client, setting
 
 
 GATED = blocking.GATED_TITLE
+
+
+@pytest.mark.postgresql_only  # SQLite has no server to end a session (is_usable is True)
+async def test_a_kept_connection_the_database_closed_is_replaced_before_use(
+    world, rx_client, settings
+):
+    settings.RX_DB_THREADS = 1
+    stop_db_threads()
+    (alice,) = await writers(world, rx_client, 1)
+    await alice.save(TaskSerializer, world.tasks[0].pk, {"title": "before"})
+    kept = await in_db_thread(lambda: connection.connection)
+    assert kept is not None
+    health_checks = connection.settings_dict["CONN_HEALTH_CHECKS"]
+    connection.settings_dict["CONN_HEALTH_CHECKS"] = True
+    try:
+        await db(terminate)(kept.info.backend_pid)  # the server ends the thread's session
+        await alice.save(TaskSerializer, world.tasks[0].pk, {"title": "after"})
+        assert await in_db_thread(lambda: connection.connection) is not kept
+    finally:
+        connection.settings_dict["CONN_HEALTH_CHECKS"] = health_checks
+    assert await title(world.tasks[0]) == "after"
+
+
+def terminate(backend_pid: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [backend_pid])
