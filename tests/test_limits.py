@@ -221,7 +221,11 @@ async def test_clients_that_never_read_their_initial_state_cost_bounded_memory(
         # Without the bound each would hold its whole state (3 MB encoded, several times
         # that decoded: over 120 MB for 40); with it each holds the limit and a chunk,
         # plus its socket, a page of records read from the cache and allocator slack.
-        bound = count * (limit + chunk + 1024 * 1024) // 1024
+        # The process itself may grow by a fixed amount meanwhile, whatever the number
+        # of clients: its database and executor threads serve them at once, and each
+        # thread's allocator arena grows (measured: 24 MiB for 20 clients, 37 for 40).
+        fixed = 16 * 1024 * 1024
+        bound = (count * (limit + chunk + 1024 * 1024) + fixed) // 1024
         assert growth < bound, f"server memory grew by {growth / 1024:.1f} MiB"
         assert state_size < count * 4 * 1024 * 1024 / 4, "they received only part of it"
         await warm.ws.close()
