@@ -282,13 +282,15 @@ def next_marker() -> int:
     return _marker
 
 
-async def open_rx(server: Server, world: World, job: int) -> Any:
+async def open_rx(server: Server, world: World, job: int, tasks: list[int] | None = None) -> Any:
+    """A client of ``job`` with its initial state read (its task ids into ``tasks``)."""
     ws = await websockets.connect(
         f"ws://{server.base}/ws/job/{job}/", max_size=2**25, ping_interval=None
     )
     await ws.send(json.dumps({"token": world.token, "lastUpdate": None}))
-    while '"end_initial_state"' not in await ws.recv():
-        pass
+    while '"end_initial_state"' not in (text := await ws.recv()):
+        if tasks is not None and isinstance(frame := json.loads(text), list):
+            tasks += [r["id"] for r in frame if r.get("_instance_type") == TASK_TYPE]
     return ws
 
 
@@ -477,20 +479,6 @@ async def write_round_trip(servers: list[Server], world: World, reps: int) -> di
     return {"write_response": summary(replied), "other_client_sees_it": summary(seen)}
 
 
-async def open_rx_tasks(server: Server, world: World, job: int) -> tuple[Any, list[int]]:
-    """A client of ``job`` with its initial state read; the job's task ids."""
-    ws = await websockets.connect(
-        f"ws://{server.base}/ws/job/{job}/", max_size=2**25, ping_interval=None
-    )
-    await ws.send(json.dumps({"token": world.token, "lastUpdate": None}))
-    tasks: list[int] = []
-    while '"end_initial_state"' not in (text := await ws.recv()):
-        frame = json.loads(text)
-        if isinstance(frame, list):
-            tasks += [r["id"] for r in frame if r.get("_instance_type") == TASK_TYPE]
-    return ws, tasks
-
-
 class WriteLoad:
     """Writers on one server process, one per job, and a watcher of each job (on the
     last process): write frames sent, replies matched by writeId, and when each
@@ -507,8 +495,8 @@ class WriteLoad:
 
     async def open(self, servers: list[Server], world: World, jobs: list[int]) -> None:
         for job in jobs:
-            ws, tasks = await open_rx_tasks(servers[0], world, job)
-            self.writers.append((ws, tasks))
+            tasks: list[int] = []
+            self.writers.append((await open_rx(servers[0], world, job, tasks), tasks))
             self.watchers.append(await open_rx(servers[-1], world, job))
         self.readers = [asyncio.create_task(self._replies(ws)) for ws, _ in self.writers]
         self.readers += [asyncio.create_task(self._markers(ws)) for ws in self.watchers]
@@ -529,13 +517,13 @@ class WriteLoad:
                 for match in MARKER.finditer(text):
                     self.seen.setdefault(int(match.group(1)), now)
 
-    async def write(self, writer: int) -> asyncio.Future[dict]:
-        """Send one save of a task of writer ``writer``'s job; its reply, when it comes."""
+    async def write(self, writer: int) -> tuple[int, asyncio.Future[dict]]:
+        """Send one save of a task of writer ``writer``'s job: its marker, and its reply
+        when it comes."""
         ws, tasks = self.writers[writer]
         write_id = next(self.write_ids)
         k = next_marker()
         future: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
-        future.marker = k  # type: ignore[attr-defined]
         self.replies[write_id] = future
         self.sent[k] = time.perf_counter()
         frame = {
@@ -547,7 +535,7 @@ class WriteLoad:
             "data": {"title": f"bench-{k}"},
         }
         await ws.send(json.dumps(frame))
-        return future
+        return k, future
 
     async def close(self) -> None:
         for reader in self.readers:
@@ -564,7 +552,8 @@ async def closed_loop(load: WriteLoad, seconds: float) -> dict:
     async def writer(n: int) -> None:
         nonlocal ok, refused
         while time.perf_counter() < end:
-            reply = await asyncio.wait_for(await load.write(n), 60)
+            _, future = await load.write(n)
+            reply = await asyncio.wait_for(future, 60)
             if reply["success"]:
                 ok += 1
             else:  # "send it again later", as a client would
@@ -579,16 +568,17 @@ async def closed_loop(load: WriteLoad, seconds: float) -> dict:
 async def open_loop(load: WriteLoad, rate: float, seconds: float) -> dict:
     """Writes offered at ``rate`` per second whatever the replies: write → watcher, and
     how many were refused (503 or 429) instead of queued."""
-    futures: list[asyncio.Future[dict]] = []
+    markers: dict[asyncio.Future[dict], int] = {}
     started = time.perf_counter()
     count = int(rate * seconds)
     for n in range(count):
         due = started + n / rate
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
-        futures.append(await load.write(n % len(load.writers)))
-    done, pending = await asyncio.wait(futures, timeout=60)
+        k, future = await load.write(n % len(load.writers))
+        markers[future] = k
+    done, pending = await asyncio.wait(markers, timeout=60)
     replies = [f.result() for f in done]
-    accepted = [f.marker for f in done if f.result()["success"]]  # type: ignore[attr-defined]
+    accepted = [markers[f] for f in done if f.result()["success"]]
     deadline = time.perf_counter() + 30
     while any(k not in load.seen for k in accepted) and time.perf_counter() < deadline:
         await asyncio.sleep(0.01)

@@ -161,7 +161,6 @@ class _KeptConnections:
 
 
 _pool: _Pool | None = None
-_waiting = 0
 #: calls not picked up by a thread yet, oldest first: id -> when queued
 _queued: OrderedDict[int, float] = OrderedDict()
 _lock = threading.Lock()
@@ -176,8 +175,9 @@ def _get_pool() -> _Pool:
 
 
 def waiting_calls() -> int:
-    """Calls queued and not yet finished (the pool's backlog plus the running ones)."""
-    return _waiting
+    """Calls waiting for a database thread (not the ones running)."""
+    with _lock:
+        return len(_queued)
 
 
 def overloaded() -> bool:
@@ -193,10 +193,7 @@ def overloaded() -> bool:
 
 async def in_db_thread(func: Callable[..., T], *args: Any) -> T:
     """Run ``func(*args)`` on a database thread and return its result."""
-    global _waiting
     pool = _get_pool()
-    with _lock:
-        _waiting += 1
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
     call = _Call(lambda: func(*args), loop, future)
@@ -207,7 +204,6 @@ async def in_db_thread(func: Callable[..., T], *args: Any) -> T:
         return await future
     finally:
         with _lock:
-            _waiting -= 1
             _queued.pop(id(call), None)  # cancelled before a thread took it
 
 

@@ -188,9 +188,12 @@ def test_the_readme_quickstart_works_as_written(tmp_path):
             lines.append(output.next())
             assert lines[-1], "the watcher stopped before the change arrived"
 
-        page_url = f"http://127.0.0.1:{vite_port}/?token={token[1]}"
+        assert vite.stdout is not None
+        vite_output = Lines(vite.stdout)
+        while f"127.0.0.1:{vite_port}/" not in (line := plain(vite_output.next(10))):
+            assert line, "npm run dev stopped before it served the page"
         with browser_page() as page:
-            until_served(page, page_url)
+            page.goto(f"http://127.0.0.1:{vite_port}/?token={token[1]}")
             page.get_by_text("Read the README: done").wait_for(timeout=timeout(10) * 1000)
             sh(rename, project, env, 30)
             page.get_by_text("Renamed: done").wait_for(timeout=timeout(5) * 1000)
@@ -198,7 +201,7 @@ def test_the_readme_quickstart_works_as_written(tmp_path):
         if watcher is not None:
             watcher.kill()
         os.killpg(vite.pid, signal.SIGTERM)
-        vite.communicate(timeout=timeout(5))
+        vite.wait(timeout=timeout(5))
         os.killpg(server.pid, signal.SIGTERM)
         log = server.communicate(timeout=timeout(5))[0]
     assert "Traceback" not in log, log
@@ -235,14 +238,6 @@ def browser_page() -> Iterator[Any]:
             browser.close()
 
 
-def until_served(page: Any, url: str) -> None:
-    """Open ``url`` once Vite answers (it starts beside the server)."""
-    deadline = time.monotonic() + timeout(20)
-    while True:
-        try:
-            page.goto(url)
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
+def plain(line: str) -> str:
+    """A line of a program's output without its terminal colours (Vite's port is bold)."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", line)
