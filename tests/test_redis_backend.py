@@ -496,27 +496,30 @@ def _command_counts(client: redis.Redis) -> dict[str, int]:
 
 
 async def test_a_heartbeat_costs_the_same_commands_for_one_connection_and_for_many(
-    world, shared_redis, in_process
+    world, private_redis, in_process
 ):
-    """Connection counting renews one lease per process, not one per connection."""
+    """Connection counting renews one lease per process, not one per connection.
+
+    On a Redis of its own: ``INFO commandstats`` counts every client of the server."""
     from testproject.asgi import application
 
     path = f"/ws/job/{world.job.pk}/"
-    with shared_redis.settings(RX_REDIS_HEARTBEAT=3600, RX_MAX_CONNECTIONS_PER_USER=None):
+    target = RedisTarget(private_redis.url, "rx")
+    with target.settings(RX_REDIS_HEARTBEAT=3600, RX_MAX_CONNECTIONS_PER_USER=None):
         backend = get_backend()
         clients = [await connect(application, path, world.tokens["alice"])]
-        await _commands_for_a_heartbeat(backend)  # Redis caches our scripts
-        one = await _commands_for_a_heartbeat(backend)
+        await _commands_for_a_heartbeat(backend, target.url)  # Redis caches our scripts
+        one = await _commands_for_a_heartbeat(backend, target.url)
         for _ in range(99):
             clients.append(await connect(application, path, world.tokens["bob"]))
-        many = await _commands_for_a_heartbeat(backend)
+        many = await _commands_for_a_heartbeat(backend, target.url)
         assert one == many, (one, many)
         for client in clients:
             await client.disconnect()
 
 
-async def _commands_for_a_heartbeat(backend: RedisBackend) -> dict[str, int]:
-    monitor = redis.Redis.from_url(SHARED_REDIS)
+async def _commands_for_a_heartbeat(backend: RedisBackend, url: str) -> dict[str, int]:
+    monitor = redis.Redis.from_url(url)
     before = _command_counts(monitor)
     await db(backend._heartbeat)()
     after = _command_counts(monitor)
