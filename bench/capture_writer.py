@@ -12,6 +12,12 @@ Run by ``run.py`` in a subprocess on the benchmark database:
 * ``overhead <task> <count>``: times ``count`` one-row ``save()`` calls with the capture
   triggers installed and as many with them dropped, in alternating blocks; prints
   ``{"with": [...], "without": [...]}``;
+* ``saves <first marker> <seconds> <pause ms> <task>...``: renames the tasks in turn with
+  ``save()`` for ``seconds`` (``pause`` apart; 0: one after another), each commit
+  propagated by this process as a worker's or a management command's would be; one
+  JSON line per commit, like ``relay``;
+* ``bulks <job> <seconds>``: ``bulk`` again and again for ``seconds`` (an anchor whose
+  every change is slow to propagate); prints how many it committed;
 * ``drained <timeout>``: waits until the change log is empty.
 """
 
@@ -37,6 +43,22 @@ def relay(task: int, first: int, count: int, pause_ms: int) -> None:
         time.sleep(pause_ms / 1000)
 
 
+def saves(first: int, seconds: int, pause_ms: int, *tasks: int) -> None:
+    from jobs.models import Task
+
+    rows = [Task.objects.get(pk=pk) for pk in tasks]
+    end = time.monotonic() + seconds
+    k = first
+    while time.monotonic() < end:
+        row = rows[k % len(rows)]
+        row.title = f"bench-{k}"
+        row.save()  # committed and propagated when it returns
+        print(json.dumps({"k": k, "committed": time.time()}), flush=True)
+        k += 1
+        if pause_ms:
+            time.sleep(pause_ms / 1000)
+
+
 def bulk(job: int, k: int) -> None:
     from django.db import transaction
 
@@ -45,6 +67,20 @@ def bulk(job: int, k: int) -> None:
     with transaction.atomic():
         rows = Task.objects.filter(job_id=job).update(title=f"bench-{k}")
     print(json.dumps({"k": k, "committed": time.time(), "rows": rows}), flush=True)
+
+
+def bulks(job: int, seconds: int) -> None:
+    from django.db import transaction
+
+    from jobs.models import Task
+
+    end = time.monotonic() + seconds
+    count = 0
+    while time.monotonic() < end:
+        with transaction.atomic():
+            Task.objects.filter(job_id=job).update(title=f"slow-{count}")
+        count += 1
+    print(json.dumps({"updates": count}), flush=True)
 
 
 def rename_user(user: int, k: int) -> None:
@@ -109,6 +145,10 @@ def main() -> None:
         bulk(*(int(a) for a in args))
     elif command == "rename_user":
         rename_user(*(int(a) for a in args))
+    elif command == "bulks":
+        bulks(*(int(a) for a in args))
+    elif command == "saves":
+        saves(*(int(a) for a in args))
     elif command == "drained":
         drained(*(int(a) for a in args))
     else:

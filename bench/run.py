@@ -681,6 +681,134 @@ async def capture(servers: list[Server], world: World, mode: Mode, reps: int) ->
     return {"other_process": summary(latency)}
 
 
+async def _saves_elsewhere(mode: Mode, first: int, seconds: float, pause_ms: int, tasks: list[int]):
+    """Start ``capture_writer.py saves`` in another process (not serving clients)."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(BENCH / "capture_writer.py"),
+        "saves",
+        str(first),
+        str(int(seconds)),
+        str(pause_ms),
+        *map(str, tasks),
+        env=child_env(mode),
+        stdout=asyncio.subprocess.PIPE,
+    )
+
+
+async def _watch_markers(ws: Any, seen: dict[int, float]) -> None:
+    """Note when each marker first reaches ``ws`` (wall clock, as writers note commits)."""
+    with contextlib.suppress(websockets.ConnectionClosed):
+        async for text in ws:
+            now = time.time()
+            for match in MARKER.finditer(text if isinstance(text, str) else ""):
+                seen.setdefault(int(match.group(1)), now)
+
+
+async def _committed_and_seen(
+    writers: list[Any], seen: dict[int, float], wait: float = 30
+) -> tuple[dict[int, float], list[float]]:
+    """Each writer's commits; then, once the clients saw them (or ``wait`` passed), the
+    commit → client latency of every commit seen."""
+    outs = await asyncio.gather(*(writer.communicate() for writer in writers))
+    committed = {
+        row["k"]: row["committed"]
+        for out, _ in outs
+        for row in map(json.loads, out.decode().splitlines())
+    }
+    deadline = time.perf_counter() + wait
+    while any(k not in seen for k in committed) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
+    return committed, [seen[k] - committed[k] for k in committed if k in seen]
+
+
+async def channel_changes(
+    servers: list[Server], world: World, mode: Mode, writers: int, seconds: float
+) -> dict:
+    """Changes per second to one channel, for the whole deployment: ``writers`` processes
+    that serve no client save tasks of jobs of their own one after another (each commit
+    propagated by its writer, as a task worker's would be); a client of each job, the
+    jobs spread over the servers, sees them. The rate is what the clients saw."""
+    seen: dict[int, float] = {}
+    sockets, first_task = [], []
+    for index, job in enumerate(world.fanin_jobs):
+        tasks: list[int] = []
+        sockets.append(await open_rx(servers[index % len(servers)], world, job, tasks))
+        first_task.append(tasks[0])
+    readers = [asyncio.create_task(_watch_markers(ws, seen)) for ws in sockets]
+    global _marker
+    base = _marker + 1
+    _marker += writers * 10_000_000
+    try:
+        procs = [
+            await _saves_elsewhere(mode, base + w * 10_000_000, seconds, 0, first_task[w::writers])
+            for w in range(writers)
+        ]
+        committed, latency = await _committed_and_seen(procs, seen)
+    finally:
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*(ws.close() for ws in sockets))
+    arrived = [seen[k] for k in committed if k in seen]
+    span = max(arrived) - min(committed.values()) if arrived else float("inf")
+    return {
+        "writers": writers,
+        "anchors": len(sockets),
+        "changes": len(committed),
+        "per_s": len(arrived) / span,
+        "not_seen": len(committed) - len(arrived),
+        "commit_to_client": summary(latency) if latency else None,
+    }
+
+
+async def slow_neighbour(servers: list[Server], world: World, mode: Mode, seconds: float) -> dict:
+    """An anchor's commit → client latency (another process saves one of its tasks 20
+    times a second), alone, then while another anchor of the channel is slow to change:
+    another process updates all the bulk job's tasks again and again (each
+    propagation re-reads thousands of rows), a client watching it. Each anchor
+    waits only for its own changes, so the first should barely notice (the two share
+    the machine's cores)."""
+    watcher = await open_rx(servers[-1], world, world.small_job)
+    seen: dict[int, float] = {}
+    reader = asyncio.create_task(_watch_markers(watcher, seen))
+    results: dict[str, Any] = {}
+    slow_socket = None
+    try:
+        for phase in ("alone", "beside_slow"):
+            slow = None
+            if phase == "beside_slow":
+                slow_socket = await open_rx(servers[0], world, world.bulk_job)
+                slow = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    str(BENCH / "capture_writer.py"),
+                    "bulks",
+                    str(world.bulk_job),
+                    str(int(seconds) + 2),
+                    env=child_env(mode),
+                    stdout=asyncio.subprocess.PIPE,
+                )
+                await asyncio.sleep(1)  # the first slow change is under way
+            global _marker
+            first = _marker + 1
+            _marker += 100_000
+            saver = await _saves_elsewhere(mode, first, seconds, 50, [world.small_task])
+            committed, latency = await _committed_and_seen([saver], seen)
+            results[phase] = {
+                "changes": len(committed),
+                "not_seen": len(committed) - len(latency),
+                "commit_to_client": summary(latency) if latency else None,
+            }
+            if slow is not None:
+                out, _ = await slow.communicate()
+                results["slow_updates"] = json.loads(out.decode().splitlines()[-1])["updates"]
+    finally:
+        reader.cancel()
+        await watcher.close()
+        if slow_socket is not None:
+            await slow_socket.close()
+    return results
+
+
 def capture_overhead(mode: Mode, world: World, saves: int) -> dict:
     """What capturing adds to a one-row ``save()``: timed before any server starts, so
     it is the cost inside the writing transaction (the trigger and its log row), not
@@ -889,6 +1017,21 @@ def targets(results: dict) -> list[dict]:
             check(f"write -> client p99 at twice that (ms){label}", p99, p99 <= 1000, "<= 1000")
             lost = over["unanswered"] + over["not_seen"]
             check(f"writes at twice that: unanswered or unseen{label}", lost, lost == 0, "0")
+        if "channel_changes" in run:
+            rate = run["channel_changes"]["per_s"]
+            check(f"changes/s to one channel{label}", rate, rate >= 400, ">= 400")
+            slow = run["slow_neighbour"]
+            alone, beside = (
+                slow["alone"]["commit_to_client"],
+                slow["beside_slow"]["commit_to_client"],
+            )
+            extra = beside["p99_ms"] - alone["p99_ms"] if alone and beside else float("inf")
+            check(
+                f"an anchor's p99 beside a slow one - alone (ms){label}",
+                extra,
+                extra <= 10,
+                "<= 10",
+            )
         if run["key"] == "single":
             load = run["initial_state"]
             ratio = load["rest"]["p50_ms"] / load["rx_hot"]["p50_ms"]
@@ -964,6 +1107,7 @@ def print_run(run: dict) -> None:
             f"{work['serialized']:>11.0f}{work['frames']:>8.0f}"
         )
     print_writes(run["sustained_writes"])
+    print_concurrency(run)
 
 
 def print_writes(writes: dict) -> None:
@@ -984,6 +1128,24 @@ def print_writes(writes: dict) -> None:
             f"{label + ' (write -> client)':<36}{r['offered_per_s']:>8.0f}{r['accepted']:>10}"
             f"{refused:>9}{p50:>10.1f}{p99:>10.1f}{r['not_seen']:>10}"
         )
+
+
+def print_concurrency(run: dict) -> None:
+    changes = run["channel_changes"]
+    seen = changes["commit_to_client"] or {"p50_ms": float("nan"), "p99_ms": float("nan")}
+    print(
+        f"\nchanges to one channel from {changes['writers']} processes saving tasks of "
+        f"{changes['anchors']} anchors: {changes['per_s']:.0f}/s "
+        f"(commit -> client p50 {seen['p50_ms']:.1f} ms, p99 {seen['p99_ms']:.1f} ms, "
+        f"{changes['not_seen']} not seen)"
+    )
+    slow = run["slow_neighbour"]
+    print(f"{'one anchor, commit -> client':<36}{'changes':>8}{'p50 ms':>10}{'p99 ms':>10}")
+    for name, label in (("alone", "alone"), ("beside_slow", "beside a slow anchor")):
+        r = slow[name]
+        seen = r["commit_to_client"] or {"p50_ms": float("nan"), "p99_ms": float("nan")}
+        print(f"{label:<36}{r['changes']:>8}{seen['p50_ms']:>10.1f}{seen['p99_ms']:>10.1f}")
+    print(f"(the slow anchor: {slow['slow_updates']} updates of all its tasks meanwhile)")
 
 
 def print_table(results: dict) -> None:
@@ -1057,6 +1219,12 @@ def run_mode(mode: Mode, smoke: bool) -> dict:
         run["sustained_writes"] = asyncio.run(
             sustained_writes(servers, world, writers, 2 if smoke else 10)
         )
+        progress(f"{mode.env['BENCH_MODE']}: changes per second to one channel")
+        run["channel_changes"] = asyncio.run(
+            channel_changes(servers, world, mode, 4, 2 if smoke else 10)
+        )
+        progress(f"{mode.env['BENCH_MODE']}: an anchor beside a slow one")
+        run["slow_neighbour"] = asyncio.run(slow_neighbour(servers, world, mode, 2 if smoke else 8))
         return run
     finally:
         stop_servers(servers)

@@ -33,7 +33,13 @@ from django.db import connections
 
 from .conf import rx_settings
 
-__all__ = ["in_db_thread", "overloaded", "stop_db_threads", "waiting_calls"]
+__all__ = [
+    "KeptConnections",
+    "in_db_thread",
+    "overloaded",
+    "stop_db_threads",
+    "waiting_calls",
+]
 
 logger = logging.getLogger("rxdjango")
 
@@ -73,7 +79,7 @@ class _Pool:
                 thread.join(timeout=10)
 
     def _work(self) -> None:
-        kept = _KeptConnections()
+        kept = KeptConnections()
         try:
             while (call := self.calls.get()) is not _STOP:
                 assert isinstance(call, _Call)
@@ -111,7 +117,7 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 IDLE_CHECK = 30.0
 
 
-class _KeptConnections:
+class KeptConnections:
     """One thread's database connections, kept open between calls, unless broken or old.
 
     What Django does around a request (``close_old_connections``, ``CONN_HEALTH_CHECKS``),

@@ -19,13 +19,19 @@ Given the keys of instances that changed in one committed transaction, the
 
 The propagator works on an :class:`AnchorStore` (the embedded memory cache or
 Redis) and reads rows from a :class:`~rxdjango._change.RecordSource` (the ORM in
-production, a table in tests): it imports no database code. The caller serializes
-propagation per channel (a lock) and runs it in synchronous (ORM-safe) code.
+production, a table in tests): it imports no database code. The caller orders
+propagations per anchor (a lock per anchor, or one for the whole cache) and runs
+them in synchronous (ORM-safe) code. With anchor locks it asks first which anchors a
+change may reach (:meth:`Propagator.partition`, which also splits it into groups
+that reach disjoint anchors), locks those, and passes them as the ``scope`` of
+:meth:`Propagator.apply`, which raises :class:`OutOfScope` before
+writing anything if the change reaches further (an instance moved into another
+anchor meanwhile): the caller then locks those too and applies again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -37,7 +43,28 @@ from ._render import Item, render_delta
 from ._state_model import EdgeKind, Key, StateModel
 from ._subtrees import load_subtrees
 
-__all__ = ["AnchorRef", "AnchorStore", "AnchorView", "Change", "Delta", "Propagator"]
+__all__ = [
+    "AnchorRef",
+    "AnchorStore",
+    "AnchorView",
+    "Change",
+    "Delta",
+    "OutOfScope",
+    "Propagator",
+    "propagation_observers",
+]
+
+#: Called with each anchor's reference as a propagation is about to change it (its
+#: lock held): a test seam (:func:`rxdjango.testing.while_propagating`).
+propagation_observers: list[Callable[[AnchorRef], None]] = []
+
+
+class OutOfScope(Exception):
+    """The change reaches anchors the caller did not lock (nothing was written)."""
+
+    def __init__(self, refs: set[AnchorRef]) -> None:
+        super().__init__(f"the change reaches {len(refs)} anchor(s) not locked")
+        self.refs = refs
 
 
 class AnchorView(Protocol):
@@ -122,10 +149,47 @@ class Propagator:
         self.store = store
         self.source = source
 
+    def partition(
+        self, touched: dict[str, set[Any]], only: AnchorRef | None = None
+    ) -> list[tuple[dict[str, set[Any]], set[AnchorRef]]]:
+        """``touched`` split into groups of instances that reach disjoint sets of hot
+        anchors (holding them, or one of their parents: created or moved there), each
+        with those anchors, the ones to lock before :meth:`apply`; smallest first.
+        Instances no hot anchor may hold are left out: an anchor that turns hot later
+        reads or replays them."""
+        views = _Views(self.store, self.channel_id, only)
+        reach = self._reach(touched, views)
+        parent: dict[AnchorRef, AnchorRef] = {}
+
+        def root(ref: AnchorRef) -> AnchorRef:
+            while parent[ref] != ref:
+                parent[ref] = parent[parent[ref]]
+                ref = parent[ref]
+            return ref
+
+        for refs in reach.values():
+            first, *others = refs
+            parent.setdefault(first, first)
+            for ref in others:
+                parent.setdefault(ref, ref)
+                parent[root(ref)] = root(first)
+        groups: dict[AnchorRef, tuple[dict[str, set[Any]], set[AnchorRef]]] = {}
+        for (instance_type, pk), refs in reach.items():
+            group_touched, group_refs = groups.setdefault(root(next(iter(refs))), ({}, set()))
+            group_touched.setdefault(instance_type, set()).add(pk)
+            group_refs |= refs
+        return sorted(groups.values(), key=lambda group: sum(map(len, group[0].values())))
+
     def apply(
-        self, touched: dict[str, set[Any]], tstamp: float, only: AnchorRef | None = None
+        self,
+        touched: dict[str, set[Any]],
+        tstamp: float,
+        only: AnchorRef | None = None,
+        scope: Collection[AnchorRef] | None = None,
     ) -> None:
-        """Propagate changes to instances ``touched`` ({instance type: pks})."""
+        """Propagate changes to instances ``touched`` ({instance type: pks}); only to
+        the anchor ``only`` if given; :class:`OutOfScope` if it would change an anchor
+        outside ``scope`` (when given)."""
         views = _Views(self.store, self.channel_id, only)
         fetched: dict[Key, FlatRecord | None] = {}
         self._fetch(self._relevant(touched, views), fetched, tstamp)
@@ -146,6 +210,11 @@ class Propagator:
                     involved[ref] = view
         if not involved:
             return
+        if scope is not None and not involved.keys() <= set(scope):
+            raise OutOfScope(set(involved) - set(scope))
+        for ref in involved:
+            for observer in list(propagation_observers):
+                observer(ref)
         for view in involved.values():
             view.prefetch(fetched)
         parents: set[Key] = set()
@@ -236,21 +305,31 @@ class Propagator:
     # -- steps -----------------------------------------------------------------
 
     def _relevant(self, touched: dict[str, set[Any]], views: _Views) -> dict[str, set[Any]]:
-        """Keep the instances a hot anchor of this channel holds or may now hold.
+        """Keep the instances a hot anchor of this channel holds or may now hold."""
+        relevant: dict[str, set[Any]] = {}
+        for instance_type, pk in self._reach(touched, views):
+            relevant.setdefault(instance_type, set()).add(pk)
+        return relevant
+
+    def _reach(self, touched: dict[str, set[Any]], views: _Views) -> dict[Key, set[AnchorRef]]:
+        """The hot anchors each instance of ``touched`` may change: those holding it.
 
         An instance no anchor holds matters only if one of its parents is held
         (it was created or moved there): that is checked with a light query of
         its foreign keys, without serializing it.
         """
-        relevant: dict[str, set[Any]] = {}
+        reach: dict[Key, set[AnchorRef]] = {}
         for instance_type, pks in touched.items():
             layer = self.state_model.layers.get(instance_type)
             if layer is None:
                 continue
             keys = [(instance_type, pk) for pk in pks]
             holders = self.store.anchors_containing(keys)
-            held = {key[1] for key in keys if views.any_hot(holders.get(key, ()))}
-            unheld = set(pks) - held
+            for key in keys:
+                hot = views.hot_among(holders.get(key, ()))
+                if hot:
+                    reach[key] = hot
+            unheld = {pk for pk in pks if (instance_type, pk) not in reach}
             if unheld and any(
                 edge.kind in (EdgeKind.REVERSE, EdgeKind.PROPERTY) for edge in layer.incoming
             ):
@@ -259,11 +338,12 @@ class Propagator:
                     {link for found in links.values() for link in found}
                 )
                 for pk, found in links.items():
-                    if any(views.any_hot(link_holders.get(link, ())) for link in found):
-                        held.add(pk)
-            if held:
-                relevant[instance_type] = held
-        return relevant
+                    hot = views.hot_among(
+                        ref for link in found for ref in link_holders.get(link, ())
+                    )
+                    if hot:
+                        reach[(instance_type, pk)] = hot
+        return reach
 
     def _fetch(
         self, wanted: dict[str, set[Any]], into: dict[Key, FlatRecord | None], tstamp: float
@@ -402,5 +482,6 @@ class _Views:
             self._opened[ref] = self.store.open(ref)
         return self._opened[ref]
 
-    def any_hot(self, refs: Iterable[AnchorRef]) -> bool:
-        return any(self.open(ref) is not None for ref in refs)
+    def hot_among(self, refs: Iterable[AnchorRef]) -> set[AnchorRef]:
+        """Those of ``refs`` that are hot anchors of this channel."""
+        return {ref for ref in refs if self.open(ref) is not None}

@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from queue import SimpleQueue
 from typing import Any
 
 from django.apps import apps
@@ -37,6 +38,7 @@ from . import _events, _metrics, _registry
 from ._backends import get_backend
 from ._capture import LOG_TABLE, NOTIFY_CHANNEL, capturing, missing_triggers, watched_tables
 from ._committed import propagate_committed
+from ._db_threads import KeptConnections
 from .conf import rx_settings
 
 __all__ = [
@@ -58,20 +60,28 @@ BATCH = 5000
 Touched = dict[type[models.Model], set[Any]]
 
 
-#: One drain at a time per database in a process: the committing thread and the relay
-#: thread would otherwise both propagate the rows they read before either deletes them.
-_draining: dict[str, threading.Lock] = {}
+#: Drains of one database that propagate at once in a process: each changes the
+#: anchors its rows reach (the backend orders changes per anchor), so a slow
+#: propagation of one anchor does not hold up the others.
+CONCURRENT_DRAINS = 4
+
+#: One reader of the log at a time per database in a process; the rows it read stay
+#: "in flight" (skipped by the next reader) until their propagation deleted them.
+_reading: dict[str, threading.Lock] = {}
+_slots: dict[str, threading.BoundedSemaphore] = {}
+_in_flight: dict[str, set[int]] = {}
 _draining_guard = threading.Lock()
 
 
 @dataclass
 class _Batch:
     """What the callers waiting for the next drain of a database noted, propagated
-    together by whichever of them gets the lock first (the others only wait for it)."""
+    together by whichever of them reads the log first (the others only wait for it)."""
 
     touched: Touched = field(default_factory=dict)
     created: Touched = field(default_factory=dict)
-    done: bool = False
+    claimed: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
     handled: int = 0
     failure: BaseException | None = None
 
@@ -81,8 +91,14 @@ _batches: dict[str, _Batch] = {}
 
 
 def _drain_lock(using: str) -> threading.Lock:
+    """Held while one drain reads the log of ``using``."""
     with _draining_guard:
-        return _draining.setdefault(using, threading.Lock())
+        return _reading.setdefault(using, threading.Lock())
+
+
+def _drain_slots(using: str) -> threading.BoundedSemaphore:
+    with _draining_guard:
+        return _slots.setdefault(using, threading.BoundedSemaphore(CONCURRENT_DRAINS))
 
 
 def _join_batch(using: str, touched: Touched | None, created: Touched | None) -> _Batch:
@@ -104,54 +120,83 @@ def drain(
     """Propagate one batch of the log (with ``touched`` / ``created`` noted by the
     signals), then delete the rows read; the number of log rows handled.
 
-    Callers that arrive while a drain runs join one batch, which the first of them to
-    get the lock propagates for all (one read of the log, one propagation); the others
-    return when it is done, so each caller's changes are published when it returns,
-    and many commits at once cost one propagation, not one each in turn.
+    Callers that arrive while the log is being read, or while every drain slot is
+    busy, join one batch, which the first of them to read the log propagates for all
+    (one read of the log, one propagation); the others return when it is done, so
+    each caller's changes are published when it returns, and many commits at once
+    cost one propagation, not one each in turn.
 
     The log's own reads and deletes are not counted as propagation work
     (``_metrics``): ``make bench`` reports them as the cost of capture.
     """
     batch = _join_batch(using, touched, created)
-    with _drain_lock(using):
-        if not batch.done:
-            with _draining_guard:
-                if _batches.get(using) is batch:
-                    del _batches[using]  # who arrives from now on joins the next one
-            try:
-                batch.handled = _drain_batch(using, batch, limit)
-            except BaseException as failure:
-                batch.failure = failure
-                raise
-            finally:
-                batch.done = True
+    with _drain_slots(using):
+        ids = _claim(using, batch, limit)
+        if ids is not None:
+            _finish(using, batch, ids)
             return batch.handled
+    batch.done.wait()
     if batch.failure is not None:
         raise batch.failure  # the propagation that carried this caller's changes failed
     return batch.handled
 
 
-def _drain_batch(using: str, batch: _Batch, limit: int) -> int:
-    ids = _read_log(using, limit, batch.touched, batch.created)
-    if batch.touched:
-        propagate_committed(batch.touched, batch.created)
-    if ids:
-        with connections[using].cursor() as cursor:
-            placeholders = ", ".join(["%s"] * len(ids))
-            cursor.execute(f"DELETE FROM {LOG_TABLE} WHERE id IN ({placeholders})", ids)
-        _metrics.count(captured=len(ids))
-    return len(ids)
+def _claim(using: str, batch: _Batch, limit: int) -> list[int] | None:
+    """Take ``batch`` (None if another drain took it) and read the log rows no other
+    drain of this process holds into it; they are in flight until :func:`_finish`."""
+    with _drain_lock(using):
+        with _draining_guard:
+            if batch.claimed:
+                return None
+            batch.claimed = True
+            if _batches.get(using) is batch:
+                del _batches[using]  # who arrives from now on joins the next one
+            skip = set(_in_flight.setdefault(using, set()))
+        try:
+            ids = _read_log(using, limit, batch.touched, batch.created, skip)
+        except BaseException as failure:
+            batch.failure = failure
+            batch.done.set()
+            raise
+        with _draining_guard:
+            _in_flight[using].update(ids)
+        return ids
 
 
-def _read_log(using: str, limit: int, touched: Touched, created: Touched) -> list[int]:
+def _finish(using: str, batch: _Batch, ids: list[int]) -> None:
+    """Propagate a claimed batch, then delete its log rows (kept if it failed: a
+    crash or a later drain handles them again)."""
+    try:
+        if batch.touched:
+            propagate_committed(batch.touched, batch.created)
+        if ids:
+            with connections[using].cursor() as cursor:
+                placeholders = ", ".join(["%s"] * len(ids))
+                cursor.execute(f"DELETE FROM {LOG_TABLE} WHERE id IN ({placeholders})", ids)
+            _metrics.count(captured=len(ids))
+        batch.handled = len(ids)
+    except BaseException as failure:
+        batch.failure = failure
+        raise
+    finally:
+        with _draining_guard:
+            _in_flight[using].difference_update(ids)
+        batch.done.set()
+
+
+def _read_log(
+    using: str, limit: int, touched: Touched, created: Touched, skip: set[int]
+) -> list[int]:
     by_table = {model._meta.db_table: model for model in _registry.tracked_models()}
     ids: list[int] = []
     with connections[using].cursor() as cursor:
         cursor.execute(
             f"SELECT id, table_name, row_pk, operation FROM {LOG_TABLE} ORDER BY id LIMIT %s",
-            [limit],
+            [limit + len(skip)],
         )
         for row_id, table, text_pk, operation in cursor.fetchall():
+            if row_id in skip or len(ids) >= limit:
+                continue
             ids.append(row_id)
             model = by_table.get(table)
             if model is None:
@@ -223,13 +268,69 @@ class Relay:
         self._renewed = 0.0
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rxdjango-relay", daemon=True)
+        #: batches read from the log, for the workers to propagate (None: stop)
+        self._handed: SimpleQueue[tuple[_Batch, list[int]] | None] = SimpleQueue()
+        self._workers = [
+            threading.Thread(target=self._propagate_handed, name=f"rxdjango-relay-{n}", daemon=True)
+            for n in range(CONCURRENT_DRAINS)
+        ]
+        #: a worker's failure, raised by the relay thread (which then starts over)
+        self._failure: BaseException | None = None
 
     def start(self) -> None:
         self._thread.start()
+        for worker in self._workers:
+            worker.start()
 
     def stop(self) -> None:
         self._stopped.set()
         self._thread.join(timeout=5)
+        for _ in self._workers:
+            self._handed.put(None)
+        for worker in self._workers:
+            worker.join(timeout=5)
+
+    def _drain_all(self) -> None:
+        """Read the log until a read finds nothing new, handing each batch read to a
+        worker: the log is read in order, its propagations run side by side (as many
+        as :data:`CONCURRENT_DRAINS`, the slots this process's committing threads use
+        too)."""
+        slots = _drain_slots(self.using)
+        while not self._stopped.is_set():
+            self._raise_failure()
+            if not slots.acquire(timeout=0.5):
+                continue
+            batch = _Batch()
+            try:
+                ids = _claim(self.using, batch, BATCH)
+            except BaseException:
+                slots.release()
+                raise
+            if not ids:
+                slots.release()
+                return
+            self._handed.put((batch, ids))
+
+    def _propagate_handed(self) -> None:
+        kept = KeptConnections()
+        try:
+            while (handed := self._handed.get()) is not None:
+                batch, ids = handed
+                kept.before_call()
+                try:
+                    _finish(self.using, batch, ids)
+                except BaseException as failure:
+                    self._failure = failure
+                finally:
+                    _drain_slots(self.using).release()
+                    kept.after_call()
+        finally:
+            connections.close_all()
+
+    def _raise_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
 
     def _run(self) -> None:
         while not self._stopped.is_set():
@@ -278,17 +379,16 @@ class Relay:
         # does not stay for ever), not while idle.
         enforce_retention(self.using)
         _warn_missing_triggers(self.using)
-        while drain(self.using):  # what was committed while nobody relayed
-            pass
+        self._drain_all()  # what was committed while nobody relayed
         while not self._stopped.is_set():
+            self._raise_failure()
             if not self._leading():
                 return  # another process relays now; wait for the lease again
             if wait(float(rx_settings.RX_CAPTURE_POLL)):
                 # A commit in this process is propagated by its own thread right after
                 # it: let that thread go first rather than both reading the same rows.
                 self._stopped.wait(COMMITTER_FIRST)
-                while drain(self.using) and not self._stopped.is_set():
-                    pass
+                self._drain_all()
 
     def _postgresql_waiter(self) -> Callable[[float], bool]:
         """Woken by the triggers' NOTIFY (on this thread's own connection)."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from asgiref.testing import ApplicationCommunicator
 
-from . import _codec, _state_stream, _subtrees
+from . import _codec, _propagation, _state_stream, _subtrees
 from ._backends import current_backend, reset_backend
 from ._capture import forget_capturing
 from ._db_threads import stop_db_threads
@@ -33,6 +33,7 @@ __all__ = [
     "between_load_layers",
     "reset_state",
     "timeout",
+    "while_propagating",
     "while_sending_state",
 ]
 
@@ -68,6 +69,22 @@ def between_load_layers(callback: Callable[[str], None]) -> Iterator[None]:
         yield
     finally:
         _subtrees.layer_observers.remove(callback)
+
+
+@contextlib.contextmanager
+def while_propagating(callback: Callable[[tuple[str, Any]], None]) -> Iterator[None]:
+    """Call ``callback((channel id, anchor pk))`` each time a propagation of this process
+    is about to change a cached anchor, in the propagating thread, holding what orders
+    that anchor's changes (on Redis, its lock), before it writes anything.
+
+    For tests of what waits on what: a callback that blocks holds that anchor's
+    propagation (or the replay that ends its load) while others go on.
+    """
+    _propagation.propagation_observers.append(callback)
+    try:
+        yield
+    finally:
+        _propagation.propagation_observers.remove(callback)
 
 
 @contextlib.contextmanager

@@ -325,17 +325,17 @@ async def test_when_the_relaying_process_dies_another_takes_over(world, shared_r
 
 
 @pytest.mark.own_backend
-async def test_a_process_killed_holding_a_channel_lock_stalls_the_channel_for_seconds_only(
+async def test_a_process_killed_holding_an_anchor_lock_stalls_the_anchor_for_seconds_only(
     world, shared_redis, tmp_path
 ):
-    """The relaying server dies in the middle of a propagation, holding the channel's
+    """The relaying server dies in the middle of a propagation, holding the anchor's
     lock in Redis: the lock's lease runs out within seconds (not at the lock's longest
     wait), and the other server propagates that change and the next."""
     blocker = tmp_path / "block"
     env = shared_redis.server_env()
     doomed_env = {**env, "RX_TEST_BLOCK_RELAYED_TASK_READS_WHILE": str(blocker)}
     path = f"/ws/job/{world.job.pk}/"
-    lock = Keys(shared_redis.prefix).lock(JobChannel.channel_id)
+    lock, _ = Keys(shared_redis.prefix).lock((JobChannel.channel_id, world.job.pk))
     redis = shared_redis.client()
     with (
         shared_redis.settings(),

@@ -46,6 +46,7 @@ PUBLIC = {
         "between_load_layers",
         "reset_state",
         "timeout",
+        "while_propagating",
         "while_sending_state",
     ],
 }

@@ -17,7 +17,7 @@ from .._audience import assign_all
 from .._change import AnchorRef, FlatRecord
 from .._consistent_reads import consistent_reads
 from .._hub import Hub, Subscriber, only_user
-from .._propagation import Propagator
+from .._propagation import OutOfScope, Propagator
 from .._protocol import CloseCode
 from .._registry import ChannelSpec
 from .._state_model import Key, pk_repr
@@ -34,6 +34,7 @@ from .base import (
     serve_snapshot,
 )
 from .memory_cache import AnchorCache, AnchorStatus, MemoryCache, MemoryStore, MemoryView
+from .memory_locks import LocalAnchorLocks
 
 __all__ = ["EmbeddedBackend"]
 
@@ -50,6 +51,8 @@ class EmbeddedBackend:
         self.spans_processes = False
         self._last_tstamp = 0.0
         self._clock_lock = threading.Lock()
+        #: Order the changes of each anchor (taken before :attr:`cache`'s lock).
+        self.anchor_locks = LocalAnchorLocks()
 
     def clock(self) -> float:
         """Wall-clock seconds, strictly increasing in this process (catch-up relies on it)."""
@@ -75,19 +78,33 @@ class EmbeddedBackend:
         touched: dict[str, set[Any]],
         only: AnchorRef | None = None,
     ) -> None:
-        """Propagate a committed batch of changes to ``channel``'s cached anchors."""
+        """Propagate a committed batch of changes to ``channel``'s cached anchors: those
+        it reaches are locked and changed; changes to others run meanwhile."""
         with self.cache.lock:
             anchors = self.cache.anchors_of(channel.channel_id)
             if not anchors:
                 return
             for anchor in anchors:
                 anchor.note_changes(touched)  # for loads and reloads reading meanwhile
-            try:
-                with consistent_reads(channel.state_model().anchor_model):
-                    self.propagator(channel).apply(touched, self.clock(), only)
-            except Exception:
+        propagator = self.propagator(channel)
+        try:
+            # Groups reaching disjoint anchors, each under its anchors' locks alone: a
+            # slow anchor in a batch does not hold up the others.
+            for group, scope in propagator.partition(touched, only):
+                while True:
+                    try:
+                        with (
+                            self.anchor_locks.held(scope),
+                            consistent_reads(channel.state_model().anchor_model),
+                        ):
+                            propagator.apply(group, self.clock(), only, scope)
+                        break
+                    except OutOfScope as wider:
+                        scope |= wider.refs  # moved into another anchor meanwhile: lock it too
+        except Exception:
+            with self.cache.lock:
                 self._recover(channel)
-                raise
+            raise
 
     def _recover(self, channel: ChannelSpec) -> None:
         """Propagation failed midway: no cached anchor of ``channel`` can be trusted.
@@ -115,7 +132,8 @@ class EmbeddedBackend:
         root = (channel.state_model().root.instance_type, anchor_pk)
 
         def begin() -> Hot | Wait | Load:
-            with self.cache.lock:
+            # The anchor's lock: a snapshot never shows a propagation half applied.
+            with self.anchor_locks.held([ref]), self.cache.lock:
                 self._expire_idle()
                 anchor = self.cache.get(ref)
                 if anchor is not None and anchor.status is AnchorStatus.HOT:
@@ -141,28 +159,32 @@ class EmbeddedBackend:
                 if self.cache.get(ref) is anchor:
                     self.cache.drop(ref)
             raise
-        with self.cache.lock:
-            anchor.close_journal(journal)
-            if self.cache.get(ref) is not anchor:
-                return RETRY  # cleared or taken over meanwhile
-            self.loads += 1
-            if anchor.root not in records:
-                self.cache.drop(ref)
-                return None
-            assigned = assign_all(records, anchor.root, channel.state_model())
-            self.cache.put_many(anchor, assigned.values())
-            anchor.status = AnchorStatus.HOT
-            anchor.loaded.set()
+        with self.anchor_locks.held([ref]):
+            with self.cache.lock:
+                anchor.close_journal(journal)
+                if self.cache.get(ref) is not anchor:
+                    return RETRY  # cleared or taken over meanwhile
+                self.loads += 1
+                if anchor.root not in records:
+                    self.cache.drop(ref)
+                    return None
+                assigned = assign_all(records, anchor.root, channel.state_model())
+                self.cache.put_many(anchor, assigned.values())
+                anchor.status = AnchorStatus.HOT
+            # Hot: a change propagated from now on waits for this anchor's lock, and
+            # finds the changes noted while it loaded replayed.
             self._replay(channel, anchor, journal)
+            anchor.loaded.set()
         return True
 
     def _replay(
         self, channel: ChannelSpec, anchor: AnchorCache, journal: dict[str, set[Any]]
     ) -> None:
-        """Bring a just-(re)loaded anchor to the present (cache lock held)."""
+        """Bring a just-(re)loaded anchor to the present (its anchor lock held)."""
 
         def distrust() -> None:
-            self.cache.drop(anchor.ref)
+            with self.cache.lock:
+                self.cache.drop(anchor.ref)
             self.hub.close_topic(anchor.ref, CloseCode.TIMEOUT)
 
         propagator = self.propagator(channel)
@@ -228,9 +250,11 @@ class EmbeddedBackend:
             with self.cache.lock:
                 anchor.close_journal(journal)
             raise
-        with self.cache.lock:
-            anchor.close_journal(journal)
-            if self.cache.get(ref) is anchor:
+        with self.anchor_locks.held([ref]):
+            with self.cache.lock:
+                anchor.close_journal(journal)
+                current = self.cache.get(ref) is anchor
+            if current:
                 view = MemoryView(self.store, anchor)
                 self.propagator(channel).replace_all(view, fresh, self.clock())
                 self._replay(channel, anchor, journal)

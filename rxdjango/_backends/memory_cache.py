@@ -5,9 +5,12 @@ whom, and the anchor's cache status. Across anchors it keeps an index from a
 record key to the anchors that hold it, which is how a change finds the
 anchors it affects without querying the database.
 
-Concurrency: every method must be called with :attr:`MemoryCache.lock` held
-(it is reentrant). Changes are applied and published under that lock, so the
-order in which clients see changes equals the order the cache applied them.
+Concurrency: every method of :class:`MemoryCache` must be called with its
+:attr:`~MemoryCache.lock` held (it is reentrant), and a view's changes hold it for
+each step. What orders the changes of one anchor, so that its clients see them in
+the order the cache applied them, is the anchor's own lock
+(:mod:`.memory_locks`): a propagation holds it from reading the changed rows to
+publishing, and so do the load and the reload that end by replaying changes.
 """
 
 from __future__ import annotations
@@ -167,14 +170,16 @@ class MemoryCache:
         anchor.records[record.key] = record
         for ref in record.refs:
             anchor.referrers.setdefault(ref, set()).add(record.key)
-        self._index.setdefault(record.key, set()).add(anchor.ref)
+        if self._anchors.get(anchor.ref) is anchor:  # not dropped under its propagation
+            self._index.setdefault(record.key, set()).add(anchor.ref)
         return previous
 
     def remove(self, anchor: AnchorCache, key: Key) -> FlatRecord | None:
         record = anchor.records.pop(key, None)
         if record is not None:
             self._unlink(anchor, record)
-            self._unindex(key, anchor.ref)
+            if self._anchors.get(anchor.ref) is anchor:
+                self._unindex(key, anchor.ref)
         return record
 
     def put_many(self, anchor: AnchorCache, records: Iterable[FlatRecord]) -> None:
@@ -219,17 +224,20 @@ class MemoryStore:
         self.publisher = publisher
 
     def anchors_containing(self, keys: Iterable[Key]) -> dict[Key, set[AnchorRef]]:
-        return self.cache.anchors_containing_many(keys)
+        with self.cache.lock:
+            return self.cache.anchors_containing_many(keys)
 
     def open(self, ref: AnchorRef) -> MemoryView | None:
-        anchor = self.cache.get(ref)
-        if anchor is None or anchor.status is not AnchorStatus.HOT:
-            return None
-        return MemoryView(self, anchor)
+        with self.cache.lock:
+            anchor = self.cache.get(ref)
+            if anchor is None or anchor.status is not AnchorStatus.HOT:
+                return None
+            return MemoryView(self, anchor)
 
 
 class MemoryView:
-    """A hot in-memory anchor; changes apply at once (the caller holds the cache lock)."""
+    """A hot in-memory anchor; changes apply at once, each under the cache lock (the
+    caller holds the anchor's lock, so nothing else changes this anchor meanwhile)."""
 
     def __init__(self, store: MemoryStore, anchor: AnchorCache) -> None:
         self.store = store
@@ -250,16 +258,20 @@ class MemoryView:
         return self.anchor.referrers.get(key, set())
 
     def put(self, record: FlatRecord) -> FlatRecord | None:
-        return self.store.cache.put(self.anchor, record)
+        with self.store.cache.lock:
+            return self.store.cache.put(self.anchor, record)
 
     def remove(self, key: Key) -> FlatRecord | None:
-        return self.store.cache.remove(self.anchor, key)
+        with self.store.cache.lock:
+            return self.store.cache.remove(self.anchor, key)
 
     def all_records(self) -> dict[Key, FlatRecord]:
-        return dict(self.anchor.records)
+        with self.store.cache.lock:
+            return dict(self.anchor.records)
 
     def drop(self) -> None:
-        self.store.cache.drop(self.ref)
+        with self.store.cache.lock:
+            self.store.cache.drop(self.ref)
 
     def save(self) -> None:
         pass
@@ -269,6 +281,8 @@ class MemoryView:
     ) -> None:
         for target, frame in frames:
             self.store.publisher.publish(self.ref, frame, target, retained)
-        self.anchor.remember(changes, int(rx_settings.RX_HISTORY_SIZE))
-        if self.store.cache.get(self.ref) is not self.anchor:
+        with self.store.cache.lock:
+            self.anchor.remember(changes, int(rx_settings.RX_HISTORY_SIZE))
+            gone = self.store.cache.get(self.ref) is not self.anchor
+        if gone:
             self.store.publisher.anchor_gone(self.ref)

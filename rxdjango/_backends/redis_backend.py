@@ -7,8 +7,9 @@ published once per anchor.
 
 Invariants:
 
-* Propagation, the end of a load and dropping an anchor take the channel's
-  lock, so records, history and frames of one channel change in one order.
+* Propagation, the end of a load and dropping an anchor take the anchor's lock
+  (:mod:`.redis_locks`), so records, history and frames of one anchor change in one
+  order, and anchors never wait for each other.
 * An anchor is hot only in the current *epoch* (:mod:`.redis_epochs`).
 * Nothing counts watchers: each process keeps a lease per watched anchor,
   renewed by its heartbeat, so a crashed process stops counting by itself
@@ -26,7 +27,7 @@ import atexit
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from queue import SimpleQueue
@@ -45,7 +46,7 @@ from .. import _codec, _loader, _registry, _telemetry
 from .._change import AnchorRef, FlatRecord
 from .._consistent_reads import consistent_reads
 from .._hub import Hub, Subscriber, only_user
-from .._propagation import Propagator
+from .._propagation import OutOfScope, Propagator
 from .._protocol import Envelope
 from .._registry import ChannelSpec
 from .._state_model import Key, pk_repr
@@ -54,7 +55,7 @@ from .base import read_anchor
 from .redis_epochs import Epochs
 from .redis_fanout import Listener, envelope
 from .redis_loading import Loading
-from .redis_locks import ChannelLocks
+from .redis_locks import AnchorLocks
 from .redis_scripts import (
     ADMIT_SCRIPT,
     BEGIN_SCRIPT,
@@ -81,6 +82,14 @@ logger = logging.getLogger("rxdjango")
 JOURNAL_SIZE = 10_000
 
 
+class _ApplyFailed(Exception):
+    """A propagation failed while changing anchors (not on Redis): they reload."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class RedisBackend(Epochs, Loading, Upkeep):
     """Cache, loading, expiry and fan-out for a deployment of many processes."""
 
@@ -102,7 +111,7 @@ class RedisBackend(Epochs, Loading, Upkeep):
         self._remember = self.redis.register_script(HISTORY_SCRIPT)
         self._admit = self.redis.register_script(ADMIT_SCRIPT)
         self._lease = self.redis.register_script(LEASE_SCRIPT)
-        self._locks = ChannelLocks(self.redis)
+        self._locks = AnchorLocks(self.redis)
         #: connection id -> user id, for the connections this process serves
         self._connections: dict[str, Any] = {}
         #: user id -> when this process last renewed the TTL of the user's connection set
@@ -147,8 +156,8 @@ class RedisBackend(Epochs, Loading, Upkeep):
                 self._maintenance.start()
                 atexit.register(self._last_chance)
 
-    def _locked(self, channel_id: str) -> AbstractContextManager[None]:
-        return self._locks.held(self.keys.lock(channel_id))
+    def _locked(self, refs: Iterable[AnchorRef]) -> AbstractContextManager[None]:
+        return self._locks.held([self.keys.lock(ref) for ref in refs])
 
     def _store(self) -> RedisStore:
         """A store on the current epoch (cheap: the scripts are registered once)."""
@@ -166,54 +175,89 @@ class RedisBackend(Epochs, Loading, Upkeep):
         touched: dict[str, set[Any]],
         only: AnchorRef | None = None,
     ) -> None:
-        """Propagate a committed batch to the channel's hot anchors, in any process."""
+        """Propagate a committed batch to the channel's hot anchors, in any process.
+
+        The batch is journaled first, then the anchors it reaches are locked and
+        changed: a loader makes its anchor findable before it reads the journal, so a
+        change is either replayed by the loader or finds the anchor hot. Changes to
+        other anchors run meanwhile, in this process and in others.
+        """
         channel_id = channel.channel_id
         if self._needs_new_epoch:
             self._start_new_epoch()
-        recovered = False
+        reached: set[AnchorRef] = set()
         try:
             if not self.redis.scard(self.keys.anchors(channel_id)):
                 return  # nothing cached, nothing loading: nobody to tell
-            with self._locked(channel_id):
+            encoded = {kind: sorted(pks, key=repr) for kind, pks in touched.items()}
+            self.redis.xadd(
+                self.keys.journal(channel_id),
+                {"t": _codec.encode_bytes(encoded)},
+                maxlen=JOURNAL_SIZE,
+                approximate=True,
+            )
+            while True:
+                # Anchors are found hot only in this process's epoch: adopt the current one
+                # first, and start over if it changed while the groups were applied.
                 self._check_epoch()
-                tstamp = self.clock()
-                encoded = {kind: sorted(pks, key=repr) for kind, pks in touched.items()}
-                self.redis.xadd(
-                    self.keys.journal(channel_id),
-                    {"t": _codec.encode_bytes(encoded)},
-                    maxlen=JOURNAL_SIZE,
-                    approximate=True,
-                )
-                try:
-                    with consistent_reads(channel.state_model().anchor_model):
-                        self._propagator(channel).apply(touched, tstamp, only)
-                except RedisError:
-                    raise
-                except Exception:
-                    self._recover(channel)
-                    recovered = True
-                    raise
+                epoch = self.epoch
+                # Groups reaching disjoint anchors, each under its anchors' locks alone: a
+                # slow anchor in a batch does not hold up the others.
+                for group, scope in self._propagator(channel).partition(touched, only):
+                    while True:
+                        try:
+                            self._apply_locked(channel, group, only, scope)
+                            break
+                        except OutOfScope as wider:
+                            scope |= wider.refs  # moved into another anchor: lock it too
+                        finally:
+                            reached |= scope
+                if self.epoch == epoch:
+                    return
+        except _ApplyFailed as failed:
+            # Which anchors missed the change is unknown past the failure: every anchor
+            # of the channel reloads.
+            self._recover(reached | set(self._anchor_refs(channel_id)))
+            raise failed.error from None
         except Exception as failure:
             if isinstance(failure, RedisError):
                 _telemetry.redis_errors.inc()
-            if not recovered:
-                # The cache may now miss this change: as soon as Redis answers, a new
-                # epoch makes every client reload.
-                self._needs_new_epoch = True
-                self._start_new_epoch()
+            # The cache may now miss this change: as soon as Redis answers, a new epoch
+            # makes every client reload.
+            self._needs_new_epoch = True
+            self._start_new_epoch()
             raise
 
-    def _recover(self, channel: ChannelSpec) -> None:
-        """Propagation failed midway: drop the channel's anchors, close their clients
-        with 4408 (they reconnect and reload with resync). Channel lock held."""
-        for ref in self._anchor_refs(channel.channel_id):
-            self._purge(ref)
-            self._close_clients(ref)
+    def _apply_locked(
+        self,
+        channel: ChannelSpec,
+        touched: dict[str, set[Any]],
+        only: AnchorRef | None,
+        scope: set[AnchorRef],
+    ) -> None:
+        """Apply the batch to the anchors of ``scope``, their locks held."""
+        with self._locked(scope):
+            self._check_epoch()
+            try:
+                with consistent_reads(channel.state_model().anchor_model):
+                    self._propagator(channel).apply(touched, self.clock(), only, scope)
+            except (OutOfScope, RedisError):
+                raise
+            except Exception as error:
+                raise _ApplyFailed(error) from error
+
+    def _recover(self, refs: set[AnchorRef]) -> None:
+        """Propagation failed midway: drop ``refs`` and close their clients with 4408
+        (they reconnect and reload with resync)."""
+        for ref in sorted(refs, key=repr):
+            with self._locked([ref]):
+                self._purge(ref)
+                self._close_clients(ref)
 
     # -- loading ------------------------------------------------------------------------
 
     def _purge(self, ref: AnchorRef) -> None:
-        """Forget the anchor's keys and index entries (channel lock held)."""
+        """Forget the anchor's keys and index entries (its lock held)."""
         self._store().purge(ref)
 
     def _anchor_refs(self, channel_id: str) -> list[AnchorRef]:
@@ -227,7 +271,10 @@ class RedisBackend(Epochs, Loading, Upkeep):
         channel = _registry.spec_by_id(ref[0])
         if channel is None:
             return False
-        with self._locked(ref[0]):
+        with self._locked([ref]):
+            # Again under the lock: a new epoch may have been started while it waited,
+            # and an anchor hot in it must not look stale to this process.
+            self._check_epoch()
             status, epoch = self.redis.hmget(self.keys.meta(ref), "status", "epoch")
             hot = status == b"hot" and epoch is not None and epoch.decode() == self.epoch
             if not hot:
@@ -247,7 +294,7 @@ class RedisBackend(Epochs, Loading, Upkeep):
             mark = self._journal_position(ref[0])
         root = (channel.state_model().root.instance_type, ref[1])
         fresh = read_anchor(channel, root, self.clock())
-        with self._locked(ref[0]):
+        with self._locked([ref]):
             propagator = self._propagator(channel)
             view = propagator.store.open(ref)
             if view is not None:

@@ -3,7 +3,7 @@
 A cold anchor is loaded by the one caller (of any process) that wins its lease
 (``BEGIN_SCRIPT``); the others wait, and take over if the lease runs out. The loader
 notes the channel's journal position, reads the anchor at one moment of the
-database, writes it under the channel's lock, then replays every change journaled
+database, writes it under the anchor's lock, then replays every change journaled
 since that position. A hot anchor is served as a :class:`~.redis_snapshot.StreamedSnapshot`,
 or as a catch-up from its history. :class:`Loading` is that part of
 :class:`~.redis_backend.RedisBackend`.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -65,7 +66,7 @@ class Loading:
         def _now_ms(self) -> float: ...
         def _ready(self) -> None: ...
         def _check_epoch(self) -> None: ...
-        def _locked(self, channel_id: str) -> AbstractContextManager[None]: ...
+        def _locked(self, refs: Iterable[AnchorRef]) -> AbstractContextManager[None]: ...
         def _purge(self, ref: AnchorRef) -> None: ...
         def _store(self) -> RedisStore: ...
         def _propagator(self, channel: ChannelSpec) -> Propagator: ...
@@ -105,8 +106,8 @@ class Loading:
 
     def _drop_stale(self, ref: AnchorRef) -> None:
         """Purge an anchor cached in an older epoch or key layout."""
-        self._check_epoch()  # the anchor may be newer than what we knew
-        with self._locked(ref[0]):
+        with self._locked([ref]):
+            self._check_epoch()  # the anchor may be newer than what we knew
             epoch, layout = self.redis.hmget(self.keys.meta(ref), "epoch", "layout")
             if (epoch is not None and epoch.decode() != self.epoch) or (layout != LAYOUT.encode()):
                 self._purge(ref)
@@ -122,7 +123,7 @@ class Loading:
         except BaseException:
             self._abandon(ref, token)
             raise
-        with self._locked(channel_id):
+        with self._locked([ref]):
             status, owner = self.redis.hmget(self.keys.meta(ref), "status", "token")
             if status != b"heating" or owner is None or owner.decode() != token:
                 return RETRY  # cleared, or taken over after our lease ran out
@@ -132,12 +133,14 @@ class Loading:
             self._write_loaded(channel, ref, records, tstamp)
             self.loads += 1
             if not self._replay(channel, ref, mark):
+                # Hot for a moment: a client that began reading it reloads too.
+                self._close_clients(ref)
                 return RETRY
         return True
 
     def _replay(self, channel: ChannelSpec, ref: AnchorRef, mark: JournalMark) -> bool:
         """Apply the changes journaled since ``mark`` to the anchor just written from a
-        read that saw the database before them (channel lock held).
+        read that saw the database before them (anchor lock held).
 
         False if the journal lost some of them: the anchor is purged, the caller loads
         again. If applying them fails the anchor cannot be trusted: purged, clients reload.
@@ -181,9 +184,22 @@ class Loading:
     def _journal_since(
         self, channel_id: str, added_before: int, last_id: str
     ) -> dict[str, set[Any]] | None:
-        """Change batches journaled after the mark; None if some were trimmed away."""
-        added_now, _ = self._journal_position(channel_id)
-        entries = self.redis.xrange(self.keys.journal(channel_id), min=f"({last_id}")
+        """Change batches journaled after the mark; None if some were trimmed away.
+
+        The count and the entries are read in one transaction: other processes append
+        to the journal meanwhile (counted apart, an append in between would look like
+        an entry lost, and the anchor would be dropped under the clients reading it).
+        """
+        journal = self.keys.journal(channel_id)
+        tx = self.redis.pipeline(transaction=True)
+        tx.xinfo_stream(journal)
+        tx.xrange(journal, min=f"({last_id}")
+        info, entries = tx.execute(raise_on_error=False)
+        if isinstance(info, ResponseError):  # no journal (any more)
+            return {} if added_before == 0 else None
+        if isinstance(info, Exception):
+            raise info
+        added_now = int(info["entries-added"])
         if added_now < added_before or len(entries) != added_now - added_before:
             return None
         touched: dict[str, set[Any]] = {}

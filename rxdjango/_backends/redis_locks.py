@@ -1,70 +1,135 @@
-"""Channel locks in Redis that a dead process gives up within seconds.
+"""Anchor locks in Redis: waiters sleep until woken, a dead holder frees them in seconds.
 
-A channel's lock serializes its propagations and anchor installs across processes.
-It must outlive any propagation, however long (a 10,000-row ``update()``), yet a
-process killed while holding it must not stall the channel for long. So the lock is
-a short lease (:data:`LEASE_SECONDS`) that one keeper thread per process renews while
-it is held: a live holder keeps it as long as it needs, a dead one loses it when its
-lease runs out.
+An anchor's lock orders the propagations, loads and drops of that anchor across
+processes; different anchors never wait for each other. A lock must outlive any
+propagation, however long (a 10,000-row ``update()``), yet a process killed while
+holding it must not stall the anchor for long. So it is a short lease
+(:data:`LEASE_SECONDS`) that one keeper thread per process renews while held.
+
+Nobody polls: a waiter blocks on the lock's wake list (``BLPOP``) and the holder
+pushes to it when it lets go, so the next one runs as soon as the lock is free;
+if the holder died, the wait ends with its lease. Locks of several anchors are
+taken in one order (their keys sorted), so two holders never wait on each other.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
 
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import _telemetry
 from ..exceptions import RxDjangoError
 
-__all__ = ["LEASE_SECONDS", "WAIT_SECONDS", "ChannelLocks"]
+__all__ = ["LEASE_SECONDS", "WAIT_SECONDS", "AnchorLocks", "LockKeys"]
 
 logger = logging.getLogger("rxdjango")
 
-#: How long a channel lock outlives its holder's last renewal (renewed every third).
+#: How long a lock outlives its holder's last renewal (renewed every third).
 LEASE_SECONDS = 5.0
-#: Longest a propagation or load waits for a channel's lock before it fails.
+#: Longest a propagation or load waits for an anchor's lock before it fails.
 WAIT_SECONDS = 60.0
+#: Longest one blocking wait on a wake list (a client's socket timeout may be short).
+_WAIT_SLICE = 1.0
+
+#: KEYS: lock. ARGV: token, lease ms. Returns 0 if taken, else ms left of the holder's lease.
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+local left = redis.call('PTTL', KEYS[1])
+if left < 0 then return 1 end
+return left
+"""
+
+#: KEYS: lock, wake list. ARGV: token, lease ms. Frees the lock and wakes one waiter.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('LPUSH', KEYS[2], '1')
+redis.call('LTRIM', KEYS[2], 0, 0)
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+#: KEYS: lock. ARGV: token, lease ms. Extends the lease if still held.
+_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+
+LockKeys = tuple[str, str]
+"""An anchor's lock key and the key of its wake list (one hash slot)."""
 
 
-class ChannelLocks:
-    """The channel locks of one process, each renewed while held."""
+class AnchorLocks:
+    """The anchor locks held by one process, each renewed while held."""
 
     def __init__(self, redis: Any, lease: float = LEASE_SECONDS) -> None:
         self.redis = redis
-        self.lease = lease
-        self._held: dict[int, Any] = {}
+        self.lease_ms = int(lease * 1000)
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._release = redis.register_script(_RELEASE)
+        self._renew = redis.register_script(_RENEW)
+        #: lock key -> token, for every lock this process holds
+        self._held: dict[str, str] = {}
         self._guard = threading.Lock()
         self._keeper: threading.Thread | None = None
         self._stopped = threading.Event()
 
     @contextmanager
-    def held(self, key: str) -> Iterator[None]:
-        """Hold the lock at ``key`` for the block (waiting up to :data:`WAIT_SECONDS`)."""
-        lock = self.redis.lock(
-            key, timeout=self.lease, sleep=0.002, blocking_timeout=WAIT_SECONDS, thread_local=False
-        )
-        if not lock.acquire():
-            raise RxDjangoError(f"timed out waiting for the Redis lock {key}")
-        with self._guard:
-            self._held[id(lock)] = lock
-            self._start_keeper()
+    def held(self, locks: Iterable[LockKeys]) -> Iterator[None]:
+        """Hold every lock of ``locks`` for the block, taken in key order (each waited
+        for up to :data:`WAIT_SECONDS`)."""
+        taken: list[tuple[LockKeys, str]] = []
         try:
+            for lock in sorted(set(locks)):
+                taken.append((lock, self._take(lock)))
             yield
         finally:
-            with self._guard:
-                del self._held[id(lock)]
-            try:
-                lock.release()
-            except (LockError, RedisError):
-                logger.warning("rxdjango: the Redis lock %s expired before release", key)
+            for lock, token in reversed(taken):
+                self._let_go(lock, token)
 
     def stop(self) -> None:
         self._stopped.set()
+
+    def _take(self, lock: LockKeys) -> str:
+        key, wake = lock
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + WAIT_SECONDS
+        while True:
+            left_ms = int(self._acquire(keys=[key], args=[token, self.lease_ms]))
+            if left_ms == 0:
+                with self._guard:
+                    self._held[key] = token
+                    self._start_keeper()
+                return token
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RxDjangoError(f"timed out waiting for the Redis lock {key}")
+            # Woken by the holder's release, else when its lease ends (it died). A
+            # client whose socket timeout is shorter than the wait times out: try again.
+            with suppress(RedisTimeoutError):
+                self.redis.blpop(
+                    [wake],
+                    timeout=round(max(0.001, min(left_ms / 1000, remaining, _WAIT_SLICE)), 3),
+                )
+
+    def _let_go(self, lock: LockKeys, token: str) -> None:
+        key, wake = lock
+        with self._guard:
+            self._held.pop(key, None)
+        try:
+            if not self._release(keys=[key, wake], args=[token, self.lease_ms]):
+                logger.warning("rxdjango: the Redis lock %s expired before release", key)
+        except RedisError as error:
+            _telemetry.redis_errors.inc()
+            logger.warning("rxdjango: could not release the Redis lock %s (%s)", key, error)
 
     def _start_keeper(self) -> None:
         if self._keeper is None or not self._keeper.is_alive():
@@ -75,14 +140,12 @@ class ChannelLocks:
 
     def _keep(self) -> None:
         """Renew every held lock a few times per lease."""
-        while not self._stopped.wait(self.lease / 3):
+        while not self._stopped.wait(self.lease_ms / 3000):
             with self._guard:
-                held = list(self._held.values())
-            for lock in held:
+                held = list(self._held.items())
+            for key, token in held:
                 try:
-                    lock.reacquire()
-                except LockError:
-                    pass  # released (or lost) meanwhile: its holder finds out on release
+                    self._renew(keys=[key], args=[token, self.lease_ms])
                 except RedisError as error:
                     _telemetry.redis_errors.inc()
                     logger.warning("rxdjango: could not renew a Redis lock (%s)", error)

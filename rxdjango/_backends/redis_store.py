@@ -10,11 +10,12 @@ on Redis Cluster)::
     <p>:{<channel>|<pk>}:meta    hash  status, epoch, root, lease, tstamps
     <p>:{<channel>|<pk>}:hist    list  "<tstamp>|<change>" for reconnect catch-up
     <p>:{<channel>|<pk>}:watch   zset  process id -> deadline of its heartbeat (ms)
+    <p>:{<channel>|<pk>}:lock    string  orders propagation, loads and drops of the anchor
+    <p>:{<channel>|<pk>}:wake    list    woken waiters of that lock (redis_locks)
 
 Per channel (hash tag of the channel)::
 
     <p>:{<channel>}:anchors  set     anchor pks (JSON) with keys in Redis
-    <p>:{<channel>}:lock     string  serializes propagation, loads and drops
     <p>:{<channel>}:journal  stream  every change batch (loaders replay what they missed)
 
 Across channels: ``<p>:idx:<record key>`` (set of anchor refs holding the
@@ -217,8 +218,10 @@ class Keys:
     def anchors(self, channel_id: str) -> str:
         return f"{self.prefix}:{{{channel_id}}}:anchors"
 
-    def lock(self, channel_id: str) -> str:
-        return f"{self.prefix}:{{{channel_id}}}:lock"
+    def lock(self, ref: AnchorRef) -> tuple[str, str]:
+        """The anchor's lock and its wake list (kept apart from the anchor's data: a
+        purge under the lock leaves the lock alone)."""
+        return self._anchor(ref, "lock"), self._anchor(ref, "wake")
 
     def journal(self, channel_id: str) -> str:
         return f"{self.prefix}:{{{channel_id}}}:journal"
@@ -237,8 +240,8 @@ class Keys:
 class RedisStore:
     """The :class:`~rxdjango._propagation.AnchorStore` on Redis.
 
-    Used only while holding the channel's lock, so views may read, compute and
-    write without other writers interleaving.
+    Views are opened for changes only while holding their anchor's lock, so they may
+    read, compute and write without other writers interleaving.
     """
 
     def __init__(self, redis: Any, keys: Keys, epoch: str, envelope: Any, remember: Any) -> None:
@@ -254,7 +257,7 @@ class RedisStore:
     def write_anchor(
         self, ref: AnchorRef, records: dict[Key, FlatRecord], meta: dict[str, Any]
     ) -> None:
-        """Store a loaded anchor and make it hot with ``meta`` (channel lock held).
+        """Store a loaded anchor and make it hot with ``meta`` (anchor lock held).
 
         Index entries first, then records, referrers and meta in one transaction: a
         crash in between leaves index entries too many, never too few.
@@ -287,7 +290,7 @@ class RedisStore:
         tx.execute()
 
     def purge(self, ref: AnchorRef) -> None:
-        """Forget the anchor's keys, then its index entries (channel lock held)."""
+        """Forget the anchor's keys, then its index entries (anchor lock held)."""
         held = [field_key(k) for k in self.redis.hkeys(self.keys.rec(ref))]
         self.redis.delete(*[k for k in self.keys.anchor_keys(ref) if not k.endswith(":watch")])
         self.redis.srem(self.keys.anchors(ref[0]), orjson.dumps(ref[1]))

@@ -70,7 +70,8 @@ class Upkeep:
         def _now_ms(self) -> float: ...
         def _ensure_epoch(self, replace: bool = False) -> None: ...
         def _submit(self, command: Callable[..., Any], *args: Any) -> None: ...
-        def _locked(self, channel_id: str) -> Any: ...
+        def _locked(self, refs: list[AnchorRef]) -> Any: ...
+        def _check_epoch(self) -> None: ...
         def _purge(self, ref: AnchorRef) -> None: ...
         def _anchor_refs(self, channel_id: str) -> list[AnchorRef]: ...
 
@@ -203,7 +204,8 @@ class Upkeep:
             spec = _registry.spec_by_id(ref[0])
             if spec is not None and spec.optimize_anchors and not live:
                 # Meta.optimize_anchors: an anchor nobody watches is not kept up to date.
-                with self._locked(ref[0]):
+                with self._locked([ref]):
+                    self._check_epoch()  # an anchor of a newer epoch is not garbage
                     if self._idleness(ref, 0, claim=True) is not _Idle.KEEP:
                         self._purge(ref)
 
@@ -223,7 +225,8 @@ class Upkeep:
                     expired.append(ref)
                 if dry_run or verdict is _Idle.KEEP:
                     continue
-                with self._locked(ref[0]):
+                with self._locked([ref]):
+                    self._check_epoch()  # an anchor of a newer epoch is not garbage
                     if self._idleness(ref, ttl_ms, claim=True) is not _Idle.KEEP:
                         self._purge(ref)
                         self.redis.delete(self.keys.watch(ref))

@@ -13,10 +13,10 @@ from django.db.backends.signals import connection_created
 
 def block_task_reads_while(path: str, in_relay: bool = False) -> None:
     """While ``path`` exists, reads of tasks wait: a load's (``in_relay`` False) or the
-    change relay's, which reads under the channel lock (``in_relay`` True)."""
+    change relay's, which reads holding the anchor's lock (``in_relay`` True)."""
 
     def wait_while_blocked(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        relaying = threading.current_thread().name == "rxdjango-relay"
+        relaying = threading.current_thread().name.startswith("rxdjango-relay")
         reads_tasks = '"jobs_task"' in sql and sql.lstrip().upper().startswith("SELECT")
         if reads_tasks and relaying == in_relay:
             while os.path.exists(path):

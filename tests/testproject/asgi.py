@@ -24,7 +24,7 @@ if os.environ.get("RX_TEST_BLOCK_TASK_READS_WHILE"):
 
 if os.environ.get("RX_TEST_BLOCK_RELAYED_TASK_READS_WHILE"):
     # Test hook (the killed-lock-holder test): the change relay's reads of the task table
-    # wait while the file exists, holding the channel lock.
+    # wait while the file exists, holding the anchor's lock.
     from jobs.blocking import block_task_reads_while
 
     block_task_reads_while(os.environ["RX_TEST_BLOCK_RELAYED_TASK_READS_WHILE"], in_relay=True)

@@ -1,0 +1,135 @@
+"""Changes to different anchors never wait for each other.
+
+One anchor's propagation is held on a hook (:func:`rxdjango.testing.while_propagating`)
+while a change to another anchor commits: that change reaches its client meanwhile.
+The same with the replay that ends a cold load, which holds its anchor the same way.
+Writers are threads of the serving process, each propagating its own commit, as
+Django views and actions do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async as db
+from django.db import connections
+
+from rxdjango.testing import between_load_layers, timeout, while_propagating
+
+from jobs.channels import JobChannel
+from jobs.models import Job, Task
+from jobs.serializers import JobSerializer
+from support import connect, converges, expected_state, receive
+
+pytestmark = [pytest.mark.own_backend]
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def backend(request, in_process) -> Iterator[None]:
+    """Each test on the embedded backend and on Redis."""
+    if request.param == "embedded":
+        yield
+    else:
+        with request.getfixturevalue("shared_redis").settings():
+            yield
+
+
+class Hold:
+    """Blocks the propagations of one anchor until released."""
+
+    def __init__(self, anchor_pk: Any) -> None:
+        self.ref = (JobChannel.channel_id, anchor_pk)
+        self.entered = threading.Event()
+        self.released = threading.Event()
+
+    def __call__(self, ref: tuple[str, Any]) -> None:
+        if ref == self.ref:
+            self.entered.set()
+            assert self.released.wait(timeout(4)), "never released"
+
+
+@contextmanager
+def writer(func: Any, *args: Any) -> Iterator[threading.Thread]:
+    """``func(*args)`` in a thread of its own (its commit propagates there)."""
+
+    def run() -> None:
+        try:
+            func(*args)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        thread.join(timeout(4))
+
+
+def rename(pk: int, title: str) -> None:
+    task = Task.objects.get(pk=pk)
+    task.title = title
+    task.save()
+
+
+def state_of(job_pk: int, user: Any) -> Any:
+    """The job's state as ``user`` sees it, read when called."""
+    return lambda: expected_state(JobSerializer, Job.objects.get(pk=job_pk), user)
+
+
+async def test_a_held_propagation_of_one_anchor_does_not_delay_another(world, backend, application):
+    other_task = await db(Task.objects.create)(job=world.other_job, title="elsewhere")
+    held = await connect(application, f"/ws/job/{world.job.pk}/", world.tokens["alice"])
+    free = await connect(application, f"/ws/job/{world.other_job.pk}/", world.tokens["alice"])
+    hold = Hold(world.job.pk)
+    with (
+        while_propagating(hold),
+        writer(rename, world.tasks[0].pk, "held on the hook"),
+    ):
+        assert await asyncio.to_thread(hold.entered.wait, timeout(2))
+        with writer(rename, other_task.pk, "arrives meanwhile"):
+            await converges(receive(free), free.state, state_of(world.other_job.pk, world.alice))
+        assert not hold.released.is_set()  # the first propagation is still held
+        hold.released.set()
+    await converges(receive(held), held.state, state_of(world.job.pk, world.alice))
+    titles = [task["title"] for task in held.state.tree()["tasks"]]
+    assert "held on the hook" in titles
+    await held.disconnect()
+    await free.disconnect()
+
+
+async def test_the_replay_ending_a_cold_load_does_not_delay_another_anchor(
+    world, backend, application
+):
+    other_task = await db(Task.objects.create)(job=world.other_job, title="elsewhere")
+    free = await connect(application, f"/ws/job/{world.other_job.pk}/", world.tokens["alice"])
+    hold = Hold(world.job.pk)
+    committed = threading.Event()
+
+    def commit_once(instance_type: str) -> None:
+        # A change to the loading anchor commits mid-load: the load replays it.
+        if not committed.is_set():
+            committed.set()
+            with writer(rename, world.tasks[1].pk, "committed while loading"):
+                pass
+
+    with between_load_layers(commit_once), while_propagating(hold):
+        loading = asyncio.create_task(
+            connect(application, f"/ws/job/{world.job.pk}/", world.tokens["alice"])
+        )
+        assert await asyncio.to_thread(hold.entered.wait, timeout(2))
+        with writer(rename, other_task.pk, "arrives meanwhile"):
+            await converges(receive(free), free.state, state_of(world.other_job.pk, world.alice))
+        assert not loading.done()  # the load is still held in its replay
+        hold.released.set()
+        late = await loading
+    await converges(receive(late), late.state, state_of(world.job.pk, world.alice))
+    titles = [task["title"] for task in late.state.tree()["tasks"]]
+    assert "committed while loading" in titles
+    await late.disconnect()
+    await free.disconnect()
