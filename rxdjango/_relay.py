@@ -1,16 +1,19 @@
 """The relay: the database's change log becomes propagations (a change source).
 
 Changes reach :func:`~rxdjango._committed.propagate_committed` from the log the
-triggers write (:mod:`rxdjango._capture`), in two ways:
+triggers write (:mod:`rxdjango._capture`), drained (:mod:`rxdjango._drain`) in two
+ways:
 
 * **in the committing thread**, right after a commit the model signals saw: the log
   rows then visible (this transaction's, and any other's not handled yet) are
   propagated together with what the signals noted, as the signal path always did,
   so a change made in the serving process is sent without waiting for anyone;
 * **by a relay thread** of the serving process, for everything else: other
-  processes, ``QuerySet.update()``, raw SQL, other services. It waits without query
-  work: ``LISTEN`` on PostgreSQL (the triggers ``NOTIFY``), ``PRAGMA data_version``
-  every ``RX_CAPTURE_POLL`` seconds on SQLite (a read of the file header).
+  processes, ``QuerySet.update()``, raw SQL, other services. It reads the log in
+  order and hands each batch to one of its workers, which propagate side by side.
+  It waits without query work: ``LISTEN`` on PostgreSQL (the triggers ``NOTIFY``),
+  ``PRAGMA data_version`` every ``RX_CAPTURE_POLL`` seconds on SQLite (a read of the
+  file header).
 
 Log rows are deleted only after their propagation was published, and only those
 that were read (never "up to an id": ids are not committed in order), so a crash
@@ -25,25 +28,22 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from queue import SimpleQueue
-from typing import Any
 
 from django.apps import apps
-from django.db import OperationalError, connections, models
+from django.db import OperationalError, connections
 from django.db.models.functions import Now
 
-from . import _events, _metrics, _registry
+from . import _events
 from ._backends import get_backend
 from ._capture import LOG_TABLE, NOTIFY_CHANNEL, capturing, missing_triggers, watched_tables
-from ._committed import propagate_committed
 from ._db_threads import KeptConnections
+from ._drain import BATCH, CONCURRENT_DRAINS, Batch, claim, drain_slots, finish
 from .conf import rx_settings
 
 __all__ = [
     "Relay",
-    "drain",
     "enforce_retention",
     "ensure_relay",
     "relay_known",
@@ -53,163 +53,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("rxdjango")
-
-#: Log rows handled per propagation.
-BATCH = 5000
-
-Touched = dict[type[models.Model], set[Any]]
-
-
-#: Drains of one database that propagate at once in a process: each changes the
-#: anchors its rows reach (the backend orders changes per anchor), so a slow
-#: propagation of one anchor does not hold up the others.
-CONCURRENT_DRAINS = 4
-
-#: One reader of the log at a time per database in a process; the rows it read stay
-#: "in flight" (skipped by the next reader) until their propagation deleted them.
-_reading: dict[str, threading.Lock] = {}
-_slots: dict[str, threading.BoundedSemaphore] = {}
-_in_flight: dict[str, set[int]] = {}
-_draining_guard = threading.Lock()
-
-
-@dataclass
-class _Batch:
-    """What the callers waiting for the next drain of a database noted, propagated
-    together by whichever of them reads the log first (the others only wait for it)."""
-
-    touched: Touched = field(default_factory=dict)
-    created: Touched = field(default_factory=dict)
-    claimed: bool = False
-    done: threading.Event = field(default_factory=threading.Event)
-    handled: int = 0
-    failure: BaseException | None = None
-
-
-#: The batch the next drain of each database takes.
-_batches: dict[str, _Batch] = {}
-
-
-def _drain_lock(using: str) -> threading.Lock:
-    """Held while one drain reads the log of ``using``."""
-    with _draining_guard:
-        return _reading.setdefault(using, threading.Lock())
-
-
-def _drain_slots(using: str) -> threading.BoundedSemaphore:
-    with _draining_guard:
-        return _slots.setdefault(using, threading.BoundedSemaphore(CONCURRENT_DRAINS))
-
-
-def _join_batch(using: str, touched: Touched | None, created: Touched | None) -> _Batch:
-    with _draining_guard:
-        batch = _batches.setdefault(using, _Batch())
-        for model, pks in (touched or {}).items():
-            batch.touched.setdefault(model, set()).update(pks)
-        for model, pks in (created or {}).items():
-            batch.created.setdefault(model, set()).update(pks)
-        return batch
-
-
-def drain(
-    using: str,
-    touched: Touched | None = None,
-    created: Touched | None = None,
-    limit: int = BATCH,
-) -> int:
-    """Propagate one batch of the log (with ``touched`` / ``created`` noted by the
-    signals), then delete the rows read; the number of log rows handled.
-
-    Callers that arrive while the log is being read, or while every drain slot is
-    busy, join one batch, which the first of them to read the log propagates for all
-    (one read of the log, one propagation); the others return when it is done, so
-    each caller's changes are published when it returns, and many commits at once
-    cost one propagation, not one each in turn.
-
-    The log's own reads and deletes are not counted as propagation work
-    (``_metrics``): ``make bench`` reports them as the cost of capture.
-    """
-    batch = _join_batch(using, touched, created)
-    with _drain_slots(using):
-        ids = _claim(using, batch, limit)
-        if ids is not None:
-            _finish(using, batch, ids)
-            return batch.handled
-    batch.done.wait()
-    if batch.failure is not None:
-        raise batch.failure  # the propagation that carried this caller's changes failed
-    return batch.handled
-
-
-def _claim(using: str, batch: _Batch, limit: int) -> list[int] | None:
-    """Take ``batch`` (None if another drain took it) and read the log rows no other
-    drain of this process holds into it; they are in flight until :func:`_finish`."""
-    with _drain_lock(using):
-        with _draining_guard:
-            if batch.claimed:
-                return None
-            batch.claimed = True
-            if _batches.get(using) is batch:
-                del _batches[using]  # who arrives from now on joins the next one
-            skip = set(_in_flight.setdefault(using, set()))
-        try:
-            ids = _read_log(using, limit, batch.touched, batch.created, skip)
-        except BaseException as failure:
-            batch.failure = failure
-            batch.done.set()
-            raise
-        with _draining_guard:
-            _in_flight[using].update(ids)
-        return ids
-
-
-def _finish(using: str, batch: _Batch, ids: list[int]) -> None:
-    """Propagate a claimed batch, then delete its log rows (kept if it failed: a
-    crash or a later drain handles them again)."""
-    try:
-        if batch.touched:
-            propagate_committed(batch.touched, batch.created)
-        if ids:
-            with connections[using].cursor() as cursor:
-                placeholders = ", ".join(["%s"] * len(ids))
-                cursor.execute(f"DELETE FROM {LOG_TABLE} WHERE id IN ({placeholders})", ids)
-            _metrics.count(captured=len(ids))
-        batch.handled = len(ids)
-    except BaseException as failure:
-        batch.failure = failure
-        raise
-    finally:
-        with _draining_guard:
-            _in_flight[using].difference_update(ids)
-        batch.done.set()
-
-
-def _read_log(
-    using: str, limit: int, touched: Touched, created: Touched, skip: set[int]
-) -> list[int]:
-    by_table = {model._meta.db_table: model for model in _registry.tracked_models()}
-    ids: list[int] = []
-    with connections[using].cursor() as cursor:
-        cursor.execute(
-            f"SELECT id, table_name, row_pk, operation FROM {LOG_TABLE} ORDER BY id LIMIT %s",
-            [limit + len(skip)],
-        )
-        for row_id, table, text_pk, operation in cursor.fetchall():
-            if row_id in skip or len(ids) >= limit:
-                continue
-            ids.append(row_id)
-            model = by_table.get(table)
-            if model is None:
-                continue  # a table no channel reads any more
-            try:
-                pk = model._meta.pk.to_python(text_pk)
-            except Exception:  # a value its field cannot read back: nothing to re-read
-                logger.warning("rxdjango: ignored captured change %s %r", table, text_pk)
-                continue
-            touched.setdefault(model, set()).add(pk)
-            if operation == "I":
-                created.setdefault(model, set()).add(pk)
-    return ids
 
 
 def enforce_retention(using: str) -> int:
@@ -268,8 +111,8 @@ class Relay:
         self._renewed = 0.0
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rxdjango-relay", daemon=True)
-        #: batches read from the log, for the workers to propagate (None: stop)
-        self._handed: SimpleQueue[tuple[_Batch, list[int]] | None] = SimpleQueue()
+        #: batches read read from the log, for the workers to propagate (None: stop)
+        self._handed: SimpleQueue[tuple[Batch, list[int]] | None] = SimpleQueue()
         self._workers = [
             threading.Thread(target=self._propagate_handed, name=f"rxdjango-relay-{n}", daemon=True)
             for n in range(CONCURRENT_DRAINS)
@@ -295,14 +138,14 @@ class Relay:
         worker: the log is read in order, its propagations run side by side (as many
         as :data:`CONCURRENT_DRAINS`, the slots this process's committing threads use
         too)."""
-        slots = _drain_slots(self.using)
+        slots = drain_slots(self.using)
         while not self._stopped.is_set():
             self._raise_failure()
             if not slots.acquire(timeout=0.5):
                 continue
-            batch = _Batch()
+            batch = Batch()
             try:
-                ids = _claim(self.using, batch, BATCH)
+                ids = claim(self.using, batch, BATCH)
             except BaseException:
                 slots.release()
                 raise
@@ -318,11 +161,11 @@ class Relay:
                 batch, ids = handed
                 kept.before_call()
                 try:
-                    _finish(self.using, batch, ids)
+                    finish(self.using, batch, ids)
                 except BaseException as failure:
                     self._failure = failure
                 finally:
-                    _drain_slots(self.using).release()
+                    drain_slots(self.using).release()
                     kept.after_call()
         finally:
             connections.close_all()

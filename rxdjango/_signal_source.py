@@ -33,8 +33,9 @@ from django.db.models.signals import m2m_changed, post_delete, post_save, pre_de
 
 from ._capture import capturing
 from ._committed import propagate_committed
+from ._drain import drain
 from ._registry import dependents_of, tracked_models
-from ._relay import drain, relaying
+from ._relay import relaying
 
 __all__ = ["connect_signals", "disconnect_signals", "record_change"]
 

@@ -22,7 +22,8 @@ from django.db import connection, connections, models
 from rxdjango import _metrics
 from rxdjango._backends.redis_store import Keys
 from rxdjango._capture import LOG_TABLE, _pg_function_name, install_triggers
-from rxdjango._relay import _batches, _drain_lock, enforce_retention, stop_relays
+from rxdjango._drain import _batches, _drain_lock
+from rxdjango._relay import enforce_retention, stop_relays
 from rxdjango.models import CapturedChange
 from rxdjango.testing import timeout
 

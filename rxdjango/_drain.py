@@ -1,0 +1,182 @@
+"""Draining the change log: its rows become propagations, batched, several at once.
+
+The committing thread of a change (right after its commit) and the relay's workers
+(:mod:`rxdjango._relay`) drain the log the same way: read rows no other drain of
+this process holds, propagate them (with what the model signals noted), then
+delete them. Reading is one at a time per database; propagating is up to
+:data:`CONCURRENT_DRAINS` at once, the backend ordering changes per anchor.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import connections, models
+
+from . import _metrics, _registry
+from ._capture import LOG_TABLE
+from ._committed import propagate_committed
+
+__all__ = ["BATCH", "CONCURRENT_DRAINS", "Batch", "claim", "drain", "drain_slots", "finish"]
+
+logger = logging.getLogger("rxdjango")
+
+#: Log rows handled per propagation.
+BATCH = 5000
+
+Touched = dict[type[models.Model], set[Any]]
+
+
+#: Drains of one database that propagate at once in a process: each changes the
+#: anchors its rows reach (the backend orders changes per anchor), so a slow
+#: propagation of one anchor does not hold up the others.
+CONCURRENT_DRAINS = 4
+
+#: One reader of the log at a time per database in a process; the rows it read stay
+#: "in flight" (skipped by the next reader) until their propagation deleted them.
+_reading: dict[str, threading.Lock] = {}
+_slots: dict[str, threading.BoundedSemaphore] = {}
+_in_flight: dict[str, set[int]] = {}
+_draining_guard = threading.Lock()
+
+
+@dataclass
+class Batch:
+    """What the callers waiting for the next drain of a database noted, propagated
+    together by whichever of them reads the log first (the others only wait for it)."""
+
+    touched: Touched = field(default_factory=dict)
+    created: Touched = field(default_factory=dict)
+    claimed: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+    handled: int = 0
+    failure: BaseException | None = None
+
+
+#: The batch the next drain of each database takes.
+_batches: dict[str, Batch] = {}
+
+
+def _drain_lock(using: str) -> threading.Lock:
+    """Held while one drain reads the log of ``using``."""
+    with _draining_guard:
+        return _reading.setdefault(using, threading.Lock())
+
+
+def drain_slots(using: str) -> threading.BoundedSemaphore:
+    with _draining_guard:
+        return _slots.setdefault(using, threading.BoundedSemaphore(CONCURRENT_DRAINS))
+
+
+def _join_batch(using: str, touched: Touched | None, created: Touched | None) -> Batch:
+    with _draining_guard:
+        batch = _batches.setdefault(using, Batch())
+        for model, pks in (touched or {}).items():
+            batch.touched.setdefault(model, set()).update(pks)
+        for model, pks in (created or {}).items():
+            batch.created.setdefault(model, set()).update(pks)
+        return batch
+
+
+def drain(
+    using: str,
+    touched: Touched | None = None,
+    created: Touched | None = None,
+    limit: int = BATCH,
+) -> int:
+    """Propagate one batch of the log (with ``touched`` / ``created`` noted by the
+    signals), then delete the rows read; the number of log rows handled.
+
+    Callers that arrive while the log is being read, or while every drain slot is
+    busy, join one batch, which the first of them to read the log propagates for all
+    (one read of the log, one propagation); the others return when it is done, so
+    each caller's changes are published when it returns, and many commits at once
+    cost one propagation, not one each in turn.
+
+    The log's own reads and deletes are not counted as propagation work
+    (``_metrics``): ``make bench`` reports them as the cost of capture.
+    """
+    batch = _join_batch(using, touched, created)
+    with drain_slots(using):
+        ids = claim(using, batch, limit)
+        if ids is not None:
+            finish(using, batch, ids)
+            return batch.handled
+    batch.done.wait()
+    if batch.failure is not None:
+        raise batch.failure  # the propagation that carried this caller's changes failed
+    return batch.handled
+
+
+def claim(using: str, batch: Batch, limit: int) -> list[int] | None:
+    """Take ``batch`` (None if another drain took it) and read the log rows no other
+    drain of this process holds into it; they are in flight until :func:`finish`."""
+    with _drain_lock(using):
+        with _draining_guard:
+            if batch.claimed:
+                return None
+            batch.claimed = True
+            if _batches.get(using) is batch:
+                del _batches[using]  # who arrives from now on joins the next one
+            skip = set(_in_flight.setdefault(using, set()))
+        try:
+            ids = _read_log(using, limit, batch.touched, batch.created, skip)
+        except BaseException as failure:
+            batch.failure = failure
+            batch.done.set()
+            raise
+        with _draining_guard:
+            _in_flight[using].update(ids)
+        return ids
+
+
+def finish(using: str, batch: Batch, ids: list[int]) -> None:
+    """Propagate a claimed batch, then delete its log rows (kept if it failed: a
+    crash or a later drain handles them again)."""
+    try:
+        if batch.touched:
+            propagate_committed(batch.touched, batch.created)
+        if ids:
+            with connections[using].cursor() as cursor:
+                placeholders = ", ".join(["%s"] * len(ids))
+                cursor.execute(f"DELETE FROM {LOG_TABLE} WHERE id IN ({placeholders})", ids)
+            _metrics.count(captured=len(ids))
+        batch.handled = len(ids)
+    except BaseException as failure:
+        batch.failure = failure
+        raise
+    finally:
+        with _draining_guard:
+            _in_flight[using].difference_update(ids)
+        batch.done.set()
+
+
+def _read_log(
+    using: str, limit: int, touched: Touched, created: Touched, skip: set[int]
+) -> list[int]:
+    by_table = {model._meta.db_table: model for model in _registry.tracked_models()}
+    ids: list[int] = []
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, table_name, row_pk, operation FROM {LOG_TABLE} ORDER BY id LIMIT %s",
+            [limit + len(skip)],
+        )
+        for row_id, table, text_pk, operation in cursor.fetchall():
+            if row_id in skip or len(ids) >= limit:
+                continue
+            ids.append(row_id)
+            model = by_table.get(table)
+            if model is None:
+                continue  # a table no channel reads any more
+            try:
+                pk = model._meta.pk.to_python(text_pk)
+            except Exception:  # a value its field cannot read back: nothing to re-read
+                logger.warning("rxdjango: ignored captured change %s %r", table, text_pk)
+                continue
+            touched.setdefault(model, set()).add(pk)
+            if operation == "I":
+                created.setdefault(model, set()).add(pk)
+    return ids
