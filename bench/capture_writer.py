@@ -13,11 +13,12 @@ Run by ``run.py`` in a subprocess on the benchmark database:
   triggers installed and as many with them dropped, in alternating blocks; prints
   ``{"with": [...], "without": [...]}``;
 * ``saves <first marker> <seconds> <pause ms> <task>...``: renames the tasks in turn with
-  ``save()`` for ``seconds`` (``pause`` apart; 0: one after another), each commit
-  propagated by this process as a worker's or a management command's would be; one
-  JSON line per commit, like ``relay``;
-* ``bulks <job> <seconds>``: ``bulk`` again and again for ``seconds`` (an anchor whose
-  every change is slow to propagate); prints how many it committed;
+  ``save()`` for ``seconds`` (``pause`` apart; 0: one after another), as a task
+  worker or a management command would (the servers relay them); one JSON line per
+  commit, like ``relay``, with the task's id;
+* ``bulks <job> <seconds> <pause ms>``: ``bulk`` again and again for ``seconds``,
+  ``pause`` apart (an anchor whose every change is slow to propagate); prints how
+  many it committed;
 * ``drained <timeout>``: waits until the change log is empty.
 """
 
@@ -52,8 +53,8 @@ def saves(first: int, seconds: int, pause_ms: int, *tasks: int) -> None:
     while time.monotonic() < end:
         row = rows[k % len(rows)]
         row.title = f"bench-{k}"
-        row.save()  # committed and propagated when it returns
-        print(json.dumps({"k": k, "committed": time.time()}), flush=True)
+        row.save()
+        print(json.dumps({"k": k, "committed": time.time(), "task": row.pk}), flush=True)
         k += 1
         if pause_ms:
             time.sleep(pause_ms / 1000)
@@ -69,7 +70,7 @@ def bulk(job: int, k: int) -> None:
     print(json.dumps({"k": k, "committed": time.time(), "rows": rows}), flush=True)
 
 
-def bulks(job: int, seconds: int) -> None:
+def bulks(job: int, seconds: int, pause_ms: int) -> None:
     from django.db import transaction
 
     from jobs.models import Task
@@ -80,6 +81,7 @@ def bulks(job: int, seconds: int) -> None:
         with transaction.atomic():
             Task.objects.filter(job_id=job).update(title=f"slow-{count}")
         count += 1
+        time.sleep(pause_ms / 1000)
     print(json.dumps({"updates": count}), flush=True)
 
 
