@@ -18,7 +18,7 @@ Run by ``run.py`` in a subprocess on the benchmark database:
   commit, like ``relay``, with the task's id;
 * ``bulks <job> <seconds> <pause ms>``: ``bulk`` again and again for ``seconds``,
   ``pause`` apart (an anchor whose every change is slow to propagate); prints how
-  many it committed;
+  many it has committed after each;
 * ``drained <timeout>``: waits until the change log is empty.
 """
 
@@ -81,8 +81,8 @@ def bulks(job: int, seconds: int, pause_ms: int) -> None:
         with transaction.atomic():
             Task.objects.filter(job_id=job).update(title=f"slow-{count}")
         count += 1
+        print(json.dumps({"updates": count}), flush=True)
         time.sleep(pause_ms / 1000)
-    print(json.dumps({"updates": count}), flush=True)
 
 
 def rename_user(user: int, k: int) -> None:

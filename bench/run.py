@@ -794,7 +794,9 @@ async def slow_neighbour(servers: list[Server], world: World, mode: Mode, second
                     env=child_env(mode),
                     stdout=asyncio.subprocess.PIPE,
                 )
-                await asyncio.sleep(1)  # the first slow change is under way
+                assert slow.stdout is not None
+                # The first slow change has committed: its propagation is under way.
+                first_line = await asyncio.wait_for(slow.stdout.readline(), 60)
             global _marker
             first = _marker + 1
             _marker += 100_000
@@ -807,7 +809,8 @@ async def slow_neighbour(servers: list[Server], world: World, mode: Mode, second
             }
             if slow is not None:
                 out, _ = await slow.communicate()
-                results["slow_updates"] = json.loads(out.decode().splitlines()[-1])["updates"]
+                lines = [first_line.decode(), *out.decode().splitlines()]
+                results["slow_updates"] = json.loads(lines[-1])["updates"]
     finally:
         reader.cancel()
         await watcher.close()
