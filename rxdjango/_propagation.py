@@ -186,10 +186,11 @@ class Propagator:
         tstamp: float,
         only: AnchorRef | None = None,
         scope: Collection[AnchorRef] | None = None,
-    ) -> None:
+    ) -> set[Key]:
         """Propagate changes to instances ``touched`` ({instance type: pks}); only to
         the anchor ``only`` if given; :class:`OutOfScope` if it would change an anchor
-        outside ``scope`` (when given)."""
+        outside ``scope`` (when given). Returns the keys of the rows it read and
+        applied (see :func:`rxdjango._backends.base.settle`)."""
         views = _Views(self.store, self.channel_id, only)
         fetched: dict[Key, FlatRecord | None] = {}
         self._fetch(self._relevant(touched, views), fetched, tstamp)
@@ -209,12 +210,9 @@ class Propagator:
                 if view is not None:
                     involved[ref] = view
         if not involved:
-            return
+            return set()
         if scope is not None and not involved.keys() <= set(scope):
             raise OutOfScope(set(involved) - set(scope))
-        for ref in involved:
-            for observer in list(propagation_observers):
-                observer(ref)
         for view in involved.values():
             view.prefetch(fetched)
         parents: set[Key] = set()
@@ -226,6 +224,9 @@ class Propagator:
         for key in parents - fetched.keys():
             missing.setdefault(key[0], set()).add(key[1])
         self._fetch(missing, fetched, tstamp)
+        for ref in involved:
+            for observer in list(propagation_observers):
+                observer(ref)
         deltas = []
         for view in involved.values():
             view.prefetch(parents)
@@ -237,6 +238,8 @@ class Propagator:
         # its record still lives (an instance moved between two anchors of one list).
         for view, delta, previous in deltas:
             self._publish(view, delta, previous, tstamp)
+        applied = {key for key, record in fetched.items() if record is not None}
+        return applied.union(*(delta.created for _, delta, _ in deltas))
 
     def replace_all(self, view: AnchorView, fresh: dict[Key, FlatRecord], tstamp: float) -> None:
         """Make the anchor hold exactly ``fresh`` (a whole anchor read at one moment) and

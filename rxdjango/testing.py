@@ -75,7 +75,8 @@ def between_load_layers(callback: Callable[[str], None]) -> Iterator[None]:
 def while_propagating(callback: Callable[[tuple[str, Any]], None]) -> Iterator[None]:
     """Call ``callback((channel id, anchor pk))`` each time a propagation of this process
     is about to change a cached anchor, in the propagating thread, holding what orders
-    that anchor's changes (on Redis, its lock), before it writes anything.
+    that anchor's changes (on Redis, its lock), after it has read the rows it applies
+    and before it writes anything.
 
     For tests of what waits on what: a callback that blocks holds that anchor's
     propagation (or the replay that ends its load) while others go on.

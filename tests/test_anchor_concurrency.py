@@ -19,12 +19,13 @@ import pytest
 from channels.db import database_sync_to_async as db
 from django.db import connections
 
+from rxdjango._backends import get_backend
 from rxdjango.testing import between_load_layers, timeout, while_propagating
 
 from jobs.channels import JobChannel
 from jobs.models import Job, Task
 from jobs.serializers import JobSerializer
-from support import connect, converges, expected_state, receive
+from support import TASK, connect, converges, expected_state, receive
 
 pytestmark = [pytest.mark.own_backend]
 
@@ -133,3 +134,46 @@ async def test_the_replay_ending_a_cold_load_does_not_delay_another_anchor(
     assert "committed while loading" in titles
     await late.disconnect()
     await free.disconnect()
+
+
+def create_task(job_pk: int, title: str) -> None:
+    Task.objects.create(job_id=job_pk, title=title)
+
+
+def move(title: str, job_pk: int) -> None:
+    task = Task.objects.get(title=title)
+    task.job_id = job_pk
+    task.save()
+
+
+async def test_a_row_read_before_it_moved_is_not_left_in_the_anchor_it_left(
+    world, backend, application
+):
+    """Two propagations of one row lock different anchors: the first read the row in
+    ``job`` and is held before writing it there; meanwhile the row moves to
+    ``other_job`` and the second propagation, which locks only ``other_job`` (``job``
+    does not hold the row yet), finishes. The first then writes what it read: the
+    change it missed is replayed, and ``job`` lets the row go."""
+    held = await connect(application, f"/ws/job/{world.job.pk}/", world.tokens["alice"])
+    other = await connect(application, f"/ws/job/{world.other_job.pk}/", world.tokens["alice"])
+    hold = Hold(world.job.pk)
+    with while_propagating(hold), writer(create_task, world.job.pk, "moves away"):
+        assert await asyncio.to_thread(hold.entered.wait, timeout(2))
+        with writer(move, "moves away", world.other_job.pk):
+            await converges(receive(other), other.state, state_of(world.other_job.pk, world.alice))
+        hold.released.set()
+    # The held propagation is over (its thread joined); a change after it, in the
+    # same anchor, tells when its client has seen everything before.
+    moved = await db(Task.objects.get)(title="moves away")
+    assert await db(get_backend().holders)((TASK, moved.pk)) == {
+        (JobChannel.channel_id, world.other_job.pk)
+    }
+    with writer(rename, world.tasks[0].pk, "after the move"):
+        pass
+    await converges(receive(held), held.state, state_of(world.job.pk, world.alice))
+    titles = [task["title"] for task in held.state.tree()["tasks"]]
+    assert "after the move" in titles
+    assert "moves away" not in titles
+    assert "moves away" in [task["title"] for task in other.state.tree()["tasks"]]
+    await held.disconnect()
+    await other.disconnect()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,7 +21,7 @@ from .._hub import Subscriber
 from .._loader import ORM_RECORDS
 from .._propagation import Propagator
 from .._registry import ChannelSpec
-from .._state_model import Key
+from .._state_model import Key, pk_repr
 from .._subtrees import load_subtrees
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "read_anchor",
     "replay",
     "serve_snapshot",
+    "settle",
 ]
 
 
@@ -266,26 +267,78 @@ def serve_snapshot(
         loaded = loaded or result is not RETRY
 
 
+#: Changes noted since the last call ({instance type: pks}); None if some may be lost.
+ChangesSince = Callable[[], "dict[str, set[Any]] | None"]
+
+
+def settle(
+    channel: ChannelSpec,
+    propagator: Propagator,
+    touched: dict[str, set[Any]],
+    clock: Callable[[], float],
+    changes_since: ChangesSince,
+    only: AnchorRef | None = None,
+    scope: Collection[AnchorRef] | None = None,
+) -> None:
+    """Apply ``touched`` to the locked anchors, then again what of the rows it read
+    changed meanwhile, until nothing did.
+
+    Ordering per anchor does not cover a row *entering* an anchor: a propagation reads
+    the row, the row changes (it moves away), and that change's propagation looks for
+    the anchors holding the row before this one has written it there, so it does not
+    wait for this anchor. ``changes_since()`` (changes of the channel noted since this
+    propagation began reading, then since its last call) tells which rows to read
+    again; each round reads one snapshot of its own (:func:`consistent_reads`).
+    """
+    anchor_model = channel.state_model().anchor_model
+    again: dict[str, set[Any]] | None = touched
+    while again:
+        with consistent_reads(anchor_model):
+            applied = propagator.apply(again, clock(), only, scope)
+        if not applied:
+            return
+        noted = changes_since()
+        again = _as_touched(applied) if noted is None else _among(noted, applied)
+
+
+def _among(noted: dict[str, set[Any]], keys: set[Key]) -> dict[str, set[Any]]:
+    """The changes of ``noted`` to rows of ``keys`` (pks compared as on the wire)."""
+    wanted = {(instance_type, pk_repr(pk)) for instance_type, pk in keys}
+    found: dict[str, set[Any]] = {}
+    for instance_type, pks in noted.items():
+        for pk in pks:
+            if (instance_type, pk_repr(pk)) in wanted:
+                found.setdefault(instance_type, set()).add(pk)
+    return found
+
+
+def _as_touched(keys: set[Key]) -> dict[str, set[Any]]:
+    touched: dict[str, set[Any]] = {}
+    for instance_type, pk in keys:
+        touched.setdefault(instance_type, set()).add(pk)
+    return touched
+
+
 def replay(
     channel: ChannelSpec,
     propagator: Propagator,
     touched: dict[str, set[Any]],
-    tstamp: float,
+    clock: Callable[[], float],
     ref: AnchorRef,
     distrust: Callable[[], None],
+    changes_since: ChangesSince,
 ) -> None:
     """Apply to a just-(re)loaded anchor the changes propagated while it was read.
 
     The read saw the database as of a moment before them; re-reading them now
-    brings the anchor to the present. If that fails the anchor cannot be trusted:
-    ``distrust()`` drops it and closes its clients (they reload), and the error
-    propagates.
+    brings the anchor to the present (:func:`settle`). If that fails the anchor
+    cannot be trusted: ``distrust()`` drops it and closes its clients (they reload),
+    and the error propagates.
     """
     if not touched:
         return
     try:
-        with consistent_reads(channel.state_model().anchor_model):
-            propagator.apply(touched, tstamp, only=ref)
+        settle(channel, propagator, touched, clock, changes_since, only=ref)
     except Exception:
         distrust()
         raise

@@ -15,7 +15,6 @@ from typing import Any
 from .. import _loader, _registry
 from .._audience import assign_all
 from .._change import AnchorRef, FlatRecord
-from .._consistent_reads import consistent_reads
 from .._hub import Hub, Subscriber, only_user
 from .._propagation import OutOfScope, Propagator
 from .._protocol import CloseCode
@@ -32,8 +31,16 @@ from .base import (
     read_anchor,
     replay,
     serve_snapshot,
+    settle,
 )
-from .memory_cache import AnchorCache, AnchorStatus, MemoryCache, MemoryStore, MemoryView
+from .memory_cache import (
+    AnchorCache,
+    AnchorStatus,
+    MemoryCache,
+    MemoryStore,
+    MemoryView,
+    NotedChanges,
+)
 from .memory_locks import LocalAnchorLocks
 
 __all__ = ["EmbeddedBackend"]
@@ -81,11 +88,9 @@ class EmbeddedBackend:
         """Propagate a committed batch of changes to ``channel``'s cached anchors: those
         it reaches are locked and changed; changes to others run meanwhile."""
         with self.cache.lock:
-            anchors = self.cache.anchors_of(channel.channel_id)
-            if not anchors:
+            # Noted for the loads, reloads and propagations reading meanwhile.
+            if not self.cache.note_changes(channel.channel_id, touched):
                 return
-            for anchor in anchors:
-                anchor.note_changes(touched)  # for loads and reloads reading meanwhile
         propagator = self.propagator(channel)
         try:
             # Groups reaching disjoint anchors, each under its anchors' locks alone: a
@@ -95,9 +100,9 @@ class EmbeddedBackend:
                     try:
                         with (
                             self.anchor_locks.held(scope),
-                            consistent_reads(channel.state_model().anchor_model),
+                            NotedChanges(self.cache, channel.channel_id) as noted,
                         ):
-                            propagator.apply(group, self.clock(), only, scope)
+                            settle(channel, propagator, group, self.clock, noted, only, scope)
                         break
                     except OutOfScope as wider:
                         scope |= wider.refs  # moved into another anchor meanwhile: lock it too
@@ -171,14 +176,21 @@ class EmbeddedBackend:
                 assigned = assign_all(records, anchor.root, channel.state_model())
                 self.cache.put_many(anchor, assigned.values())
                 anchor.status = AnchorStatus.HOT
+                # From the journal's end on, changes are noted for the replay.
+                noted = NotedChanges(self.cache, channel.channel_id)
             # Hot: a change propagated from now on waits for this anchor's lock, and
             # finds the changes noted while it loaded replayed.
-            self._replay(channel, anchor, journal)
+            with noted:
+                self._replay(channel, anchor, journal, noted)
             anchor.loaded.set()
         return True
 
     def _replay(
-        self, channel: ChannelSpec, anchor: AnchorCache, journal: dict[str, set[Any]]
+        self,
+        channel: ChannelSpec,
+        anchor: AnchorCache,
+        journal: dict[str, set[Any]],
+        noted: NotedChanges,
     ) -> None:
         """Bring a just-(re)loaded anchor to the present (its anchor lock held)."""
 
@@ -188,7 +200,7 @@ class EmbeddedBackend:
             self.hub.close_topic(anchor.ref, CloseCode.TIMEOUT)
 
         propagator = self.propagator(channel)
-        replay(channel, propagator, journal, self.clock(), anchor.ref, distrust)
+        replay(channel, propagator, journal, self.clock, anchor.ref, distrust, noted)
 
     def _snapshot_of(
         self, channel: ChannelSpec, anchor: AnchorCache, since: float | None
@@ -253,11 +265,13 @@ class EmbeddedBackend:
         with self.anchor_locks.held([ref]):
             with self.cache.lock:
                 anchor.close_journal(journal)
-                current = self.cache.get(ref) is anchor
-            if current:
+                if self.cache.get(ref) is not anchor:
+                    return True
+                noted = NotedChanges(self.cache, channel.channel_id)
+            with noted:
                 view = MemoryView(self.store, anchor)
                 self.propagator(channel).replace_all(view, fresh, self.clock())
-                self._replay(channel, anchor, journal)
+                self._replay(channel, anchor, journal, noted)
         return True
 
     def register(self, channel_id: str, subscriber: Subscriber) -> None:

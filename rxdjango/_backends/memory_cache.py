@@ -102,6 +102,9 @@ class MemoryCache:
         self._index: dict[Key, set[AnchorRef]] = {}
         self._by_channel: dict[str, set[AnchorRef]] = {}
         self._idle: set[AnchorRef] = set()
+        #: Per channel, the journals of the propagations now reading and writing its
+        #: anchors (:class:`NotedChanges`).
+        self._noting: dict[str, list[dict[str, set[Any]]]] = {}
 
     # -- anchors ----------------------------------------------------------------
 
@@ -113,6 +116,17 @@ class MemoryCache:
 
     def all_anchors(self) -> list[AnchorCache]:
         return list(self._anchors.values())
+
+    def note_changes(self, channel_id: str, touched: dict[str, set[Any]]) -> bool:
+        """Note a committed change for the loads, reloads and propagations of the
+        channel under way; False if nothing of the channel is cached."""
+        anchors = self.anchors_of(channel_id)
+        for anchor in anchors:
+            anchor.note_changes(touched)
+        for journal in self._noting.get(channel_id, ()):
+            for instance_type, pks in touched.items():
+                journal.setdefault(instance_type, set()).update(pks)
+        return bool(anchors)
 
     def idle_anchors(self) -> list[AnchorCache]:
         return [self._anchors[ref] for ref in self._idle if ref in self._anchors]
@@ -214,6 +228,35 @@ class Publisher(Protocol):
     ) -> int: ...
 
     def anchor_gone(self, topic: AnchorRef) -> None: ...
+
+
+class NotedChanges:
+    """The changes of one channel committed while a propagation (or the replay that
+    ends a load) reads and writes its anchors: what :func:`~.base.settle` reads again.
+    Calling it returns those noted since the last call."""
+
+    def __init__(self, cache: MemoryCache, channel_id: str) -> None:
+        self.cache = cache
+        self.channel_id = channel_id
+        self.journal: dict[str, set[Any]] = {}
+        with cache.lock:
+            cache._noting.setdefault(channel_id, []).append(self.journal)
+
+    def __call__(self) -> dict[str, set[Any]]:
+        with self.cache.lock:
+            noted = {instance_type: set(pks) for instance_type, pks in self.journal.items()}
+            self.journal.clear()
+        return noted
+
+    def __enter__(self) -> NotedChanges:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self.cache.lock:
+            journals = self.cache._noting.get(self.channel_id, [])
+            journals[:] = [j for j in journals if j is not self.journal]
+            if not journals:
+                self.cache._noting.pop(self.channel_id, None)
 
 
 class MemoryStore:

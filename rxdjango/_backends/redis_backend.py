@@ -44,17 +44,16 @@ from redis.retry import Retry
 
 from .. import _codec, _loader, _registry, _telemetry
 from .._change import AnchorRef, FlatRecord
-from .._consistent_reads import consistent_reads
 from .._hub import Hub, Subscriber, only_user
 from .._propagation import OutOfScope, Propagator
 from .._protocol import Envelope
 from .._registry import ChannelSpec
 from .._state_model import Key, pk_repr
 from ..conf import rx_settings
-from .base import read_anchor
+from .base import read_anchor, settle
 from .redis_epochs import Epochs
 from .redis_fanout import Listener, envelope
-from .redis_loading import Loading
+from .redis_loading import JournalMark, Loading, journal_mark
 from .redis_locks import AnchorLocks
 from .redis_scripts import (
     ADMIT_SCRIPT,
@@ -190,12 +189,12 @@ class RedisBackend(Epochs, Loading, Upkeep):
             if not self.redis.scard(self.keys.anchors(channel_id)):
                 return  # nothing cached, nothing loading: nobody to tell
             encoded = {kind: sorted(pks, key=repr) for kind, pks in touched.items()}
-            self.redis.xadd(
-                self.keys.journal(channel_id),
-                {"t": _codec.encode_bytes(encoded)},
-                maxlen=JOURNAL_SIZE,
-                approximate=True,
-            )
+            journal = self.keys.journal(channel_id)
+            tx = self.redis.pipeline(transaction=True)
+            entry = {"t": _codec.encode_bytes(encoded)}
+            tx.xadd(journal, entry, maxlen=JOURNAL_SIZE, approximate=True)
+            tx.xinfo_stream(journal)
+            mark = journal_mark(tx.execute()[1])  # what changes after this one follow
             while True:
                 # Anchors are found hot only in this process's epoch: adopt the current one
                 # first, and start over if it changed while the groups were applied.
@@ -206,7 +205,7 @@ class RedisBackend(Epochs, Loading, Upkeep):
                 for group, scope in self._propagator(channel).partition(touched, only):
                     while True:
                         try:
-                            self._apply_locked(channel, group, only, scope)
+                            self._apply_locked(channel, group, only, scope, mark)
                             break
                         except OutOfScope as wider:
                             scope |= wider.refs  # moved into another anchor: lock it too
@@ -234,13 +233,16 @@ class RedisBackend(Epochs, Loading, Upkeep):
         touched: dict[str, set[Any]],
         only: AnchorRef | None,
         scope: set[AnchorRef],
+        mark: JournalMark,
     ) -> None:
-        """Apply the batch to the anchors of ``scope``, their locks held."""
+        """Apply the batch to the anchors of ``scope``, their locks held, then what
+        the journal gained after ``mark`` (the batch's own entry) on the rows it read."""
         with self._locked(scope):
             self._check_epoch()
+            changes = self._changes_after(channel.channel_id, mark)
+            propagator = self._propagator(channel)
             try:
-                with consistent_reads(channel.state_model().anchor_model):
-                    self._propagator(channel).apply(touched, self.clock(), only, scope)
+                settle(channel, propagator, touched, self.clock, changes, only, scope)
             except (OutOfScope, RedisError):
                 raise
             except Exception as error:

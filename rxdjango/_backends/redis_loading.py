@@ -29,7 +29,17 @@ from .._protocol import CloseCode, Envelope
 from .._registry import ChannelSpec
 from .._state_model import Key
 from ..conf import rx_settings
-from .base import RETRY, Hot, Load, Snapshot, Wait, read_anchor, replay, serve_snapshot
+from .base import (
+    RETRY,
+    ChangesSince,
+    Hot,
+    Load,
+    Snapshot,
+    Wait,
+    read_anchor,
+    replay,
+    serve_snapshot,
+)
 from .memory_cache import changes_since
 from .redis_fanout import envelope
 from .redis_snapshot import StreamedSnapshot
@@ -45,6 +55,12 @@ LAYOUT = "4"
 READY_TIMEOUT = 10.0
 #: A position in a channel's journal: (entries ever added, last entry id).
 JournalMark = tuple[int, str]
+
+
+def journal_mark(info: dict[str, Any]) -> JournalMark:
+    """The position ``XINFO STREAM``'s answer ``info`` describes."""
+    last = info["last-generated-id"]
+    return int(info["entries-added"]), last.decode() if isinstance(last, bytes) else last
 
 
 class Loading:
@@ -145,7 +161,7 @@ class Loading:
         False if the journal lost some of them: the anchor is purged, the caller loads
         again. If applying them fails the anchor cannot be trusted: purged, clients reload.
         """
-        touched = self._journal_since(ref[0], *mark)
+        touched, mark = self._journal_since(ref[0], *mark)
         if touched is None:
             self._purge(ref)
             return False
@@ -154,7 +170,8 @@ class Loading:
             self._purge(ref)
             self._close_clients(ref)
 
-        replay(channel, self._propagator(channel), touched, self.clock(), ref, distrust)
+        changes = self._changes_after(ref[0], mark)
+        replay(channel, self._propagator(channel), touched, self.clock, ref, distrust, changes)
         return True
 
     def _close_clients(self, ref: AnchorRef) -> None:
@@ -178,13 +195,23 @@ class Loading:
             info = self.redis.xinfo_stream(self.keys.journal(channel_id))
         except ResponseError:
             return 0, "0-0"  # no journal yet
-        last = info["last-generated-id"]
-        return int(info["entries-added"]), last.decode() if isinstance(last, bytes) else last
+        return journal_mark(info)
+
+    def _changes_after(self, channel_id: str, mark: JournalMark) -> ChangesSince:
+        """What the channel's journal gained after ``mark``, then after each call."""
+        position = [mark]
+
+        def since_last() -> dict[str, set[Any]] | None:
+            touched, position[0] = self._journal_since(channel_id, *position[0])
+            return touched
+
+        return since_last
 
     def _journal_since(
         self, channel_id: str, added_before: int, last_id: str
-    ) -> dict[str, set[Any]] | None:
-        """Change batches journaled after the mark; None if some were trimmed away.
+    ) -> tuple[dict[str, set[Any]] | None, JournalMark]:
+        """Change batches journaled after the mark (None if some were trimmed away),
+        and the journal's position after them.
 
         The count and the entries are read in one transaction: other processes append
         to the journal meanwhile (counted apart, an append in between would look like
@@ -196,17 +223,18 @@ class Loading:
         tx.xrange(journal, min=f"({last_id}")
         info, entries = tx.execute(raise_on_error=False)
         if isinstance(info, ResponseError):  # no journal (any more)
-            return {} if added_before == 0 else None
+            return ({} if added_before == 0 else None), (0, "0-0")
         if isinstance(info, Exception):
             raise info
-        added_now = int(info["entries-added"])
+        position = journal_mark(info)
+        added_now = position[0]
         if added_now < added_before or len(entries) != added_now - added_before:
-            return None
+            return None, position
         touched: dict[str, set[Any]] = {}
         for _, fields in entries:
             for kind, pks in orjson.loads(fields[b"t"]).items():
                 touched.setdefault(kind, set()).update(pks)
-        return touched
+        return touched, position
 
     def _write_loaded(
         self, channel: ChannelSpec, ref: AnchorRef, records: dict[Key, Any], tstamp: float
