@@ -49,6 +49,7 @@ __all__ = [
     "AnchorView",
     "Change",
     "Delta",
+    "Emission",
     "OutOfScope",
     "Propagator",
     "propagation_observers",
@@ -94,23 +95,40 @@ class AnchorView(Protocol):
     def drop(self) -> None:
         """The anchor row is gone: forget the anchor."""
 
-    def save(self) -> None:
-        """Make the changes visible to :meth:`AnchorStore.anchors_containing`."""
 
-    def emit(
-        self, frames: list[tuple[Target, str]], retained: Retained, changes: list[Change]
-    ) -> None:
-        """Deliver ``frames`` (each to its target viewers) to the anchor's clients in every
-        process, record ``changes`` in its history, and tell its clients if it was dropped."""
+@dataclass
+class Emission:
+    """What one propagation tells one anchor's clients, and records in its history."""
+
+    view: AnchorView
+    #: frames, each to its target viewers
+    frames: list[tuple[Target, str]] = field(default_factory=list)
+    retained: Retained = field(default_factory=dict)
+    changes: list[Change] = field(default_factory=list)
 
 
 class AnchorStore(Protocol):
-    """Where hot anchors live: found by the keys they hold, opened by reference."""
+    """Where hot anchors live: found by the keys they hold, opened by reference.
+
+    Each method serves every anchor a propagation reaches at once, so that on Redis a
+    step costs one round trip however many anchors it reaches.
+    """
 
     def anchors_containing(self, keys: Iterable[Key]) -> dict[Key, set[AnchorRef]]: ...
 
-    def open(self, ref: AnchorRef) -> AnchorView | None:
-        """A view of ``ref`` if it is hot, else None."""
+    def open(self, refs: Collection[AnchorRef]) -> dict[AnchorRef, AnchorView]:
+        """Views of those of ``refs`` that are hot."""
+
+    def prefetch(self, wanted: Iterable[tuple[AnchorView, Iterable[Key]]]) -> None:
+        """Hint: each view's keys (and who references them) are about to be read."""
+
+    def save(self, views: Collection[AnchorView]) -> None:
+        """Make the views' changes visible to :meth:`anchors_containing`."""
+
+    def emit(self, emissions: list[Emission]) -> None:
+        """Write each view's changes, deliver its frames to the anchor's clients in
+        every process, record its changes in its history, and tell its clients if the
+        anchor was dropped."""
 
 
 @dataclass
@@ -203,6 +221,7 @@ class Propagator:
                 for link in record.parent_links:
                     found |= holders.get(link, set())
             candidates[key] = found
+        views.open_many(ref for refs in candidates.values() for ref in refs)
         involved: dict[AnchorRef, AnchorView] = {}
         for refs in candidates.values():
             for ref in refs:
@@ -213,8 +232,18 @@ class Propagator:
             return set()
         if scope is not None and not involved.keys() <= set(scope):
             raise OutOfScope(set(involved) - set(scope))
-        for view in involved.values():
-            view.prefetch(fetched)
+        self.store.prefetch((view, fetched) for view in involved.values())
+        # What deciding which parents to refresh reads, for every anchor at once.
+        around: dict[AnchorRef, set[Key]] = {}
+        for key, record in fetched.items():
+            for ref in candidates[key]:
+                if ref in involved:
+                    cached = involved[ref].get(key)
+                    near = around.setdefault(ref, set())
+                    near |= involved[ref].referrers_of(key)
+                    near |= cached.parent_links if cached is not None else frozenset()
+                    near |= record.parent_links if record is not None else frozenset()
+        self.store.prefetch((involved[ref], keys) for ref, keys in around.items())
         parents: set[Key] = set()
         for key, record in fetched.items():
             for ref in candidates[key]:
@@ -228,16 +257,16 @@ class Propagator:
             for observer in list(propagation_observers):
                 observer(ref)
         deltas = []
+        self.store.prefetch((view, parents) for view in involved.values())
         for view in involved.values():
-            view.prefetch(parents)
             delta, seeds = self._reconcile(view, fetched, tstamp)
             deltas.append((view, delta, self._assign_audiences(view, seeds)))
-        for view, _, _ in deltas:
-            view.save()
+        self.store.save(list(involved.values()))
         # Published once every anchor is reconciled and saved, so a delete knows where
         # its record still lives (an instance moved between two anchors of one list).
-        for view, delta, previous in deltas:
-            self._publish(view, delta, previous, tstamp)
+        self.store.emit(
+            [self._emission(view, delta, previous, tstamp) for view, delta, previous in deltas]
+        )
         applied = {key for key, record in fetched.items() if record is not None}
         return applied.union(*(delta.created for _, delta, _ in deltas))
 
@@ -256,8 +285,8 @@ class Propagator:
             removed = view.remove(key)
             if removed is not None:
                 delta.deleted.append(removed)
-        view.save()
-        self._publish(view, delta, {}, tstamp)
+        self.store.save([view])
+        self.store.emit([self._emission(view, delta, {}, tstamp)])
 
     def _assign_audiences(self, view: AnchorView, seeds: set[Key]) -> dict[Key, FlatRecord]:
         """Bring who-may-see-what up to date for the records this propagation put or
@@ -266,12 +295,13 @@ class Propagator:
             return {}
         return assign_changed(view, seeds, self.state_model)
 
-    def _publish(
+    def _emission(
         self, view: AnchorView, delta: Delta, previous: dict[Key, FlatRecord], tstamp: float
-    ) -> None:
+    ) -> Emission:
+        """The frames and history entries of one anchor's delta (none if nothing shows)."""
         items = self._items(view, delta, previous)
         if not items:
-            return
+            return Emission(view)
         frames, recipients = render_delta(items, self.state_model, tstamp)
         deleted = {record.key for record in delta.deleted}
         changes = [Change(tstamp, key, key in deleted, audience) for key, audience in recipients]
@@ -287,7 +317,7 @@ class Propagator:
                 if others:
                     retained[key] = others
         _metrics.count(frames=len(frames))
-        view.emit(frames, retained, changes)
+        return Emission(view, frames, retained, changes)
 
     @staticmethod
     def _items(view: AnchorView, delta: Delta, previous: dict[Key, FlatRecord]) -> list[Item]:
@@ -328,6 +358,7 @@ class Propagator:
                 continue
             keys = [(instance_type, pk) for pk in pks]
             holders = self.store.anchors_containing(keys)
+            views.open_many(ref for refs in holders.values() for ref in refs)
             for key in keys:
                 hot = views.hot_among(holders.get(key, ()))
                 if hot:
@@ -340,6 +371,7 @@ class Propagator:
                 link_holders = self.store.anchors_containing(
                     {link for found in links.values() for link in found}
                 )
+                views.open_many(ref for refs in link_holders.values() for ref in refs)
                 for pk, found in links.items():
                     hot = views.hot_among(
                         ref for link in found for ref in link_holders.get(link, ())
@@ -479,11 +511,22 @@ class _Views:
         self._opened: dict[AnchorRef, AnchorView | None] = {}
 
     def open(self, ref: AnchorRef) -> AnchorView | None:
-        if ref[0] != self.channel_id or (self.only is not None and ref != self.only):
+        if not self._mine(ref):
             return None
         if ref not in self._opened:
-            self._opened[ref] = self.store.open(ref)
+            self.open_many([ref])
         return self._opened[ref]
+
+    def open_many(self, refs: Iterable[AnchorRef]) -> None:
+        """Open those of ``refs`` not opened yet, all at once."""
+        wanted = {ref for ref in refs if self._mine(ref) and ref not in self._opened}
+        if wanted:
+            hot = self.store.open(wanted)
+            for ref in wanted:
+                self._opened[ref] = hot.get(ref)
+
+    def _mine(self, ref: AnchorRef) -> bool:
+        return ref[0] == self.channel_id and (self.only is None or ref == self.only)
 
     def hot_among(self, refs: Iterable[AnchorRef]) -> set[AnchorRef]:
         """Those of ``refs`` that are hot anchors of this channel."""

@@ -402,6 +402,22 @@ class RedisTarget:
         return redis.Redis.from_url(self.url)
 
 
+class CountingConnection(redis.Connection):
+    """A Redis connection that counts the requests it sends (a pipeline is one)."""
+
+    requests = 0
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.requests += 1
+        super().send_packed_command(command, check_health)
+
+
+def counting_redis_client() -> redis.Redis:
+    """``RX_REDIS_CLIENT`` for tests that count the library's round trips to the shared
+    test Redis (use it with that Redis's prefix: ``shared_redis.settings``)."""
+    return redis.Redis.from_url(SHARED_REDIS, connection_class=CountingConnection)
+
+
 class PrivateRedis:
     """A redis-server of this test alone, that the test may flush, stop and restart."""
 

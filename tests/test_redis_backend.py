@@ -16,6 +16,7 @@ import socket
 import subprocess
 import threading
 import time
+from typing import Any
 
 import pytest
 import redis
@@ -31,10 +32,11 @@ from rxdjango.models import CapturedChange
 from rxdjango.testing import between_load_layers, timeout
 
 from jobs.channels import JobChannel
-from jobs.models import Task
+from jobs.models import Job, Project, Task
 from jobs.serializers import JobSerializer
 from support import (
     SHARED_REDIS,
+    CountingConnection,
     RedisTarget,
     SocketClient,
     connect,
@@ -560,3 +562,53 @@ async def test_the_connections_of_a_process_that_died_stop_counting(world, share
             await third.open()
         for client in admitted:
             await client.close()
+
+
+def rename_project(project_pk: int, name: str) -> None:
+    project = Project.objects.get(pk=project_pk)
+    project.name = name
+    project.save()
+
+
+async def _round_trips_of(change: Any) -> int:
+    """Requests the library sends Redis while ``change`` commits and propagates (a
+    pipeline or a transaction is one)."""
+    before = CountingConnection.requests
+    await db(change)()
+    await until(lambda: not CapturedChange.objects.exists(), units=2)
+    return CountingConnection.requests - before
+
+
+async def test_round_trips_of_a_change_do_not_grow_with_the_anchors_it_reaches(
+    world, shared_redis, in_process
+):
+    """A change held by eight hot anchors costs the round trips of one held by one: each
+    step of a propagation is one pipeline for all the anchors it reaches.
+
+    Counted by the connections of the library's Redis client (``RX_REDIS_CLIENT``); the
+    fewest of three changes each, as a lease renewal may land in one."""
+    from testproject.asgi import application
+
+    with shared_redis.settings(
+        RX_REDIS_HEARTBEAT=3600, RX_REDIS_CLIENT="support.counting_redis_client"
+    ):
+        jobs = [world.job]
+        for n in range(7):
+            jobs.append(await db(Job.objects.create)(project=world.project, title=f"job {n}"))
+        clients = [await connect(application, f"/ws/job/{jobs[0].pk}/", world.tokens["alice"])]
+        await until(lambda: not CapturedChange.objects.exists(), units=2)
+        names = iter(range(100))
+
+        async def fewest() -> int:
+            rename = lambda: rename_project(world.project.pk, f"Apollo {next(names)}")  # noqa: E731
+            return min([await _round_trips_of(rename) for _ in range(3)])
+
+        one = await fewest()
+        for job in jobs[1:]:
+            clients.append(await connect(application, f"/ws/job/{job.pk}/", world.tokens["alice"]))
+        eight = await fewest()
+        received = [await client.receive_frame() for client in clients[1:]]
+        for client in clients:
+            await client.disconnect()
+    assert eight == one, f"{one} round trips for one anchor, {eight} for eight"
+    assert all("Apollo" in str(frame) for frame in received)

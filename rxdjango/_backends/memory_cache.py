@@ -18,13 +18,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
 from .._change import AnchorRef, Change, FlatRecord, Retained
 from .._hub import Target
+from .._propagation import Emission
 from .._state_model import Key
 from ..conf import rx_settings
 
@@ -270,12 +271,24 @@ class MemoryStore:
         with self.cache.lock:
             return self.cache.anchors_containing_many(keys)
 
-    def open(self, ref: AnchorRef) -> MemoryView | None:
+    def open(self, refs: Collection[AnchorRef]) -> dict[AnchorRef, MemoryView]:
         with self.cache.lock:
-            anchor = self.cache.get(ref)
-            if anchor is None or anchor.status is not AnchorStatus.HOT:
-                return None
-            return MemoryView(self, anchor)
+            return {
+                ref: MemoryView(self, anchor)
+                for ref in refs
+                if (anchor := self.cache.get(ref)) is not None and anchor.status is AnchorStatus.HOT
+            }
+
+    def prefetch(self, wanted: Iterable[tuple[MemoryView, Iterable[Key]]]) -> None:
+        pass  # in memory already
+
+    def save(self, views: Collection[MemoryView]) -> None:
+        pass  # the index changes with each put
+
+    def emit(self, emissions: list[Emission]) -> None:
+        for emission in emissions:
+            if emission.frames or emission.changes:
+                emission.view.emit(emission.frames, emission.retained, emission.changes)
 
 
 class MemoryView:
@@ -315,9 +328,6 @@ class MemoryView:
     def drop(self) -> None:
         with self.store.cache.lock:
             self.store.cache.drop(self.ref)
-
-    def save(self) -> None:
-        pass
 
     def emit(
         self, frames: list[tuple[Target, str]], retained: Retained, changes: list[Change]

@@ -186,15 +186,19 @@ class RedisBackend(Epochs, Loading, Upkeep):
             self._start_new_epoch()
         reached: set[AnchorRef] = set()
         try:
-            if not self.redis.scard(self.keys.anchors(channel_id)):
-                return  # nothing cached, nothing loading: nobody to tell
+            # Journaled in the step that asks whether anything of the channel is cached
+            # or loading: a loader that begins later reads the database after this commit.
             encoded = {kind: sorted(pks, key=repr) for kind, pks in touched.items()}
             journal = self.keys.journal(channel_id)
             tx = self.redis.pipeline(transaction=True)
+            tx.scard(self.keys.anchors(channel_id))
             entry = {"t": _codec.encode_bytes(encoded)}
             tx.xadd(journal, entry, maxlen=JOURNAL_SIZE, approximate=True)
             tx.xinfo_stream(journal)
-            mark = journal_mark(tx.execute()[1])  # what changes after this one follow
+            cached, _, info = tx.execute()
+            if not cached:
+                return  # nothing cached, nothing loading: nobody to tell
+            mark = journal_mark(info)  # what changes after this one follow
             while True:
                 # Anchors are found hot only in this process's epoch: adopt the current one
                 # first, and start over if it changed while the groups were applied.
@@ -298,7 +302,7 @@ class RedisBackend(Epochs, Loading, Upkeep):
         fresh = read_anchor(channel, root, self.clock())
         with self._locked([ref]):
             propagator = self._propagator(channel)
-            view = propagator.store.open(ref)
+            view = propagator.store.open([ref]).get(ref)
             if view is not None:
                 propagator.replace_all(view, fresh, self.clock())
                 if not self._replay(channel, ref, mark):

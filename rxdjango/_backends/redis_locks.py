@@ -74,7 +74,6 @@ class AnchorLocks:
         self.redis = redis
         self.lease_ms = int(lease * 1000)
         self._acquire = redis.register_script(_ACQUIRE)
-        self._release = redis.register_script(_RELEASE)
         self._renew = redis.register_script(_RENEW)
         #: lock key -> token, for every lock this process holds
         self._held: dict[str, str] = {}
@@ -85,15 +84,19 @@ class AnchorLocks:
     @contextmanager
     def held(self, locks: Iterable[LockKeys]) -> Iterator[None]:
         """Hold every lock of ``locks`` for the block, taken in key order (each waited
-        for up to :data:`WAIT_SECONDS`)."""
+        for up to :data:`WAIT_SECONDS`). Free locks are taken in one round trip, however
+        many; the first one held elsewhere is waited for before those after it."""
+        ordered = sorted(set(locks))
         taken: list[tuple[LockKeys, str]] = []
         try:
-            for lock in sorted(set(locks)):
-                taken.append((lock, self._take(lock)))
+            while len(taken) < len(ordered):
+                taken += self._take_free(ordered[len(taken) :])
+                if len(taken) < len(ordered):
+                    lock = ordered[len(taken)]
+                    taken.append((lock, self._take(lock)))
             yield
         finally:
-            for lock, token in reversed(taken):
-                self._let_go(lock, token)
+            self._let_go_all(taken[::-1])
 
     def stop(self) -> None:
         self._stopped.set()
@@ -120,16 +123,47 @@ class AnchorLocks:
                     timeout=round(max(0.001, min(left_ms / 1000, remaining, _WAIT_SLICE)), 3),
                 )
 
-    def _let_go(self, lock: LockKeys, token: str) -> None:
-        key, wake = lock
+    def _take_free(self, locks: list[LockKeys]) -> list[tuple[LockKeys, str]]:
+        """Try every lock of ``locks`` at once; keep those before the first one held
+        elsewhere (and give back any taken after it: locks are held in key order)."""
+        tokens = [uuid.uuid4().hex for _ in locks]
+        pipe = self.redis.pipeline(transaction=False)
+        for (key, _), token in zip(locks, tokens, strict=True):
+            pipe.eval(_ACQUIRE, 1, key, token, self.lease_ms)  # EVAL: no script check
+        results = [int(left_ms) for left_ms in pipe.execute()]
+        free = next((n for n, left_ms in enumerate(results) if left_ms != 0), len(locks))
+        kept = list(zip(locks[:free], tokens[:free], strict=True))
         with self._guard:
-            self._held.pop(key, None)
+            for (key, _), token in kept:
+                self._held[key] = token
+            if kept:
+                self._start_keeper()
+        beyond = [
+            (lock, token)
+            for lock, token, left_ms in list(zip(locks, tokens, results, strict=True))[free:]
+            if left_ms == 0
+        ]
+        if beyond:
+            self._let_go_all(beyond)
+        return kept
+
+    def _let_go_all(self, taken: list[tuple[LockKeys, str]]) -> None:
+        """Release every lock of ``taken`` in one round trip, waking one waiter of each."""
+        if not taken:
+            return
+        with self._guard:
+            for (key, _), _token in taken:
+                self._held.pop(key, None)
         try:
-            if not self._release(keys=[key, wake], args=[token, self.lease_ms]):
-                logger.warning("rxdjango: the Redis lock %s expired before release", key)
+            pipe = self.redis.pipeline(transaction=False)
+            for (key, wake), token in taken:
+                pipe.eval(_RELEASE, 2, key, wake, token, self.lease_ms)
+            for ((key, _), _token), released in zip(taken, pipe.execute(), strict=True):
+                if not released:
+                    logger.warning("rxdjango: the Redis lock %s expired before release", key)
         except RedisError as error:
             _telemetry.redis_errors.inc()
-            logger.warning("rxdjango: could not release the Redis lock %s (%s)", key, error)
+            logger.warning("rxdjango: could not release %d Redis lock(s) (%s)", len(taken), error)
 
     def _start_keeper(self) -> None:
         if self._keeper is None or not self._keeper.is_alive():

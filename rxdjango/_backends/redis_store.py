@@ -28,16 +28,17 @@ too few.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from .. import _codec
 from .._audience import Audience
-from .._change import AnchorRef, Change, FlatRecord, Retained
+from .._change import AnchorRef, Change, FlatRecord
 from .._hub import Target
+from .._propagation import Emission
 from .._protocol import Envelope
 from .._state_model import Key
 from ..conf import rx_settings
@@ -313,11 +314,62 @@ class RedisStore:
                 found[key] = {member_ref(m) for m in members}
         return found
 
-    def open(self, ref: AnchorRef) -> RedisView | None:
-        status, epoch, root = self.redis.hmget(self.keys.meta(ref), "status", "epoch", "root")
-        if status != b"hot" or epoch is None or epoch.decode() != self.epoch or root is None:
-            return None
-        return RedisView(self, ref, field_key(root))
+    def open(self, refs: Collection[AnchorRef]) -> dict[AnchorRef, RedisView]:
+        wanted = list(refs)
+        if not wanted:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for ref in wanted:
+            pipe.hmget(self.keys.meta(ref), "status", "epoch", "root")
+        views = {}
+        for ref, (status, epoch, root) in zip(wanted, pipe.execute(), strict=True):
+            if status == b"hot" and epoch is not None and epoch.decode() == self.epoch and root:
+                views[ref] = RedisView(self, ref, field_key(root))
+        return views
+
+    def prefetch(self, wanted: Iterable[tuple[RedisView, Iterable[Key]]]) -> None:
+        """Read what each view lacks of its keys' records and referrers, in one pipeline."""
+        pipe = self.redis.pipeline(transaction=False)
+        readers = [reader for view, keys in wanted if (reader := view.queue_reads(pipe, keys))]
+        if not readers:
+            return
+        results = iter(pipe.execute())
+        for reader in readers:
+            reader(results)
+
+    def save(self, views: Collection[RedisView]) -> None:
+        """Index the records the views now hold (before they are written), in one pipeline."""
+        pipe = self.redis.pipeline(transaction=False)
+        for view in views:
+            member = ref_member(view.ref)
+            for key in view.entered:
+                pipe.sadd(self.keys.index(key), member)
+        if len(pipe):
+            pipe.execute()
+
+    def emit(self, emissions: list[Emission]) -> None:
+        """Every view's writes, history and frames in one transaction, then the index
+        entries of the records they let go."""
+        live = []
+        for emission in emissions:
+            view = cast(RedisView, emission.view)
+            if view.dropped:
+                view.emit_dropped(emission.frames)
+            else:
+                live.append((view, emission))
+        self.prefetch((view, view.unread_targets()) for view, _ in live)
+        tx = self.redis.pipeline(transaction=True)
+        for view, emission in live:
+            view.queue_writes(tx, emission)
+        if len(tx):
+            tx.execute()
+        pipe = self.redis.pipeline(transaction=False)
+        for view, _ in live:
+            member = ref_member(view.ref)
+            for key in view.removed:
+                pipe.srem(self.keys.index(key), member)
+        if len(pipe):
+            pipe.execute()
 
 
 class RedisView:
@@ -338,29 +390,36 @@ class RedisView:
         #: referrer changes not yet written: target -> {referrer: present?}
         self._refby_ops: dict[Key, dict[Key, bool]] = {}
         self._written: set[Key] = set()
-        self._entered: set[Key] = set()  # written and not held before: to index
-        self._removed: set[Key] = set()
-        self._dropped = False
+        #: written and not held before: to index
+        self.entered: set[Key] = set()
+        self.removed: set[Key] = set()
+        self.dropped = False
 
     # -- reads ------------------------------------------------------------------
 
     def prefetch(self, keys: Iterable[Key]) -> None:
-        records = [k for k in dict.fromkeys(keys) if k not in self._records]
-        referrers = [k for k in dict.fromkeys(keys) if k not in self._refby_base]
-        if not records and not referrers:
-            return
-        pipe = self.redis.pipeline(transaction=False)
+        self.store.prefetch([(self, keys)])
+
+    def queue_reads(self, pipe: Any, keys: Iterable[Key]) -> Callable[[Iterator[Any]], None] | None:
+        """Queue on ``pipe`` the reads of what this view lacks of ``keys``; returns what
+        takes their results (from the pipeline's results, in order), or None."""
+        wanted = list(dict.fromkeys(keys))
+        records = [k for k in wanted if k not in self._records]
+        referrers = [k for k in wanted if k not in self._refby_base]
         if records:
             pipe.hmget(self.keys.rec(self.ref), [key_field(k) for k in records])
         if referrers:
             pipe.hmget(self.keys.refby(self.ref), [key_field(k) for k in referrers])
-        results = pipe.execute()
-        if records:
-            for key, raw in zip(records, results.pop(0), strict=True):
-                self._records[key] = decode_record(raw) if raw is not None else None
-        if referrers:
-            for key, raw in zip(referrers, results.pop(0), strict=True):
-                self._refby_base[key] = _decode_keys(raw)
+
+        def take(results: Iterator[Any]) -> None:
+            if records:
+                for key, raw in zip(records, next(results), strict=True):
+                    self._records[key] = decode_record(raw) if raw is not None else None
+            if referrers:
+                for key, raw in zip(referrers, next(results), strict=True):
+                    self._refby_base[key] = _decode_keys(raw)
+
+        return take if records or referrers else None
 
     def get(self, key: Key) -> FlatRecord | None:
         if key not in self._records:
@@ -402,8 +461,8 @@ class RedisView:
         self._records[record.key] = record
         self._written.add(record.key)
         if previous is None:
-            self._entered.add(record.key)
-        self._removed.discard(record.key)
+            self.entered.add(record.key)
+        self.removed.discard(record.key)
         return previous
 
     def remove(self, key: Key) -> FlatRecord | None:
@@ -413,33 +472,21 @@ class RedisView:
         for target in record.refs:
             self._refby_ops.setdefault(target, {})[key] = False
         self._records[key] = None
-        self._removed.add(key)
+        self.removed.add(key)
         self._written.discard(key)
-        self._entered.discard(key)
+        self.entered.discard(key)
         return record
 
     def drop(self) -> None:
-        self._dropped = True
+        self.dropped = True
 
-    def save(self) -> None:
-        """Index the records this anchor now holds (before they are written)."""
-        if self._entered:
-            member = ref_member(self.ref)
-            pipe = self.redis.pipeline(transaction=False)
-            for key in self._entered:
-                pipe.sadd(self.keys.index(key), member)
-            pipe.execute()
+    def unread_targets(self) -> list[Key]:
+        """Records whose referrers changed and were never read (read before writing)."""
+        return [t for t in self._refby_ops if t not in self._refby_base]
 
-    def emit(
-        self, frames: list[tuple[Target, str]], retained: Retained, changes: list[Change]
-    ) -> None:
-        if self._dropped:
-            self._emit_dropped(frames)
-            return
-        targets = [t for t in self._refby_ops if t not in self._refby_base]
-        self.prefetch(targets)
+    def queue_writes(self, tx: Any, emission: Emission) -> None:
+        """Queue on ``tx`` this view's writes, history and frames (referrers read)."""
         rec, refby = self.keys.rec(self.ref), self.keys.refby(self.ref)
-        tx = self.redis.pipeline(transaction=True)
         if self._written:
             tx.hset(
                 rec,
@@ -449,38 +496,39 @@ class RedisView:
                     if (r := self._records[k]) is not None
                 },
             )
-        if self._entered:
-            tx.zadd(self.keys.order(self.ref), {key_field(k): 0 for k in self._entered})
-        if self._removed:
-            tx.hdel(rec, *[key_field(k) for k in self._removed])
-            tx.zrem(self.keys.order(self.ref), *[key_field(k) for k in self._removed])
+        if self.entered:
+            tx.zadd(self.keys.order(self.ref), {key_field(k): 0 for k in self.entered})
+        if self.removed:
+            tx.hdel(rec, *[key_field(k) for k in self.removed])
+            tx.zrem(self.keys.order(self.ref), *[key_field(k) for k in self.removed])
         for target in self._refby_ops:
             referrers = self.referrers_of(target)
             if referrers:
                 tx.hset(refby, key_field(target), _encode_keys(referrers))
             else:
                 tx.hdel(refby, key_field(target))
-        if changes:
-            self.store.remember(
-                keys=[self.keys.hist(self.ref), self.keys.meta(self.ref)],
-                args=[
-                    int(rx_settings.RX_HISTORY_SIZE),
-                    repr(changes[0].tstamp),
-                    *[encode_change(c) for c in changes],
-                ],
-                client=tx,
+        if emission.changes:
+            # EVAL, not the registered script: a script in a pipeline costs a round trip
+            # of its own to check Redis has it (Redis caches it by its hash anyway).
+            tx.eval(
+                self.store.remember.script,
+                2,
+                self.keys.hist(self.ref),
+                self.keys.meta(self.ref),
+                int(rx_settings.RX_HISTORY_SIZE),
+                repr(emission.changes[0].tstamp),
+                *[encode_change(c) for c in emission.changes],
             )
         channel = self.keys.pub(self.ref[0])
-        for to, frame in frames:
+        for to, frame in emission.frames:
             tx.publish(
                 channel,
-                self.store.envelope(Envelope.FRAME, self.ref[1], frame, target=to, r=retained),
+                self.store.envelope(
+                    Envelope.FRAME, self.ref[1], frame, target=to, r=emission.retained
+                ),
             )
-        tx.execute()
-        if self._removed:
-            self._unindex(self._removed)
 
-    def _emit_dropped(self, frames: list[tuple[Target, str]]) -> None:
+    def emit_dropped(self, frames: list[tuple[Target, str]]) -> None:
         """The anchor row is gone: its clients get its delete, then the anchor is forgotten."""
         held = [field_key(k) for k in self.redis.hkeys(self.keys.rec(self.ref))]
         channel = self.keys.pub(self.ref[0])
