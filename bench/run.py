@@ -336,7 +336,9 @@ async def fan_out(
     }
     urls = [f"ws://{server.base}{paths[kind]}" for server in servers]
     rss_before = sum(server.rss_kib() for server in servers)
+    connecting = time.monotonic()
     crowd = Crowd.start(kind, urls, n, {"token": world.token, "task": world.small_task}, processes)
+    connects_per_s = n / (time.monotonic() - connecting)
     rss_after = sum(server.rss_kib() for server in servers)
     if kind == "rx":
         trigger = await open_rx(servers[0], world, world.small_job)
@@ -401,6 +403,8 @@ async def fan_out(
         "lost": lost,
         "failure": failure,
         "rss_per_connection_kib": (rss_after - rss_before) / n,
+        # Each client connected and received the job's state.
+        "connects_per_s": connects_per_s,
         "cost_per_change": cost,
     }
 
@@ -940,6 +944,9 @@ def targets(results: dict) -> list[dict]:
             check(
                 f"fan-out p99 at {big_n}: RxDjango from commit / floor", ratio, ratio <= 2, "<= 2"
             )
+        if ("rx", big_n) in fan:
+            rate = fan[("rx", big_n)]["connects_per_s"]
+            check(f"clients connected per second, {big_n}{label}", rate, rate >= 200, ">= 200")
         if ("rx", big_n) in fan and run["key"] == "single":
             memory = fan[("rx", big_n)]["rss_per_connection_kib"]
             check(f"RSS per idle connection at {big_n} (KiB)", memory, memory < 64, "< 64")

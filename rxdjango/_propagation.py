@@ -207,8 +207,9 @@ class Propagator:
     ) -> set[Key]:
         """Propagate changes to instances ``touched`` ({instance type: pks}); only to
         the anchor ``only`` if given; :class:`OutOfScope` if it would change an anchor
-        outside ``scope`` (when given). Returns the keys of the rows it read and
-        applied (see :func:`rxdjango._backends.base.settle`)."""
+        outside ``scope`` (when given). Returns the keys of the records that entered
+        an anchor, read from rows that may have changed again since (see
+        :func:`rxdjango._backends.base.settle`)."""
         views = _Views(self.store, self.channel_id, only)
         fetched: dict[Key, FlatRecord | None] = {}
         self._fetch(self._relevant(touched, views), fetched, tstamp)
@@ -267,8 +268,7 @@ class Propagator:
         self.store.emit(
             [self._emission(view, delta, previous, tstamp) for view, delta, previous in deltas]
         )
-        applied = {key for key, record in fetched.items() if record is not None}
-        return applied.union(*(delta.created for _, delta, _ in deltas))
+        return set().union(*(delta.created for _, delta, _ in deltas))
 
     def replace_all(self, view: AnchorView, fresh: dict[Key, FlatRecord], tstamp: float) -> None:
         """Make the anchor hold exactly ``fresh`` (a whole anchor read at one moment) and

@@ -280,25 +280,27 @@ def settle(
     only: AnchorRef | None = None,
     scope: Collection[AnchorRef] | None = None,
 ) -> None:
-    """Apply ``touched`` to the locked anchors, then again what of the rows it read
-    changed meanwhile, until nothing did.
+    """Apply ``touched`` to the locked anchors, then again the records that entered an
+    anchor if their rows changed meanwhile, until none did.
 
     Ordering per anchor does not cover a row *entering* an anchor: a propagation reads
     the row, the row changes (it moves away), and that change's propagation looks for
     the anchors holding the row before this one has written it there, so it does not
-    wait for this anchor. ``changes_since()`` (changes of the channel noted since this
-    propagation began reading, then since its last call) tells which rows to read
-    again; each round reads one snapshot of its own (:func:`consistent_reads`).
+    wait for this anchor. (A row the anchor held already is safe: its next change
+    finds the anchor and waits for its lock.) ``changes_since()`` (changes of the
+    channel noted since this propagation began reading, then since its last call)
+    tells which to read again; each round reads one snapshot of its own
+    (:func:`consistent_reads`).
     """
     anchor_model = channel.state_model().anchor_model
     again: dict[str, set[Any]] | None = touched
     while again:
         with consistent_reads(anchor_model):
-            applied = propagator.apply(again, clock(), only, scope)
-        if not applied:
+            entered = propagator.apply(again, clock(), only, scope)
+        if not entered:
             return
         noted = changes_since()
-        again = _as_touched(applied) if noted is None else _among(noted, applied)
+        again = _as_touched(entered) if noted is None else _among(noted, entered)
 
 
 def _among(noted: dict[str, set[Any]], keys: set[Key]) -> dict[str, set[Any]]:
