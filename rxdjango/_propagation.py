@@ -31,7 +31,7 @@ anchor meanwhile): the caller then locks those too and applies again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -116,7 +116,7 @@ class AnchorStore(Protocol):
 
     def anchors_containing(self, keys: Iterable[Key]) -> dict[Key, set[AnchorRef]]: ...
 
-    def open(self, refs: Collection[AnchorRef]) -> dict[AnchorRef, AnchorView]:
+    def open(self, refs: Collection[AnchorRef]) -> Mapping[AnchorRef, AnchorView]:
         """Views of those of ``refs`` that are hot."""
 
     def prefetch(self, wanted: Iterable[tuple[AnchorView, Iterable[Key]]]) -> None:

@@ -21,11 +21,11 @@ from collections import deque
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from .._change import AnchorRef, Change, FlatRecord, Retained
 from .._hub import Target
-from .._propagation import Emission
+from .._propagation import AnchorView, Emission
 from .._state_model import Key
 from ..conf import rx_settings
 
@@ -279,16 +279,17 @@ class MemoryStore:
                 if (anchor := self.cache.get(ref)) is not None and anchor.status is AnchorStatus.HOT
             }
 
-    def prefetch(self, wanted: Iterable[tuple[MemoryView, Iterable[Key]]]) -> None:
+    def prefetch(self, wanted: Iterable[tuple[AnchorView, Iterable[Key]]]) -> None:
         pass  # in memory already
 
-    def save(self, views: Collection[MemoryView]) -> None:
+    def save(self, views: Collection[AnchorView]) -> None:
         pass  # the index changes with each put
 
     def emit(self, emissions: list[Emission]) -> None:
         for emission in emissions:
             if emission.frames or emission.changes:
-                emission.view.emit(emission.frames, emission.retained, emission.changes)
+                view = cast(MemoryView, emission.view)
+                view.emit(emission.frames, emission.retained, emission.changes)
 
 
 class MemoryView:

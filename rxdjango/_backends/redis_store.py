@@ -38,7 +38,7 @@ from .. import _codec
 from .._audience import Audience
 from .._change import AnchorRef, Change, FlatRecord
 from .._hub import Target
-from .._propagation import Emission
+from .._propagation import AnchorView, Emission
 from .._protocol import Envelope
 from .._state_model import Key
 from ..conf import rx_settings
@@ -327,22 +327,26 @@ class RedisStore:
                 views[ref] = RedisView(self, ref, field_key(root))
         return views
 
-    def prefetch(self, wanted: Iterable[tuple[RedisView, Iterable[Key]]]) -> None:
+    def prefetch(self, wanted: Iterable[tuple[AnchorView, Iterable[Key]]]) -> None:
         """Read what each view lacks of its keys' records and referrers, in one pipeline."""
         pipe = self.redis.pipeline(transaction=False)
-        readers = [reader for view, keys in wanted if (reader := view.queue_reads(pipe, keys))]
+        readers = [
+            reader
+            for view, keys in wanted
+            if (reader := cast(RedisView, view).queue_reads(pipe, keys))
+        ]
         if not readers:
             return
         results = iter(pipe.execute())
         for reader in readers:
             reader(results)
 
-    def save(self, views: Collection[RedisView]) -> None:
+    def save(self, views: Collection[AnchorView]) -> None:
         """Index the records the views now hold (before they are written), in one pipeline."""
         pipe = self.redis.pipeline(transaction=False)
         for view in views:
             member = ref_member(view.ref)
-            for key in view.entered:
+            for key in cast(RedisView, view).entered:
                 pipe.sadd(self.keys.index(key), member)
         if len(pipe):
             pipe.execute()
