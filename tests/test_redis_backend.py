@@ -612,3 +612,46 @@ async def test_round_trips_of_a_change_do_not_grow_with_the_anchors_it_reaches(
             await client.disconnect()
     assert eight == one, f"{one} round trips for one anchor, {eight} for eight"
     assert all("Apollo" in str(frame) for frame in received)
+
+
+async def test_a_client_waiting_for_another_load_is_woken_instead_of_polling(
+    world, shared_redis, in_process
+):
+    """A client that arrives while the anchor is being loaded waits until the load ends
+    (woken through Redis, as another process's client would be), instead of asking
+    again every few milliseconds: while the load is held for two seconds the waiting
+    client's requests to Redis stay a handful. Its state is then the loaded one."""
+    from testproject.asgi import application
+
+    path = f"/ws/job/{world.job.pk}/"
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_load(instance_type: str) -> None:
+        if not holding.is_set():
+            holding.set()
+            release.wait(timeout(5))
+
+    with shared_redis.settings(
+        RX_REDIS_HEARTBEAT=3600, RX_REDIS_CLIENT="support.counting_redis_client"
+    ):
+        # Serving (a client of another job), and the relay has propagated what building
+        # the world logged (its requests would count in the measure).
+        elsewhere = await connect(
+            application, f"/ws/job/{world.other_job.pk}/", world.tokens["alice"]
+        )
+        await until(lambda: not CapturedChange.objects.exists(), units=2)
+        with between_load_layers(hold_the_load):
+            loading = asyncio.create_task(connect(application, path, world.tokens["alice"]))
+            assert await asyncio.to_thread(holding.wait, timeout(2))
+            before = CountingConnection.requests
+            waiting = asyncio.create_task(connect(application, path, world.tokens["bob"]))
+            await asyncio.sleep(2)  # the window in which a polling waiter would ask ~15 times
+            requests = CountingConnection.requests - before
+            assert not waiting.done()
+            release.set()
+            clients = [await loading, await waiting]
+            bobs_view = lambda: expected_state(JobSerializer, world.job, world.bob)  # noqa: E731
+            await converges(receive(clients[1]), clients[1].state, bobs_view)
+            for client in [*clients, elsewhere]:
+                await client.disconnect()
+    assert requests <= 10, f"{requests} requests while waiting two seconds for a load"

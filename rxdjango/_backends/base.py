@@ -218,14 +218,19 @@ class Hot:
 
 @dataclass
 class Wait:
-    """Another caller holds the load lease: wait (on ``event`` if given) and ask again."""
+    """Another caller holds the load lease: wait (on ``event``, or until ``woken``
+    returns, if given) at most ``seconds``, and ask again."""
 
     seconds: float
     event: threading.Event | None = None
+    #: blocks until the load ends or the seconds it is given pass
+    woken: Callable[[float], None] | None = None
 
     def wait(self) -> None:
         if self.event is not None:
             self.event.wait(self.seconds)
+        elif self.woken is not None:
+            self.woken(self.seconds)
         elif self.seconds > 0:
             time.sleep(self.seconds)
 

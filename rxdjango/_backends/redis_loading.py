@@ -15,11 +15,12 @@ import logging
 import threading
 import uuid
 from collections.abc import Iterable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import _telemetry
 from .._audience import assign_all
@@ -53,6 +54,8 @@ logger = logging.getLogger("rxdjango")
 LAYOUT = "4"
 #: How long ``snapshot`` waits for the pub/sub subscription before giving up.
 READY_TIMEOUT = 10.0
+#: Longest one blocking wait for a load to end, in seconds.
+WAIT_SLICE = 1.0
 #: A position in a channel's journal: (entries ever added, last entry id).
 JournalMark = tuple[int, str]
 
@@ -99,7 +102,6 @@ class Loading:
         meta = self.keys.meta(ref)
         root = (channel.state_model().root.instance_type, anchor_pk)
         lease_ms = int(float(rx_settings.RX_LOAD_TIMEOUT) * 1000)
-        pause = [0.005]
 
         def begin() -> Hot | Wait | Load:
             token = uuid.uuid4().hex
@@ -110,15 +112,33 @@ class Loading:
             if verdict == "hot":
                 return Hot(self._read(channel, ref, since))
             if verdict == "wait":
-                seconds = min(pause[0], int(decision[1]) / 1000)
-                pause[0] = min(pause[0] * 2, 0.2)
-                return Wait(seconds)
+                # Woken when the load ends, else when its lease does (its loader died).
+                left = int(decision[1]) / 1000
+                return Wait(left, woken=lambda seconds: self._await_load(ref, seconds))
             if verdict == "stale":
                 self._drop_stale(ref)
                 return Wait(0)
             return Load(token)
 
         return serve_snapshot(begin, lambda token: self._load(channel, ref, root, token), since)
+
+    def _await_load(self, ref: AnchorRef, seconds: float) -> None:
+        """Block until a load of ``ref`` ends (in any process) or ``seconds`` pass (at
+        most :data:`WAIT_SLICE`: a client's socket timeout may be shorter). A woken
+        waiter passes the wake on, so every waiter wakes."""
+        loaded = self.keys.loaded(ref)
+        with suppress(RedisTimeoutError):
+            if self.redis.blpop([loaded], timeout=round(max(0.001, min(seconds, WAIT_SLICE)), 3)):
+                self._loaded(ref)
+
+    def _loaded(self, ref: AnchorRef) -> None:
+        """Wake one waiter of the anchor's load (each passes it on); the wake outlives
+        nobody's wait by long."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.lpush(self.keys.loaded(ref), "1")
+        pipe.ltrim(self.keys.loaded(ref), 0, 0)
+        pipe.pexpire(self.keys.loaded(ref), int(WAIT_SLICE * 1000))
+        pipe.execute()
 
     def _drop_stale(self, ref: AnchorRef) -> None:
         """Purge an anchor cached in an older epoch or key layout."""
@@ -129,7 +149,17 @@ class Loading:
                 self._purge(ref)
 
     def _load(self, channel: ChannelSpec, ref: AnchorRef, root: Key, token: str) -> object | None:
-        """Load the anchor and make it hot; None if its row does not exist."""
+        """Load the anchor and make it hot; None if its row does not exist. However it
+        ends, the clients waiting for it are woken."""
+        try:
+            return self._load_once(channel, ref, root, token)
+        finally:
+            with suppress(RedisError):
+                self._loaded(ref)
+
+    def _load_once(
+        self, channel: ChannelSpec, ref: AnchorRef, root: Key, token: str
+    ) -> object | None:
         channel_id = ref[0]
         self.redis.sadd(self.keys.anchors(channel_id), orjson.dumps(ref[1]))
         mark = self._journal_position(channel_id)

@@ -12,6 +12,7 @@ on Redis Cluster)::
     <p>:{<channel>|<pk>}:watch   zset  process id -> deadline of its heartbeat (ms)
     <p>:{<channel>|<pk>}:lock    string  orders propagation, loads and drops of the anchor
     <p>:{<channel>|<pk>}:wake    list    woken waiters of that lock (redis_locks)
+    <p>:{<channel>|<pk>}:loaded  list    wakes the clients waiting for a load to end
 
 Per channel (hash tag of the channel)::
 
@@ -223,6 +224,10 @@ class Keys:
         """The anchor's lock and its wake list (kept apart from the anchor's data: a
         purge under the lock leaves the lock alone)."""
         return self._anchor(ref, "lock"), self._anchor(ref, "wake")
+
+    def loaded(self, ref: AnchorRef) -> str:
+        """Pushed to when a load of the anchor ends: its waiters stop waiting."""
+        return self._anchor(ref, "loaded")
 
     def journal(self, channel_id: str) -> str:
         return f"{self.prefix}:{{{channel_id}}}:journal"
