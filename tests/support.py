@@ -377,6 +377,19 @@ class SocketClient:
             await self.ws.close()
 
 
+async def reopen_like_a_browser(client: SocketClient, attempts: int = 3) -> None:
+    """Reconnect; a client closed with 4408 while it loads (the server learnt of a Redis
+    restart or failover from pub/sub and from the epoch one after the other) reconnects
+    again, as a browser does."""
+    for _attempt in range(attempts):
+        try:
+            await client.open()
+            return
+        except websockets.ConnectionClosed as closed:
+            assert closed.rcvd is not None and closed.rcvd.code == 4408
+    await client.open()
+
+
 SHARED_REDIS = os.environ.get("REDIS_URL_FOR_TESTS", "redis://127.0.0.1:6379/0")
 
 

@@ -44,6 +44,7 @@ from support import (
     expected_state,
     job_state,
     receive,
+    reopen_like_a_browser,
     run_command,
     running_server,
     type_name,
@@ -346,18 +347,6 @@ async def test_system_message_command_reaches_every_process(world, shared_redis,
             message = await client.read()
             assert message == {"type": "system", "source": "system", "message": "going down"}
             await client.close()
-
-
-async def reopen_like_a_browser(client: SocketClient) -> None:
-    """Reconnect; a client closed with 4408 while it loads (the server learnt of the
-    restart from pub/sub and from the epoch one after the other) reconnects again."""
-    for _attempt in range(3):
-        try:
-            await client.open()
-            return
-        except websockets.ConnectionClosed as closed:
-            assert closed.rcvd is not None and closed.rcvd.code == 4408
-    await client.open()
 
 
 @pytest.mark.rx_errors_expected

@@ -34,13 +34,8 @@ from queue import SimpleQueue
 from typing import Any
 
 import orjson
-import redis
 from django.utils.module_loading import import_string
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from .. import _codec, _loader, _registry, _telemetry
 from .._change import AnchorRef, FlatRecord
@@ -51,6 +46,7 @@ from .._registry import ChannelSpec
 from .._state_model import Key, pk_repr
 from ..conf import rx_settings
 from .base import read_anchor, settle
+from .redis_client import client_factory, is_cluster, publish_command
 from .redis_epochs import Epochs
 from .redis_fanout import Listener, envelope
 from .redis_loading import JournalMark, Loading, journal_mark
@@ -94,11 +90,13 @@ class RedisBackend(Epochs, Loading, Upkeep):
 
     spans_processes = True
 
-    def __init__(self, fanout: Hub, connect: Callable[[], redis.Redis], where: str) -> None:
+    def __init__(self, fanout: Hub, connect: Callable[[], Any], where: str) -> None:
         self.hub = fanout
         self.where = where
         self.keys = Keys(str(rx_settings.RX_REDIS_PREFIX))
         self.redis = connect()
+        self.cluster = is_cluster(self.redis)
+        self._publish_command = publish_command(self.redis)
         self.process_id = uuid.uuid4().hex
         #: Anchor loads from the database done by this process.
         self.loads = 0
@@ -130,7 +128,13 @@ class RedisBackend(Epochs, Loading, Upkeep):
         self.epoch = ""
         self._publisher = ThreadPoolExecutor(1, thread_name_prefix="rxdjango-publish")
         self.listener = Listener(
-            connect, self.keys, fanout, self._on_control, self._on_disconnect, self._on_reconnect
+            connect,
+            self.keys,
+            fanout,
+            self._on_control,
+            self._on_disconnect,
+            self._on_reconnect,
+            shard_channels=self._channel_feeds if self.cluster else None,
         )
         #: Connections open when pub/sub was lost: they may miss frames, so they reload.
         self._cut_off: set[Subscriber] = set()
@@ -139,6 +143,10 @@ class RedisBackend(Epochs, Loading, Upkeep):
         )
         self._threads_started = False
         self._threads_lock = threading.Lock()
+
+    def _channel_feeds(self) -> list[str]:
+        """The pub/sub channel of every registered channel (a cluster subscribes each)."""
+        return [self.keys.pub(spec.channel_id) for spec in _registry.specs()]
 
     def _serve(self) -> None:
         """Start listening and maintaining: only a process that serves clients needs to
@@ -357,7 +365,7 @@ class RedisBackend(Epochs, Loading, Upkeep):
 
     def _publish(self, channel: str, message: bytes) -> None:
         """Publish without blocking an event loop (from async code it is handed off)."""
-        self._submit(self.redis.publish, channel, message)
+        self._submit(self.publish_message, channel, message)
 
     def _submit(self, command: Callable[..., Any], *args: Any) -> None:
         """Run a Redis command now, or from an event loop in the background (logged)."""
@@ -381,7 +389,7 @@ class RedisBackend(Epochs, Loading, Upkeep):
         existing = sorted(model._default_manager.filter(pk__in=pks).values_list("pk", flat=True))
         if existing:
             payload = _codec.encode_bytes([pk_repr(pk) for pk in existing])
-            self.redis.publish(
+            self.publish_message(
                 self.keys.pub(channel.channel_id), envelope(Envelope.OFFER, None, payload)
             )
 
@@ -460,13 +468,4 @@ def redis_backend(fanout: Hub) -> RedisBackend:
         factory = import_string(str(factory_path))
         return RedisBackend(fanout, factory, str(factory_path))
     url = str(rx_settings.REDIS_URL)
-
-    def connect() -> redis.Redis:
-        return redis.Redis.from_url(
-            url,
-            socket_keepalive=True,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        )
-
-    return RedisBackend(fanout, connect, url.split("@")[-1])
+    return RedisBackend(fanout, client_factory(url), url.split("@")[-1])

@@ -24,6 +24,7 @@ from .. import _events, _telemetry
 from .._hub import Hub, Subscriber
 from .._protocol import CloseCode, Envelope
 from ..exceptions import RxDjangoError
+from .redis_client import data_identity
 from .redis_fanout import Listener, envelope
 from .redis_store import Keys
 
@@ -52,6 +53,8 @@ class Epochs:
     _offset_ms: float
     _needs_new_epoch: bool
     _threads_started: bool
+    #: PUBLISH, or SPUBLISH on a cluster
+    _publish_command: str
 
     if TYPE_CHECKING:  # provided by the backend
 
@@ -66,25 +69,26 @@ class Epochs:
 
     def _ensure_epoch(self, replace: bool = False) -> None:
         """Adopt the current epoch, starting one if Redis lost it (or ``replace``)."""
-        server = self.redis.info("server")
-        if int(str(server["redis_version"]).split(".")[0]) < 7:
-            raise RxDjangoError(
-                f"RxDjango needs Redis 7 or later, {self.where} runs {server['redis_version']}"
-            )
-        run_id = str(server["run_id"])
+        version, run_id = data_identity(self.redis)
+        if int(version.split(".")[0]) < 7:
+            raise RxDjangoError(f"RxDjango needs Redis 7 or later, {self.where} runs {version}")
         known = self.epoch if replace else ""
         raw, minted = self._epoch_script(
             keys=[self.keys.epoch], args=[run_id, uuid.uuid4().hex, known]
         )
         epoch = raw.decode()
         if minted:  # every process adopts it now, not at its next heartbeat
-            self.redis.publish(self.keys.control, envelope(Envelope.EPOCH, None, ""))
+            self.publish_message(self.keys.control, envelope(Envelope.EPOCH, None, ""))
         if epoch != self.epoch:
             first = not self.epoch
             self.epoch = epoch
             if not first:
                 logger.warning("rxdjango: Redis cache epoch changed; clients reload")
                 self.hub.close_all(CloseCode.TIMEOUT)
+
+    def publish_message(self, channel: str, message: bytes) -> None:
+        """Publish on one of the library's channels (sharded on a cluster)."""
+        self.redis.execute_command(self._publish_command, channel, message)
 
     def _check_epoch(self) -> None:
         """One read: adopt a new epoch another process started (or start one if the

@@ -4,7 +4,9 @@ A change is published once per anchor (once per owner for private records)
 on ``<prefix>:pub:<channel id>``, whatever the number of clients; every
 process runs one :class:`Listener` subscribed to all channels and hands each
 message to its local :class:`~rxdjango._hub.Hub`, which delivers the same
-frame string to every local connection of that anchor.
+frame string to every local connection of that anchor. On a Redis Cluster the
+channels are sharded (``SPUBLISH``/``SSUBSCRIBE``): each lives on the shard that
+serves its slot, and a message is not copied to every node.
 
 Pub/sub delivers nothing that was published while a subscriber was
 disconnected, so after a lost connection the listener closes every local
@@ -21,8 +23,8 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-import redis
 from redis.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from .. import _events, _telemetry
@@ -34,6 +36,9 @@ from .redis_store import Keys
 __all__ = ["Listener", "decode_envelope", "envelope"]
 
 logger = logging.getLogger("rxdjango")
+
+_CONFIRMATIONS = ("subscribe", "psubscribe", "ssubscribe")
+_MESSAGES = ("message", "pmessage", "smessage")
 
 #: Seconds between attempts to reach Redis again, doubling up to the cap.
 RECONNECT_DELAY = 0.1
@@ -71,16 +76,23 @@ def decode_envelope(raw: bytes) -> tuple[dict[str, Any], str]:
 
 
 class Listener:
-    """A thread that receives every channel's messages and feeds the local hub."""
+    """Threads that receive every channel's messages and feed the local hub.
+
+    On one server, one thread: a pattern subscription to every channel plus the control
+    channel. On a cluster, sharded pub/sub has no patterns: one thread per channel
+    (every registered channel and the control channel), each subscribed on the node
+    serving the channel's slot, found again after a failover.
+    """
 
     def __init__(
         self,
-        connect: Callable[[], redis.Redis],
+        connect: Callable[[], Any],
         keys: Keys,
         hub: Hub,
         on_control: Callable[[dict[str, Any], str], None],
         on_disconnect: Callable[[], None],
         on_reconnect: Callable[[], None],
+        shard_channels: Callable[[], list[str]] | None = None,
     ) -> None:
         self.connect = connect
         self.keys = keys
@@ -88,63 +100,95 @@ class Listener:
         self.on_control = on_control
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
+        #: the cluster's channels, known once the listener starts (None: one server)
+        self.shard_channels = shard_channels
+        #: set while every feed is subscribed
         self.ready = threading.Event()
         self._stopped = threading.Event()
-        self._connected_once = False
-        self._thread = threading.Thread(
-            target=self._run, name="rxdjango-redis-listener", daemon=True
-        )
+        self._subscribed: set[str | None] = set()
+        self._joined_once: set[str | None] = set()
+        self._feeds: list[str | None] = []
+        self._state = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._cluster: Any = None
         self._pub_prefix = keys.pub("")
 
     def start(self) -> None:
-        self._thread.start()
+        if self.shard_channels is None:
+            self._feeds = [None]
+        else:
+            self._cluster = self.connect()
+            self._feeds = [self.keys.control, *self.shard_channels()]
+        for feed in self._feeds:
+            thread = threading.Thread(
+                target=self._run, args=(feed,), name="rxdjango-redis-listener", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
 
     def stop(self) -> None:
-        """Stop the thread; a wake-up message ends its wait for the next message."""
+        """Stop the threads; a wake-up message ends each one's wait for the next message."""
         self._stopped.set()
-        if self._thread.is_alive():
+        if any(thread.is_alive() for thread in self._threads):
             with contextlib.suppress(RedisError, OSError):
-                client = self.connect()
-                client.publish(self.keys.control, envelope(Envelope.WAKE, None, ""))
+                client = self._cluster or self.connect()
+                command = "PUBLISH" if self._cluster is None else "SPUBLISH"
+                for feed in self._feeds:
+                    client.execute_command(
+                        command, feed or self.keys.control, envelope(Envelope.WAKE, None, "")
+                    )
                 client.close()
-        self._thread.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
 
-    def _run(self) -> None:
+    def _run(self, feed: str | None) -> None:
         delay = RECONNECT_DELAY
+        failed = False
         while not self._stopped.is_set():
             try:
-                self._listen()
+                self._listen(feed, failed)
             except (RedisError, OSError, ValueError) as error:
                 if self._stopped.is_set():
                     return
                 _telemetry.redis_errors.inc()
-                if self.ready.is_set():
-                    self.ready.clear()
-                    self.on_disconnect()
-                if self._connected_once:
+                self._lost(feed)
+                if feed in self._joined_once:
                     _events.emit("redis_lost", logging.WARNING, error=type(error).__name__)
+                failed = True
                 self._stopped.wait(delay)
                 delay = min(delay * 2, RECONNECT_DELAY_CAP)
                 continue
             delay = RECONNECT_DELAY
 
-    def _listen(self) -> None:
-        client = self.connect()
-        pubsub = _Subscription(client.connection_pool)
-        try:
+    def _open(self, feed: str | None, failed: bool) -> tuple[_Subscription, Any]:
+        """A subscription for ``feed``, and the client to close after it (if any)."""
+        if feed is None:
+            client = self.connect()
+            pubsub = _Subscription(client.connection_pool)
             pubsub.psubscribe(self.keys.pub_pattern)
             pubsub.subscribe(self.keys.control)
+            return pubsub, client
+        if failed:  # the node may be gone: learn the slots again
+            self._cluster.nodes_manager.initialize()
+        node = self._cluster.get_node_from_key(feed)
+        pubsub = _Subscription(node.redis_connection.connection_pool)
+        pubsub.ssubscribe(feed)
+        return pubsub, None
+
+    def _listen(self, feed: str | None, failed: bool) -> None:
+        pubsub, client = self._open(feed, failed)
+        try:
+            expected = 2 if feed is None else 1
             confirmed = 0
-            while confirmed < 2 and not self._stopped.is_set():
+            while confirmed < expected and not self._stopped.is_set():
                 message = pubsub.get_message(timeout=1.0)
-                if message is not None and message["type"] in ("subscribe", "psubscribe"):
+                if message is not None and message["type"] in _CONFIRMATIONS:
                     confirmed += 1
             if self._stopped.is_set():
                 return
-            if self._connected_once:
+            if feed in self._joined_once:
                 self.on_reconnect()
-            self._connected_once = True
-            self.ready.set()
+            self._joined(feed)
             connects = pubsub.connects
             while not self._stopped.is_set():
                 message = pubsub.get_message(timeout=1.0)
@@ -154,11 +198,32 @@ class Listener:
                     connects = pubsub.connects
                     self.on_disconnect()
                     self.on_reconnect()
-                if message is not None and message["type"] in ("message", "pmessage"):
+                if message is None:
+                    continue
+                if message["type"] in _MESSAGES:
                     self._handle(message["channel"].decode(), message["data"])
+                elif message["type"] == "sunsubscribe":
+                    # The slot moved to another node (or this one stopped serving it).
+                    raise RedisConnectionError(f"unsubscribed from {feed} by the cluster")
         finally:
             pubsub.close()
-            client.close()
+            if client is not None:
+                client.close()
+
+    def _joined(self, feed: str | None) -> None:
+        with self._state:
+            self._subscribed.add(feed)
+            self._joined_once.add(feed)
+            if len(self._subscribed) == len(self._feeds):
+                self.ready.set()
+
+    def _lost(self, feed: str | None) -> None:
+        with self._state:
+            was_subscribed = feed in self._subscribed
+            self._subscribed.discard(feed)
+            self.ready.clear()
+        if was_subscribed:
+            self.on_disconnect()
 
     def _handle(self, channel: str, raw: bytes) -> None:
         try:

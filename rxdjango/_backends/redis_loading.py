@@ -60,10 +60,17 @@ WAIT_SLICE = 1.0
 JournalMark = tuple[int, str]
 
 
-def journal_mark(info: dict[str, Any]) -> JournalMark:
-    """The position ``XINFO STREAM``'s answer ``info`` describes."""
+def journal_mark(info: dict[str, Any] | list[Any]) -> JournalMark:
+    """The position ``XINFO STREAM``'s answer ``info`` describes (a dict, or the raw
+    list of names and values a cluster transaction returns)."""
+    if isinstance(info, list):
+        info = {_text(name): value for name, value in zip(info[::2], info[1::2], strict=True)}
     last = info["last-generated-id"]
     return int(info["entries-added"]), last.decode() if isinstance(last, bytes) else last
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 class Loading:
@@ -82,6 +89,7 @@ class Loading:
     if TYPE_CHECKING:  # provided by the backend
 
         def clock(self) -> float: ...
+        def publish_message(self, channel: str, message: bytes) -> None: ...
         def _now_ms(self) -> float: ...
         def _ready(self) -> None: ...
         def _check_epoch(self) -> None: ...
@@ -206,7 +214,7 @@ class Loading:
 
     def _close_clients(self, ref: AnchorRef) -> None:
         """Close the anchor's clients in every process with 4408 (they reload)."""
-        self.redis.publish(
+        self.publish_message(
             self.keys.pub(ref[0]), envelope(Envelope.CLOSE, ref[1], str(int(CloseCode.TIMEOUT)))
         )
 
@@ -262,6 +270,8 @@ class Loading:
             return None, position
         touched: dict[str, set[Any]] = {}
         for _, fields in entries:
+            if isinstance(fields, list):  # unparsed, from a cluster transaction
+                fields = dict(zip(fields[::2], fields[1::2], strict=True))
             for kind, pks in orjson.loads(fields[b"t"]).items():
                 touched.setdefault(kind, set()).update(pks)
         return touched, position

@@ -129,7 +129,8 @@ class AnchorLocks:
         tokens = [uuid.uuid4().hex for _ in locks]
         pipe = self.redis.pipeline(transaction=False)
         for (key, _), token in zip(locks, tokens, strict=True):
-            pipe.eval(_ACQUIRE, 1, key, token, self.lease_ms)  # EVAL: no script check
+            # EVAL by name: no script check, and redis-py's cluster pipeline routes it
+            pipe.execute_command("EVAL", _ACQUIRE, 1, key, token, self.lease_ms)
         results = [int(left_ms) for left_ms in pipe.execute()]
         free = next((n for n, left_ms in enumerate(results) if left_ms != 0), len(locks))
         kept = list(zip(locks[:free], tokens[:free], strict=True))
@@ -157,7 +158,7 @@ class AnchorLocks:
         try:
             pipe = self.redis.pipeline(transaction=False)
             for (key, wake), token in taken:
-                pipe.eval(_RELEASE, 2, key, wake, token, self.lease_ms)
+                pipe.execute_command("EVAL", _RELEASE, 2, key, wake, token, self.lease_ms)
             for ((key, _), _token), released in zip(taken, pipe.execute(), strict=True):
                 if not released:
                     logger.warning("rxdjango: the Redis lock %s expired before release", key)

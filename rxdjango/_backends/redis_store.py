@@ -7,7 +7,8 @@ on Redis Cluster)::
     <p>:{<channel>|<pk>}:ord     zset  the same record keys, score 0 (read in key order,
                                        page by page, each exactly once)
     <p>:{<channel>|<pk>}:refby   hash  record key -> keys of the records referencing it
-    <p>:{<channel>|<pk>}:meta    hash  status, epoch, root, lease, tstamps
+    <p>:{<channel>|<pk>}:meta    hash  status, epoch, root, lease, tstamps (and, on a
+                                       cluster, "unsent" between a write and its frames)
     <p>:{<channel>|<pk>}:hist    list  "<tstamp>|<change>" for reconnect catch-up
     <p>:{<channel>|<pk>}:watch   zset  process id -> deadline of its heartbeat (ms)
     <p>:{<channel>|<pk>}:lock    string  orders propagation, loads and drops of the anchor
@@ -40,9 +41,10 @@ from .._audience import Audience
 from .._change import AnchorRef, Change, FlatRecord
 from .._hub import Target
 from .._propagation import AnchorView, Emission
-from .._protocol import Envelope
+from .._protocol import CloseCode, Envelope
 from .._state_model import Key
 from ..conf import rx_settings
+from .redis_client import is_cluster, publish_command
 
 __all__ = ["Keys", "RedisStore", "RedisView", "StoredRecord", "decode_record", "encode_record"]
 
@@ -259,6 +261,8 @@ class RedisStore:
         self.envelope = envelope
         #: HISTORY_SCRIPT, registered once by the backend
         self.remember = remember
+        self.cluster = is_cluster(redis)
+        self.publish_command = publish_command(redis)
 
     def write_anchor(
         self, ref: AnchorRef, records: dict[Key, FlatRecord], meta: dict[str, Any]
@@ -325,12 +329,30 @@ class RedisStore:
             return {}
         pipe = self.redis.pipeline(transaction=False)
         for ref in wanted:
-            pipe.hmget(self.keys.meta(ref), "status", "epoch", "root")
+            pipe.hmget(self.keys.meta(ref), "status", "epoch", "root", "unsent")
         views = {}
-        for ref, (status, epoch, root) in zip(wanted, pipe.execute(), strict=True):
+        unsent = []
+        for ref, (status, epoch, root, left) in zip(wanted, pipe.execute(), strict=True):
             if status == b"hot" and epoch is not None and epoch.decode() == self.epoch and root:
                 views[ref] = RedisView(self, ref, field_key(root))
+                if left:
+                    unsent.append(ref)
+        if unsent:
+            self._reload_clients(unsent)
         return views
+
+    def _reload_clients(self, refs: list[AnchorRef]) -> None:
+        """Anchors whose last change was written and never published (its process died
+        in between, on a cluster): their clients reload, in every process."""
+        pipe = self.redis.pipeline(transaction=False)
+        for ref in refs:
+            close = self.envelope(Envelope.CLOSE, ref[1], str(int(CloseCode.TIMEOUT)))
+            pipe.execute_command(self.publish_command, self.keys.pub(ref[0]), close)
+        pipe.execute()
+        pipe = self.redis.pipeline(transaction=False)
+        for ref in refs:
+            pipe.hdel(self.keys.meta(ref), "unsent")
+        pipe.execute()
 
     def prefetch(self, wanted: Iterable[tuple[AnchorView, Iterable[Key]]]) -> None:
         """Read what each view lacks of its keys' records and referrers, in one pipeline."""
@@ -367,16 +389,45 @@ class RedisStore:
             else:
                 live.append((view, emission))
         self.prefetch((view, view.unread_targets()) for view, _ in live)
-        tx = self.redis.pipeline(transaction=True)
-        for view, emission in live:
-            view.queue_writes(tx, emission)
-        if len(tx):
-            tx.execute()
+        if self.cluster:
+            self._emit_per_anchor(live)
+        else:
+            tx = self.redis.pipeline(transaction=True)
+            for view, emission in live:
+                view.queue_writes(tx, emission)
+                view.queue_frames(tx, emission)
+            if len(tx):
+                tx.execute()
         pipe = self.redis.pipeline(transaction=False)
-        for view, _ in live:
+        for view, emission in live:
             member = ref_member(view.ref)
             for key in view.removed:
                 pipe.srem(self.keys.index(key), member)
+            if self.cluster and emission.frames:
+                pipe.hdel(self.keys.meta(view.ref), "unsent")  # published: see below
+        if len(pipe):
+            pipe.execute()
+
+    def _emit_per_anchor(self, live: list[tuple[RedisView, Emission]]) -> None:
+        """On a cluster a transaction spans one slot: each anchor's writes commit in one
+        of their own, then every frame is published in one pipeline.
+
+        Frames after writes, as on one server: a client whose snapshot lacks a change
+        was read before its write, so after it subscribed, and the frame reaches it.
+        Each write marks its anchor ``unsent`` until the frames are out: if the process
+        dies in between, the change is propagated again from the change log, finds
+        nothing new, and the mark makes the anchor's clients reload instead.
+        """
+        for view, emission in live:
+            tx = self.redis.pipeline(transaction=True)
+            view.queue_writes(tx, emission)
+            if emission.frames:
+                tx.hset(self.keys.meta(view.ref), "unsent", "1")
+            if len(tx):
+                tx.execute()
+        pipe = self.redis.pipeline(transaction=False)
+        for view, emission in live:
+            view.queue_frames(pipe, emission)
         if len(pipe):
             pipe.execute()
 
@@ -384,8 +435,9 @@ class RedisStore:
 class RedisView:
     """A hot anchor in Redis: reads on demand (batched), writes once, atomically.
 
-    Record and reference changes are kept here until :meth:`emit`, which writes
-    them, appends the history and publishes the frames in one transaction.
+    Record and reference changes are kept here until the store emits them: it writes
+    them, appends the history and publishes the frames in one transaction (on a
+    cluster, the frames right after it).
     """
 
     def __init__(self, store: RedisStore, ref: AnchorRef, root: Key) -> None:
@@ -519,7 +571,8 @@ class RedisView:
         if emission.changes:
             # EVAL, not the registered script: a script in a pipeline costs a round trip
             # of its own to check Redis has it (Redis caches it by its hash anyway).
-            tx.eval(
+            tx.execute_command(
+                "EVAL",
                 self.store.remember.script,
                 2,
                 self.keys.hist(self.ref),
@@ -528,9 +581,13 @@ class RedisView:
                 repr(emission.changes[0].tstamp),
                 *[encode_change(c) for c in emission.changes],
             )
+
+    def queue_frames(self, pipe: Any, emission: Emission) -> None:
+        """Queue on ``pipe`` the publication of the emission's frames."""
         channel = self.keys.pub(self.ref[0])
         for to, frame in emission.frames:
-            tx.publish(
+            pipe.execute_command(
+                self.store.publish_command,
                 channel,
                 self.store.envelope(
                     Envelope.FRAME, self.ref[1], frame, target=to, r=emission.retained
@@ -541,14 +598,20 @@ class RedisView:
         """The anchor row is gone: its clients get its delete, then the anchor is forgotten."""
         held = [field_key(k) for k in self.redis.hkeys(self.keys.rec(self.ref))]
         channel = self.keys.pub(self.ref[0])
+        messages = [
+            self.store.envelope(Envelope.FRAME, self.ref[1], frame, target=target)
+            for target, frame in frames
+        ]
+        messages.append(self.store.envelope(Envelope.GONE, self.ref[1], ""))
         tx = self.redis.pipeline(transaction=True)
         tx.delete(*self.keys.anchor_keys(self.ref))
-        for target, frame in frames:
-            tx.publish(
-                channel, self.store.envelope(Envelope.FRAME, self.ref[1], frame, target=target)
-            )
-        tx.publish(channel, self.store.envelope(Envelope.GONE, self.ref[1], ""))
+        # On a cluster the channel is in another slot: published once the delete is done.
+        pipe = self.redis.pipeline(transaction=False) if self.store.cluster else tx
+        for message in messages:
+            pipe.execute_command(self.store.publish_command, channel, message)
         tx.execute()
+        if pipe is not tx:
+            pipe.execute()
         self.redis.srem(self.keys.anchors(self.ref[0]), orjson.dumps(self.ref[1]))
         self._unindex(held)
 
