@@ -20,7 +20,7 @@ from django.core.management.sql import emit_post_migrate_signal
 from django.db import connection, connections, models
 
 from rxdjango import _metrics
-from rxdjango._backends.redis_store import Keys
+from rxdjango._backends.redis_keys import Keys
 from rxdjango._capture import LOG_TABLE, _pg_function_name, install_triggers
 from rxdjango._drain import _batches, _drain_lock
 from rxdjango._relay import enforce_retention, stop_relays

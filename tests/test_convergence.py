@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 from redis.exceptions import RedisError
 
 from rxdjango import _codec
-from rxdjango._backends.redis_store import Keys
+from rxdjango._backends.redis_keys import Keys
 from rxdjango.testing import reset_state, timeout
 
 from jobs.channels import JobChannel

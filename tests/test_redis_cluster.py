@@ -18,7 +18,8 @@ import websockets
 from channels.db import database_sync_to_async as db
 from redis_cluster import LocalRedisCluster
 
-from rxdjango._backends.redis_store import Keys, RedisView
+from rxdjango._backends.redis_keys import Keys
+from rxdjango._backends.redis_store import RedisView
 from rxdjango._relay import _relays
 
 from jobs.channels import JobChannel

@@ -49,8 +49,10 @@ from .base import read_anchor, settle
 from .redis_client import client_factory, is_cluster, publish_command
 from .redis_epochs import Epochs
 from .redis_fanout import Listener, envelope
+from .redis_keys import Keys, key_field
 from .redis_loading import JournalMark, Loading, journal_mark
 from .redis_locks import AnchorLocks
+from .redis_records import decode_record
 from .redis_scripts import (
     ADMIT_SCRIPT,
     BEGIN_SCRIPT,
@@ -61,12 +63,7 @@ from .redis_scripts import (
     LEASE_SCRIPT,
     RELEASE_SCRIPT,
 )
-from .redis_store import (
-    Keys,
-    RedisStore,
-    decode_record,
-    key_field,
-)
+from .redis_store import RedisStore
 from .redis_upkeep import Upkeep, _Idle
 
 __all__ = ["RedisBackend", "redis_backend"]

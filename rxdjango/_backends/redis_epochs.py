@@ -26,7 +26,7 @@ from .._protocol import CloseCode, Envelope
 from ..exceptions import RxDjangoError
 from .redis_client import data_identity
 from .redis_fanout import Listener, envelope
-from .redis_store import Keys
+from .redis_keys import Keys
 
 __all__ = ["READY_TIMEOUT", "Epochs"]
 

@@ -31,7 +31,7 @@ from .. import _events, _telemetry
 from .._change import Retained
 from .._hub import Hub, Target
 from .._protocol import Envelope
-from .redis_store import Keys
+from .redis_keys import Keys
 
 __all__ = ["Listener", "decode_envelope", "envelope"]
 

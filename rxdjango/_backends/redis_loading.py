@@ -43,8 +43,10 @@ from .base import (
 )
 from .memory_cache import changes_since
 from .redis_fanout import envelope
+from .redis_keys import Keys, key_field
+from .redis_records import decode_change
 from .redis_snapshot import StreamedSnapshot
-from .redis_store import Keys, RedisStore, decode_change, key_field
+from .redis_store import RedisStore
 
 __all__ = ["LAYOUT", "Loading"]
 

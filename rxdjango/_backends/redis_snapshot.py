@@ -9,7 +9,8 @@ from typing import Any
 from .._change import FlatRecord
 from .._state_model import Key
 from .base import Snapshot
-from .redis_store import StoredRecord, decode_record, key_field
+from .redis_keys import key_field
+from .redis_records import StoredRecord, decode_record
 
 __all__ = ["SCAN_PAGE", "StreamedSnapshot"]
 

@@ -1,248 +1,32 @@
-"""The instance cache on Redis: key names, record encoding, and anchor views.
+"""The instance cache on Redis: anchor views, their reads and their writes.
 
-Per anchor (all under one hash tag, so multi-key transactions and scripts run
-on Redis Cluster)::
-
-    <p>:{<channel>|<pk>}:rec     hash  record key -> header "\\n" initial_state JSON
-    <p>:{<channel>|<pk>}:ord     zset  the same record keys, score 0 (read in key order,
-                                       page by page, each exactly once)
-    <p>:{<channel>|<pk>}:refby   hash  record key -> keys of the records referencing it
-    <p>:{<channel>|<pk>}:meta    hash  status, epoch, root, lease, tstamps (and, on a
-                                       cluster, "unsent" between a write and its frames)
-    <p>:{<channel>|<pk>}:hist    list  "<tstamp>|<change>" for reconnect catch-up
-    <p>:{<channel>|<pk>}:watch   zset  process id -> deadline of its heartbeat (ms)
-    <p>:{<channel>|<pk>}:lock    string  orders propagation, loads and drops of the anchor
-    <p>:{<channel>|<pk>}:wake    list    woken waiters of that lock (redis_locks)
-    <p>:{<channel>|<pk>}:loaded  list    wakes the clients waiting for a load to end
-
-Per channel (hash tag of the channel)::
-
-    <p>:{<channel>}:anchors  set     anchor pks (JSON) with keys in Redis
-    <p>:{<channel>}:journal  stream  every change batch (loaders replay what they missed)
-
-Across channels: ``<p>:idx:<record key>`` (set of anchor refs holding the
-record), ``<p>:{user|<id>}:conns`` (a user's connections, leases renewed by each
-process's heartbeat), ``<p>:epoch`` and ``<p>:clock``. Index entries are added before the
-anchor's records and removed after them, so a crash in between leaves an
-entry too many (ignored when the anchor does not hold the record), never one
-too few.
+Keys are named in :mod:`.redis_keys` (the layout) and records encoded in
+:mod:`.redis_records`. Index entries are added before the anchor's records and
+removed after them, so a crash in between leaves an entry too many (ignored when
+the anchor does not hold the record), never one too few.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator
-from functools import cached_property
 from typing import Any, cast
 
 import orjson
 
-from .. import _codec
-from .._audience import Audience
-from .._change import AnchorRef, Change, FlatRecord
+from .._change import AnchorRef, FlatRecord
 from .._hub import Target
 from .._propagation import AnchorView, Emission
 from .._protocol import CloseCode, Envelope
 from .._state_model import Key
 from ..conf import rx_settings
 from .redis_client import is_cluster, publish_command
+from .redis_keys import Keys, field_key, key_field, member_ref, ref_member
+from .redis_records import decode_record, encode_change, encode_record
 
-__all__ = ["Keys", "RedisStore", "RedisView", "StoredRecord", "decode_record", "encode_record"]
+__all__ = ["RedisStore", "RedisView"]
 
-_WIRE_ONLY = ("_tstamp", "_operation")
 #: Records written per command when a load lands.
 WRITE_CHUNK = 1000
-
-
-def key_field(key: Key) -> bytes:
-    return orjson.dumps([key[0], key[1]])
-
-
-def field_key(raw: bytes | str) -> Key:
-    instance_type, pk = orjson.loads(raw)
-    return (instance_type, pk)
-
-
-def ref_member(ref: AnchorRef) -> bytes:
-    return orjson.dumps([ref[0], ref[1]])
-
-
-def member_ref(raw: bytes | str) -> AnchorRef:
-    channel_id, pk = orjson.loads(raw)
-    return (channel_id, pk)
-
-
-def encode_record(record: FlatRecord) -> bytes:
-    """Three lines: who may see it (short), its cache header, its ``initial_state`` JSON.
-
-    A client's initial state needs the first and last lines only: the header can be
-    large (an anchor listing 20,000 children holds 20,000 references).
-    """
-    visibility = orjson.dumps(
-        {
-            "a": _encode_audience(record.audience),
-            "h": [[k[0], k[1], sorted(a, key=repr)] for k, a in record.private_children.items()],
-            "t": record.tstamp,
-        }
-    )
-    header = orjson.dumps(
-        {
-            "o": record.owner,
-            "r": record.refs,
-            "p": sorted(record.parent_links, key=repr),
-            "t": record.tstamp,
-        }
-    )
-    return visibility + b"\n" + header + b"\n" + record.initial_state_bytes()
-
-
-def _visibility(raw: bytes) -> tuple[Audience, dict[Key, frozenset[Any]], float]:
-    found = orjson.loads(raw)
-    hidden = {(t, pk): frozenset(a) for t, pk, a in found["h"]}
-    return _decode_audience(found["a"]), hidden, found["t"]
-
-
-def decode_record(raw: bytes) -> FlatRecord:
-    visibility, header_raw, wire = raw.split(b"\n", 2)
-    audience, hidden, _ = _visibility(visibility)
-    header = orjson.loads(header_raw)
-    data = orjson.loads(wire)
-    for name in _WIRE_ONLY:
-        data.pop(name, None)
-    key = (data["_instance_type"], data["id"])
-    return FlatRecord(
-        key=key,
-        data=data,
-        owner=header["o"],
-        refs=[(t, pk) for t, pk in header["r"]],
-        tstamp=header["t"],
-        parent_links=frozenset((t, pk) for t, pk in header["p"]),
-        audience=audience,
-        private_children=hidden,
-        _initial=wire,
-    )
-
-
-class StoredRecord:
-    """A cached record as a client's initial state needs it: who may see it and its
-    encoded form, without the cache header; its fields are decoded only when its lists
-    must be filtered for a viewer.
-
-    ``ceiling`` caps the ``_tstamp`` it is sent with (see :meth:`capped`).
-    """
-
-    __slots__ = ("__dict__", "audience", "key", "private_children", "tstamp", "wire")
-
-    def __init__(self, name: bytes, raw: bytes, ceiling: float | None = None) -> None:
-        visibility, rest = raw.split(b"\n", 1)
-        self.audience, self.private_children, self.tstamp = _visibility(visibility)
-        self.wire = rest[rest.index(b"\n") + 1 :]
-        self.key = field_key(name)
-        if ceiling is not None and self.tstamp > ceiling:
-            self.wire = _codec.encode_bytes({**orjson.loads(self.wire), "_tstamp": ceiling})
-            self.tstamp = ceiling
-
-    def initial_state_bytes(self) -> bytes:
-        return self.wire
-
-    @cached_property
-    def data(self) -> dict[str, Any]:
-        data = orjson.loads(self.wire)
-        for name in _WIRE_ONLY:
-            data.pop(name, None)
-        return data
-
-
-def encode_change(change: Change) -> bytes:
-    audience = _encode_audience(change.audience)
-    body = orjson.dumps([change.key[0], change.key[1], change.deleted, audience])
-    return f"{change.tstamp!r}|".encode() + body
-
-
-def decode_change(raw: bytes) -> Change:
-    tstamp, body = raw.split(b"|", 1)
-    instance_type, pk, deleted, audience = orjson.loads(body)
-    return Change(float(tstamp), (instance_type, pk), deleted, _decode_audience(audience))
-
-
-def _encode_audience(audience: Audience) -> list[Any] | None:
-    return None if audience is None else sorted(audience, key=repr)
-
-
-def _decode_audience(raw: Any) -> Audience:
-    return None if raw is None else frozenset(raw)
-
-
-class Keys:
-    """Names of every Redis key the library uses, under ``RX_REDIS_PREFIX``."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self.epoch = f"{prefix}:epoch"
-        self.clock = f"{prefix}:clock"
-        self.control = f"{prefix}:ctl"
-        self.pub_pattern = f"{prefix}:pub:*"
-        #: zset process id -> lease deadline of every serving process
-        self.processes = f"{prefix}:processes"
-
-    def lease(self, name: str) -> str:
-        """A deployment-wide lease (the change relay's)."""
-        return f"{self.prefix}:lease:{{{name}}}"
-
-    def _anchor(self, ref: AnchorRef, part: str) -> str:
-        return f"{self.prefix}:{{{ref[0]}|{orjson.dumps(ref[1]).decode()}}}:{part}"
-
-    def rec(self, ref: AnchorRef) -> str:
-        return self._anchor(ref, "rec")
-
-    def order(self, ref: AnchorRef) -> str:
-        return self._anchor(ref, "ord")
-
-    def refby(self, ref: AnchorRef) -> str:
-        return self._anchor(ref, "refby")
-
-    def meta(self, ref: AnchorRef) -> str:
-        return self._anchor(ref, "meta")
-
-    def hist(self, ref: AnchorRef) -> str:
-        return self._anchor(ref, "hist")
-
-    def watch(self, ref: AnchorRef) -> str:
-        return self._anchor(ref, "watch")
-
-    def anchor_keys(self, ref: AnchorRef) -> list[str]:
-        return [
-            self.rec(ref),
-            self.order(ref),
-            self.refby(ref),
-            self.meta(ref),
-            self.hist(ref),
-            self.watch(ref),
-        ]
-
-    def anchors(self, channel_id: str) -> str:
-        return f"{self.prefix}:{{{channel_id}}}:anchors"
-
-    def lock(self, ref: AnchorRef) -> tuple[str, str]:
-        """The anchor's lock and its wake list (kept apart from the anchor's data: a
-        purge under the lock leaves the lock alone)."""
-        return self._anchor(ref, "lock"), self._anchor(ref, "wake")
-
-    def loaded(self, ref: AnchorRef) -> str:
-        """Pushed to when a load of the anchor ends: its waiters stop waiting."""
-        return self._anchor(ref, "loaded")
-
-    def journal(self, channel_id: str) -> str:
-        return f"{self.prefix}:{{{channel_id}}}:journal"
-
-    def connections(self, user_id: Any) -> str:
-        """A user's connections in every process: set of ``<process id>:<connection id>``."""
-        return f"{self.prefix}:{{user|{orjson.dumps(user_id).decode()}}}:conns"
-
-    def index(self, key: Key) -> str:
-        return f"{self.prefix}:idx:" + key_field(key).decode()
-
-    def pub(self, channel_id: str) -> str:
-        return f"{self.prefix}:pub:{channel_id}"
 
 
 class RedisStore:

@@ -30,7 +30,7 @@ from .._change import AnchorRef
 from ..conf import rx_settings
 
 if TYPE_CHECKING:
-    from .redis_store import Keys
+    from .redis_keys import Keys
 
 __all__ = ["CONNECTIONS_TTL_MS", "Upkeep"]
 
