@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1211,11 +1212,13 @@ async def scenarios(servers: list[Server], world: World, mode: Mode, smoke: bool
     return run
 
 
-def run_mode(mode: Mode, smoke: bool) -> dict:
+def run_mode(mode: Mode, smoke: bool, alone: str | None = None) -> dict:
     progress(f"{mode.name}: preparing the database")
     world = prepare_database(
         mode, 50 if smoke else 2000, 200 if smoke else 10_000, 10 if smoke else 100
     )
+    if alone is not None:
+        return run_alone(mode, world, alone, smoke)
     progress(f"{mode.name}: what capture adds to a one-row save")
     overhead = capture_overhead(mode, world, 30 if smoke else 1000)
     servers: list[Server] = []
@@ -1249,6 +1252,34 @@ def run_mode(mode: Mode, smoke: bool) -> dict:
         drop_database(mode)
 
 
+#: Scenarios that ``--scenario`` runs by themselves (on servers without peers).
+ALONE: dict[str, Callable[[list[Server], World, Mode, bool], Awaitable[dict]]] = {
+    "sustained_writes": lambda servers, world, mode, smoke: sustained_writes(
+        servers, world, len(world.fanin_jobs) if smoke else 50, 2 if smoke else 10
+    ),
+    "channel_changes": lambda servers, world, mode, smoke: channel_changes(
+        servers, world, mode, 4, 2 if smoke else 10
+    ),
+    "slow_neighbour": lambda servers, world, mode, smoke: slow_neighbour(
+        servers, world, mode, 2 if smoke else 8
+    ),
+}
+
+
+def run_alone(mode: Mode, world: World, name: str, smoke: bool) -> dict:
+    """One scenario by itself, to measure a change to it quickly (not a full run)."""
+    servers: list[Server] = []
+    try:
+        for _ in range(mode.servers):
+            servers.append(start_server(world, mode, peers=False))
+        progress(f"{mode.env['BENCH_MODE']}: {name} alone")
+        return {"setup": mode.name, name: asyncio.run(ALONE[name](servers, world, mode, smoke))}
+    finally:
+        stop_servers(servers)
+        forget_redis_keys(redis_client(mode), mode)
+        drop_database(mode)
+
+
 def stop_servers(servers: list[Server]) -> None:
     for server in servers:
         if server.process.poll() is None:
@@ -1257,7 +1288,7 @@ def stop_servers(servers: list[Server]) -> None:
         server.process.wait(30)
 
 
-def run(smoke: bool, modes: list[str]) -> dict:
+def run(smoke: bool, modes: list[str], alone: str | None = None) -> dict:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     results: dict[str, Any] = {
@@ -1267,9 +1298,11 @@ def run(smoke: bool, modes: list[str]) -> dict:
     }
     with tempfile.TemporaryDirectory() as scratch:
         if "single" in modes:
-            results["runs"].append(run_mode(single_mode(Path(scratch)), smoke))
+            results["runs"].append(run_mode(single_mode(Path(scratch)), smoke, alone))
         if "multi" in modes:
-            results["runs"].append(run_mode(multi_mode(), smoke))
+            results["runs"].append(run_mode(multi_mode(), smoke, alone))
+    if alone is not None:
+        return results
     results["client"] = client_builder(smoke)
     results["targets"] = targets(results)
     return results
@@ -1281,9 +1314,18 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=["single", "multi"], help="run one set-up instead of both"
     )
+    parser.add_argument(
+        "--scenario",
+        choices=sorted(ALONE),
+        help="run this scenario alone and print its figures (nothing is written)",
+    )
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args()
-    results = run(args.smoke, [args.only] if args.only else ["single", "multi"])
+    modes = [args.only] if args.only else ["single", "multi"]
+    if args.scenario:
+        print(json.dumps(run(args.smoke, modes, args.scenario), indent=2))
+        return
+    results = run(args.smoke, modes)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2))

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async as db
-from django.db import connections
+from django.db import connections, transaction
 
 from rxdjango._backends import get_backend
 from rxdjango.testing import between_load_layers, timeout, while_propagating
@@ -100,6 +100,48 @@ async def test_a_held_propagation_of_one_anchor_does_not_delay_another(world, ba
     await converges(receive(held), held.state, state_of(world.job.pk, world.alice))
     titles = [task["title"] for task in held.state.tree()["tasks"]]
     assert "held on the hook" in titles
+    await held.disconnect()
+    await free.disconnect()
+
+
+def rename_in_one_commit(first_pk: int, second_pk: int, title: str) -> None:
+    with transaction.atomic():
+        rename(first_pk, title)
+        rename(second_pk, title)
+
+
+@pytest.mark.parametrize("held_job", ["job", "other_job"])
+async def test_one_commit_reaching_a_held_anchor_and_a_free_one_reaches_the_free_one_meanwhile(
+    world, backend, application, held_job
+):
+    """One batch, two anchors: the part for the free anchor does not wait behind the
+    part for the anchor being changed (held on the hook), whichever comes first."""
+    other_task = await db(Task.objects.create)(job=world.other_job, title="elsewhere")
+    held_pk, held_task = {
+        "job": (world.job.pk, world.tasks[0].pk),
+        "other_job": (world.other_job.pk, other_task.pk),
+    }[held_job]
+    free_pk, free_task = {
+        "job": (world.other_job.pk, other_task.pk),
+        "other_job": (world.job.pk, world.tasks[0].pk),
+    }[held_job]
+    held = await connect(application, f"/ws/job/{held_pk}/", world.tokens["alice"])
+    free = await connect(application, f"/ws/job/{free_pk}/", world.tokens["alice"])
+    hold = Hold(held_pk)
+    with (
+        while_propagating(hold),
+        writer(rename, held_task, "held on the hook"),
+    ):
+        assert await asyncio.to_thread(hold.entered.wait, timeout(2))
+        both = world.tasks[1].pk if held_job == "job" else other_task.pk
+        with writer(rename_in_one_commit, both, free_task, "one commit"):
+            await converges(receive(free), free.state, state_of(free_pk, world.alice))
+            # Still held; the held anchor's part of the commit waits for it.
+            assert hold.entered.is_set() and not hold.released.is_set()
+            hold.released.set()
+    await converges(receive(held), held.state, state_of(held_pk, world.alice))
+    titles = [task["title"] for task in held.state.tree()["tasks"]]
+    assert "one commit" in titles
     await held.disconnect()
     await free.disconnect()
 

@@ -23,11 +23,13 @@ from .._state_model import Key, pk_repr
 from ..conf import rx_settings
 from .base import (
     RETRY,
+    Group,
     HeldSnapshot,
     Hot,
     Load,
     Snapshot,
     Wait,
+    free_first,
     read_anchor,
     replay,
     serve_snapshot,
@@ -92,20 +94,24 @@ class EmbeddedBackend:
             if not self.cache.note_changes(channel.channel_id, touched):
                 return
         propagator = self.propagator(channel)
+
+        def apply(part: Group, wait: bool) -> bool:
+            group, scope = part
+            while True:
+                try:
+                    with self.anchor_locks.held(scope, wait) as got:
+                        if not got:
+                            return False
+                        with NotedChanges(self.cache, channel.channel_id) as noted:
+                            settle(channel, propagator, group, self.clock, noted, only, scope)
+                    return True
+                except OutOfScope as wider:
+                    scope |= wider.refs  # moved into another anchor meanwhile: lock it too
+
         try:
             # Groups reaching disjoint anchors, each under its anchors' locks alone: a
             # slow anchor in a batch does not hold up the others.
-            for group, scope in propagator.partition(touched, only):
-                while True:
-                    try:
-                        with (
-                            self.anchor_locks.held(scope),
-                            NotedChanges(self.cache, channel.channel_id) as noted,
-                        ):
-                            settle(channel, propagator, group, self.clock, noted, only, scope)
-                        break
-                    except OutOfScope as wider:
-                        scope |= wider.refs  # moved into another anchor meanwhile: lock it too
+            free_first(propagator.partition(touched, only), apply)
         except Exception:
             with self.cache.lock:
                 self._recover(channel)

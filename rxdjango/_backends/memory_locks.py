@@ -26,19 +26,24 @@ class LocalAnchorLocks:
         self._guard = threading.Lock()
 
     @contextmanager
-    def held(self, refs: Iterable[AnchorRef]) -> Iterator[None]:
-        """Hold the lock of every anchor of ``refs`` for the block."""
+    def held(self, refs: Iterable[AnchorRef], wait: bool = True) -> Iterator[bool]:
+        """Hold the lock of every anchor of ``refs`` for the block (True). Without
+        ``wait``, if one of them is held, none is taken and the block gets False."""
         taken: list[tuple[AnchorRef, threading.Lock]] = []
         try:
             for ref in sorted(set(refs), key=repr):
                 lock = self._want(ref)
                 try:
-                    lock.acquire()
+                    got = lock.acquire(blocking=wait)
                 except BaseException:
                     self._unwant(ref)
                     raise
+                if not got:
+                    self._unwant(ref)
+                    yield False
+                    return
                 taken.append((ref, lock))
-            yield
+            yield True
         finally:
             for ref, lock in reversed(taken):
                 lock.release()

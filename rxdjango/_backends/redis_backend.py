@@ -45,7 +45,7 @@ from .._protocol import Envelope
 from .._registry import ChannelSpec
 from .._state_model import Key, pk_repr
 from ..conf import rx_settings
-from .base import read_anchor, settle
+from .base import Group, free_first, read_anchor, settle
 from .redis_client import client_factory, is_cluster, publish_command
 from .redis_epochs import Epochs
 from .redis_fanout import Listener, envelope
@@ -160,8 +160,8 @@ class RedisBackend(Epochs, Loading, Upkeep):
                 self._maintenance.start()
                 atexit.register(self._last_chance)
 
-    def _locked(self, refs: Iterable[AnchorRef]) -> AbstractContextManager[None]:
-        return self._locks.held([self.keys.lock(ref) for ref in refs])
+    def _locked(self, refs: Iterable[AnchorRef], wait: bool = True) -> AbstractContextManager[bool]:
+        return self._locks.held([self.keys.lock(ref) for ref in refs], wait)
 
     def _store(self) -> RedisStore:
         """A store on the current epoch (cheap: the scripts are registered once)."""
@@ -209,17 +209,20 @@ class RedisBackend(Epochs, Loading, Upkeep):
                 # first, and start over if it changed while the groups were applied.
                 self._check_epoch()
                 epoch = self.epoch
-                # Groups reaching disjoint anchors, each under its anchors' locks alone: a
-                # slow anchor in a batch does not hold up the others.
-                for group, scope in self._propagator(channel).partition(touched, only):
+
+                def apply(part: Group, wait: bool) -> bool:
+                    group, scope = part
                     while True:
                         try:
-                            self._apply_locked(channel, group, only, scope, mark)
-                            break
+                            return self._apply_locked(channel, group, only, scope, mark, wait)
                         except OutOfScope as wider:
                             scope |= wider.refs  # moved into another anchor: lock it too
                         finally:
-                            reached |= scope
+                            reached.update(scope)
+
+                # Groups reaching disjoint anchors, each under its anchors' locks alone: a
+                # slow anchor in a batch does not hold up the others.
+                free_first(self._propagator(channel).partition(touched, only), apply)
                 if self.epoch == epoch:
                     return
         except _ApplyFailed as failed:
@@ -243,10 +246,14 @@ class RedisBackend(Epochs, Loading, Upkeep):
         only: AnchorRef | None,
         scope: set[AnchorRef],
         mark: JournalMark,
-    ) -> None:
+        wait: bool = True,
+    ) -> bool:
         """Apply the batch to the anchors of ``scope``, their locks held, then what
-        the journal gained after ``mark`` (the batch's own entry) on the rows it read."""
-        with self._locked(scope):
+        the journal gained after ``mark`` (the batch's own entry) on the rows it read.
+        False (nothing done) if one of them is busy and ``wait`` is not set."""
+        with self._locked(scope, wait) as got:
+            if not got:
+                return False
             self._check_epoch()
             changes = self._changes_after(channel.channel_id, mark)
             propagator = self._propagator(channel)
@@ -256,6 +263,7 @@ class RedisBackend(Epochs, Loading, Upkeep):
                 raise
             except Exception as error:
                 raise _ApplyFailed(error) from error
+        return True
 
     def _recover(self, refs: set[AnchorRef]) -> None:
         """Propagation failed midway: drop ``refs`` and close their clients with 4408

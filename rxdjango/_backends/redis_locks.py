@@ -82,19 +82,23 @@ class AnchorLocks:
         self._stopped = threading.Event()
 
     @contextmanager
-    def held(self, locks: Iterable[LockKeys]) -> Iterator[None]:
-        """Hold every lock of ``locks`` for the block, taken in key order (each waited
-        for up to :data:`WAIT_SECONDS`). Free locks are taken in one round trip, however
-        many; the first one held elsewhere is waited for before those after it."""
+    def held(self, locks: Iterable[LockKeys], wait: bool = True) -> Iterator[bool]:
+        """Hold every lock of ``locks`` for the block (True), taken in key order (each
+        waited for up to :data:`WAIT_SECONDS`). Free locks are taken in one round trip,
+        however many; the first one held elsewhere is waited for before those after it.
+        Without ``wait``, if one is held elsewhere, none is kept and the block gets False."""
         ordered = sorted(set(locks))
         taken: list[tuple[LockKeys, str]] = []
         try:
             while len(taken) < len(ordered):
                 taken += self._take_free(ordered[len(taken) :])
                 if len(taken) < len(ordered):
+                    if not wait:
+                        yield False
+                        return
                     lock = ordered[len(taken)]
                     taken.append((lock, self._take(lock)))
-            yield
+            yield True
         finally:
             self._let_go_all(taken[::-1])
 
