@@ -1263,7 +1263,16 @@ ALONE: dict[str, Callable[[list[Server], World, Mode, bool], Awaitable[dict]]] =
     "slow_neighbour": lambda servers, world, mode, smoke: slow_neighbour(
         servers, world, mode, 2 if smoke else 8
     ),
+    "ten_thousand": lambda servers, world, mode, smoke: ten_thousand(
+        servers, world, 100 if smoke else 10_000, 3 if smoke else 10
+    ),
 }
+
+
+async def ten_thousand(servers: list[Server], world: World, n: int, reps: int) -> dict:
+    """RxDjango and the raw-websocket floor, each to one crowd of ``n`` clients of one
+    anchor: connect rate, memory per connection and fan-out."""
+    return {kind: await fan_out(servers, world, kind, n, reps, 4, None) for kind in ("rx", "floor")}
 
 
 def run_alone(mode: Mode, world: World, name: str, smoke: bool) -> dict:
@@ -1271,7 +1280,7 @@ def run_alone(mode: Mode, world: World, name: str, smoke: bool) -> dict:
     servers: list[Server] = []
     try:
         for _ in range(mode.servers):
-            servers.append(start_server(world, mode, peers=False))
+            servers.append(start_server(world, mode, peers=name == "ten_thousand"))
         progress(f"{mode.env['BENCH_MODE']}: {name} alone")
         return {"setup": mode.name, name: asyncio.run(ALONE[name](servers, world, mode, smoke))}
     finally:

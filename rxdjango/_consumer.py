@@ -15,12 +15,12 @@ Lifecycle: AWAITING_AUTH → STARTING → LIVE, and CLOSING / CLOSED from anywhe
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Coroutine, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from asgiref.sync import sync_to_async
 from channels.exceptions import StopConsumer
@@ -100,6 +100,8 @@ class ChannelConsumer(Requests, Sending, AsyncWebsocketConsumer):
         self._loop_thread: int | None = None
         self._groups: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Names this socket among the user's connections, in every process.
+        self.connection_id = uuid.uuid4().hex
         self.credential: Credential
         #: Monotonic time of the last check of access (admission, a re-check).
         self._checked_at = 0.0
@@ -107,11 +109,13 @@ class ChannelConsumer(Requests, Sending, AsyncWebsocketConsumer):
     # -- ASGI plumbing ----------------------------------------------------------------
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """As Channels' consumer, but with the embedded layer when none is configured."""
+        """As Channels' consumer, but with the embedded layer when none is configured,
+        and on the layer only once the connection joins a group (see :meth:`group_add`)."""
         self.scope = scope
         self.channel_layer = get_layer(self.channel_layer_alias)
-        self.channel_name = await self.channel_layer.new_channel()
-        self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+        self.channel_name = ""
+        self._in_a_group = asyncio.Event()
+        self.channel_receive = self._receive_from_layer
         self.base_send = send
         try:
             await await_many_dispatch([receive, self.channel_receive], self.dispatch)
@@ -174,7 +178,7 @@ class ChannelConsumer(Requests, Sending, AsyncWebsocketConsumer):
             _telemetry.sockets_open.dec()
             backend.unregister(self.spec.channel_id, self)
         if self._counted:
-            backend.release_connection(self.user_id, self.channel_name)
+            backend.release_connection(self.user_id, self.connection_id)
         if self._user_rate is not None:
             user_rates.release(self.user_id)
         for anchor in self._anchors:
@@ -268,8 +272,19 @@ class ChannelConsumer(Requests, Sending, AsyncWebsocketConsumer):
                 logger.exception("rxdjango: consumer %s of %s raised", name, self.spec.channel_id)
 
     async def group_add(self, group: str) -> None:
+        """Join a Channels group. The connection takes a channel on the layer and
+        listens to it from its first group on: most connections join none, and each
+        listener costs the layer work per connection (Channels' in-memory layer scans
+        every listening channel on each receive: n connections, n² steps)."""
+        if not self.channel_name:
+            self.channel_name = await self.channel_layer.new_channel()
+            self._in_a_group.set()
         await self.channel_layer.group_add(group, self.channel_name)
         self._groups.add(group)
+
+    async def _receive_from_layer(self) -> dict[str, Any]:
+        await self._in_a_group.wait()
+        return cast(dict[str, Any], await self.channel_layer.receive(self.channel_name))
 
     # -- incoming -----------------------------------------------------------------------
 
@@ -333,7 +348,7 @@ class ChannelConsumer(Requests, Sending, AsyncWebsocketConsumer):
         user_id = pk_repr(admission.user.pk)
         backend = get_backend()
         admitted = sync_to_async(backend.admit_connection, thread_sensitive=False)
-        if not await admitted(user_id, self.channel_name):
+        if not await admitted(user_id, self.connection_id):
             self._fail(Status.TOO_MANY_REQUESTS)
             return
         self._counted = True

@@ -122,3 +122,24 @@ async def test_a_hook_that_raises_closes_without_internal_detail(world, route, c
     assert "secret" not in repr(frames)
     assert not any(isinstance(f, list) for f in frames), "no state after a failed start"
     assert "secret internal detail" in caplog.text  # logged server-side, with traceback
+
+
+async def test_only_a_connection_in_a_group_listens_on_the_channel_layer(world):
+    """Channels' in-memory layer scans every listening channel on each receive, so a
+    connection listens only once it joins a group: thousands of connections that join
+    none cost the layer nothing (they used to make connecting n clients n² steps)."""
+    layer = _layers.get_layer("default")
+    path_ = f"/hooks/{world.job.pk}/vanilla/"
+    waiting = [ChannelCommunicator(application, path_, token=world.tokens["bob"]) for _ in range(3)]
+    for client in waiting:
+        assert await client.connect()  # accepted, not authenticated: in no group yet
+    assert layer.channels == {}, "no connection outside a group listens on the layer"
+    joined = ChannelCommunicator(
+        application, path_, token=world.tokens["bob"], channel=HookedJobChannel
+    )
+    assert (await joined.authenticate())["statusCode"] == 200
+    assert await joined.receive_frame() == {"type": "hello", "flavour": "vanilla"}
+    await joined.initial_state()  # on_connect joined its group: it listens now
+    assert len(layer.channels) == 1
+    for client in [*waiting, joined]:
+        await client.disconnect()
