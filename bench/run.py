@@ -951,6 +951,18 @@ def targets(results: dict) -> list[dict]:
         if ("rx", big_n) in fan and run["key"] == "single":
             memory = fan[("rx", big_n)]["rss_per_connection_kib"]
             check(f"RSS per idle connection at {big_n} (KiB)", memory, memory < 64, "< 64")
+        if "ten_thousand" in run:
+            crowd = run["ten_thousand"]
+            n = crowd["rx"]["clients"]
+            rate = crowd["rx"]["connects_per_s"]
+            check(f"clients connected per second, {n}{label}", rate, rate >= 200, ">= 200")
+            memory = crowd["rx"]["rss_per_connection_kib"]
+            check(f"RSS per idle connection at {n} (KiB){label}", memory, memory <= 40, "<= 40")
+            if crowd["rx"]["last_client"] and crowd["floor"]["last_client"]:
+                ratio = (
+                    crowd["rx"]["last_client"]["p50_ms"] / crowd["floor"]["last_client"]["p50_ms"]
+                )
+                check(f"last of {n} clients, p50 / floor{label}", ratio, ratio <= 1.3, "<= 1.3")
         costs = {r["clients"]: r["cost_per_change"] for r in run["fan_out"] if r["kind"] == "rx"}
         if 1 in costs and big_n in costs and costs[1] and costs[big_n]:
             one, many = costs[1], costs[big_n]
@@ -1209,6 +1221,10 @@ async def scenarios(servers: list[Server], world: World, mode: Mode, smoke: bool
     progress(f"{mode.env['BENCH_MODE']}: a user shown in {len(world.fanin_jobs)} anchors renamed")
     run["fan_in"] = await fan_in(servers, world, mode)
     run["largest_crowd"] = sizes[-1]
+    if mode.servers == 1:  # one process's limits: on one process only
+        huge = 100 if smoke else 10_000
+        progress(f"{mode.env['BENCH_MODE']}: RxDjango and the floor to {huge} clients")
+        run["ten_thousand"] = await ten_thousand(servers, world, huge, 3 if smoke else 10)
     return run
 
 
