@@ -86,18 +86,27 @@ docs: venv
 # The slowest tests of each pass, listed after it (the suite must stay under 45 min).
 DURATIONS ?= --durations=12 --durations-min=5
 
+# What also runs on a local Redis Cluster (three masters, three replicas) in the last
+# Redis pass: propagation, loading, privacy, reconnection, writes and convergence.
+CLUSTER_TESTS = test_live_updates.py test_loading.py test_load_consistency.py \
+	test_privacy.py test_reconnect.py test_writes.py test_list_channel.py test_access.py \
+	test_anchor_concurrency.py test_convergence.py
+
 ## Run every test: lint, docs (broken links fail), the client's tests, then the suite on
 ## PostgreSQL, on SQLite (the embedded default; fewer random sequences, the same code
 ## paths), on PostgreSQL with the Redis backend (less the tests that choose their backend
-## themselves: they ran in the first pass), and the example app in Chromium. The
-## benchmark and soak harness smoke tests set up their own database, and the fault and
-## memory tests are not about the database: only the first pass runs them.
+## themselves: they ran in the first pass), part of it again on a Redis Cluster, and the
+## example app in Chromium. The benchmark and soak harness smoke tests set up their own
+## database, and the fault and memory tests are not about the database: only the first
+## pass runs them.
 test: venv services lint docs client example-frontend
 	$(VENV)/bin/pytest $(DURATIONS)
 	RX_TEST_DB=sqlite RX_CONVERGENCE_EXAMPLES=6 RX_FUZZ_EXAMPLES=100 \
 		$(VENV)/bin/pytest -q $(DURATIONS) -m "not harness and not db_agnostic and not postgresql_only"
 	RX_TEST_BACKEND=redis RX_FUZZ_EXAMPLES=100 \
 		$(VENV)/bin/pytest -q $(DURATIONS) -m "not own_backend and not harness"
+	RX_TEST_BACKEND=redis RX_CONVERGENCE_EXAMPLES=6 $(VENV)/bin/python tests/redis_cluster.py \
+		$(VENV)/bin/pytest -q $(DURATIONS) $(addprefix tests/,$(CLUSTER_TESTS))
 	$(VENV)/bin/pytest -q example/tests
 
 example/frontend/node_modules/.installed: example/frontend/package.json example/frontend/package-lock.json client/node_modules/.installed

@@ -150,3 +150,25 @@ class LocalRedisCluster:
                 pass
             assert time.monotonic() < deadline, message
             time.sleep(0.05)
+
+
+def main(argv: list[str]) -> int:
+    """``python tests/redis_cluster.py <command>...``: run the command (a test run) with
+    ``REDIS_URL_FOR_TESTS`` naming one node of a fresh local cluster, then stop it."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        cluster = LocalRedisCluster(Path(scratch))
+        cluster.start()
+        try:
+            env = {**os.environ, "REDIS_URL_FOR_TESTS": cluster.url(0)}
+            return subprocess.call(argv, env=env)
+        finally:
+            cluster.stop()
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
