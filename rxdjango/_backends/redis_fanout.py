@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 from redis.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from .. import _events, _telemetry
 from .._change import Retained
@@ -117,7 +117,6 @@ class Listener:
         if self.shard_channels is None:
             self._feeds = [None]
         else:
-            self._cluster = self.connect()
             self._feeds = [self.keys.control, *self.shard_channels()]
         for feed in self._feeds:
             thread = threading.Thread(
@@ -130,9 +129,9 @@ class Listener:
         """Stop the threads; a wake-up message ends each one's wait for the next message."""
         self._stopped.set()
         if any(thread.is_alive() for thread in self._threads):
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(RedisError, RedisClusterException, OSError):
                 client = self._cluster or self.connect()
-                command = "PUBLISH" if self._cluster is None else "SPUBLISH"
+                command = "PUBLISH" if self.shard_channels is None else "SPUBLISH"
                 for feed in self._feeds:
                     client.execute_command(
                         command, feed or self.keys.control, envelope(Envelope.WAKE, None, "")
@@ -147,7 +146,7 @@ class Listener:
         while not self._stopped.is_set():
             try:
                 self._listen(feed, failed)
-            except (RedisError, OSError, ValueError) as error:
+            except (RedisError, RedisClusterException, OSError, ValueError) as error:
                 if self._stopped.is_set():
                     return
                 _telemetry.redis_errors.inc()
@@ -168,8 +167,11 @@ class Listener:
             pubsub.psubscribe(self.keys.pub_pattern)
             pubsub.subscribe(self.keys.control)
             return pubsub, client
-        if failed:  # the node may be gone: learn the slots again
-            self._cluster.nodes_manager.initialize()
+        with self._state:  # one cluster client for the feeds, made when first reachable
+            if self._cluster is None:
+                self._cluster = self.connect()
+            elif failed:  # the node may be gone: learn the slots again
+                self._cluster.nodes_manager.initialize()
         node = self._cluster.get_node_from_key(feed)
         pubsub = _Subscription(node.redis_connection.connection_pool)
         pubsub.ssubscribe(feed)
