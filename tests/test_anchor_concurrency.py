@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -78,6 +79,15 @@ def rename(pk: int, title: str) -> None:
     task.save()
 
 
+async def until_committed(task_pk: int, title: str) -> None:
+    """Until a writer's new title is committed: converging before would compare two
+    states without it, and pass without showing anything."""
+    deadline = time.monotonic() + timeout(2)
+    while not await db(Task.objects.filter(pk=task_pk, title=title).exists)():
+        assert time.monotonic() < deadline, f"{title!r} was never committed"
+        await asyncio.sleep(0.01)
+
+
 def state_of(job_pk: int, user: Any) -> Any:
     """The job's state as ``user`` sees it, read when called."""
     return lambda: expected_state(JobSerializer, Job.objects.get(pk=job_pk), user)
@@ -94,6 +104,7 @@ async def test_a_held_propagation_of_one_anchor_does_not_delay_another(world, ba
     ):
         assert await asyncio.to_thread(hold.entered.wait, timeout(2))
         with writer(rename, other_task.pk, "arrives meanwhile"):
+            await until_committed(other_task.pk, "arrives meanwhile")
             await converges(receive(free), free.state, state_of(world.other_job.pk, world.alice))
         assert not hold.released.is_set()  # the first propagation is still held
         hold.released.set()
@@ -135,6 +146,7 @@ async def test_one_commit_reaching_a_held_anchor_and_a_free_one_reaches_the_free
         assert await asyncio.to_thread(hold.entered.wait, timeout(2))
         both = world.tasks[1].pk if held_job == "job" else other_task.pk
         with writer(rename_in_one_commit, both, free_task, "one commit"):
+            await until_committed(free_task, "one commit")
             await converges(receive(free), free.state, state_of(free_pk, world.alice))
             # Still held; the held anchor's part of the commit waits for it.
             assert hold.entered.is_set() and not hold.released.is_set()
@@ -167,6 +179,7 @@ async def test_the_replay_ending_a_cold_load_does_not_delay_another_anchor(
         )
         assert await asyncio.to_thread(hold.entered.wait, timeout(2))
         with writer(rename, other_task.pk, "arrives meanwhile"):
+            await until_committed(other_task.pk, "arrives meanwhile")
             await converges(receive(free), free.state, state_of(world.other_job.pk, world.alice))
         assert not loading.done()  # the load is still held in its replay
         hold.released.set()
@@ -202,7 +215,10 @@ async def test_a_row_read_before_it_moved_is_not_left_in_the_anchor_it_left(
     with while_propagating(hold), writer(create_task, world.job.pk, "moves away"):
         assert await asyncio.to_thread(hold.entered.wait, timeout(2))
         with writer(move, "moves away", world.other_job.pk):
-            await converges(receive(other), other.state, state_of(world.other_job.pk, world.alice))
+            pass  # joined: the move committed, and propagated to the anchor it locks alone
+        # (Converging before the move commits would compare two states without the row.)
+        await converges(receive(other), other.state, state_of(world.other_job.pk, world.alice))
+        assert "moves away" in [task["title"] for task in other.state.tree()["tasks"]]
         hold.released.set()
     # The held propagation is over (its thread joined); a change after it, in the
     # same anchor, tells when its client has seen everything before.
