@@ -7,6 +7,7 @@ cluster itself (a short node timeout keeps that to a second or two).
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -21,19 +22,22 @@ from rxdjango.testing import timeout
 NODE_TIMEOUT_MS = 1000
 
 
-def _free_port_pair() -> int:
+#: Node ports are drawn below Linux's ephemeral range (32768 and up), bus ports included
+#: (port + 10,000): an outgoing connection of another test cannot hold one meanwhile.
+_PORTS = range(12_000, 22_000)
+
+
+def _free_port_pair(taken: list[int]) -> int:
     """A port free for a node and for its cluster bus (the port + 10,000)."""
     while True:
-        probe = socket.create_server(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-        probe.close()
-        if port >= 55_000:
+        port = random.choice(_PORTS)
+        if port in taken:
             continue
         try:
-            bus = socket.create_server(("127.0.0.1", port + 10_000))
+            for candidate in (port, port + 10_000):
+                socket.create_server(("127.0.0.1", candidate)).close()
         except OSError:
             continue
-        bus.close()
         return port
 
 
@@ -47,9 +51,7 @@ class LocalRedisCluster:
         self.directory = directory
         self.ports: list[int] = []
         while len(self.ports) < 6:
-            port = _free_port_pair()
-            if port not in self.ports:
-                self.ports.append(port)
+            self.ports.append(_free_port_pair(self.ports))
         self.processes: dict[int, subprocess.Popen] = {}
 
     def url(self, index: int = 0) -> str:
@@ -57,25 +59,48 @@ class LocalRedisCluster:
         return f"redis://127.0.0.1:{self.ports[index]}/0"
 
     def start(self) -> None:
+        """Start six nodes, join them into one cluster, wait until it is ok."""
         for port in self.ports:
-            node_dir = self.directory / str(port)
-            node_dir.mkdir(parents=True, exist_ok=True)
-            self.processes[port] = subprocess.Popen(
-                [
-                    self.server_binary,
-                    "--port", str(port),
-                    "--bind", "127.0.0.1",
-                    "--cluster-enabled", "yes",
-                    "--cluster-config-file", str(node_dir / "nodes.conf"),
-                    "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
-                    "--dir", str(node_dir),
-                    "--save", "",
-                    "--appendonly", "no",
-                ],
-                stdout=subprocess.DEVNULL,
-            )  # fmt: skip
-        for port in self.ports:
-            self._wait(lambda port=port: redis.Redis(port=port).ping(), "a node did not start")
+            self._start_node(port)
+        for index, port in enumerate(list(self.ports)):
+            while not self._answers(port):
+                # Its port was taken between the probe and the bind: another one.
+                del self.processes[port]
+                port = self.ports[index] = _free_port_pair(self.ports)
+                self._start_node(port)
+        self._join()
+
+    def _answers(self, port: int) -> bool:
+        """Whether the node on ``port`` answers (False if it exited: it could not bind)."""
+        process = self.processes[port]
+        deadline = time.monotonic() + timeout(2)
+        while process.poll() is None:
+            try:
+                return bool(redis.Redis(port=port).ping())
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "a node did not start"
+                time.sleep(0.05)
+        return False
+
+    def _start_node(self, port: int) -> None:
+        node_dir = self.directory / str(port)
+        node_dir.mkdir(parents=True, exist_ok=True)
+        self.processes[port] = subprocess.Popen(
+            [
+                self.server_binary,
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", str(node_dir / "nodes.conf"),
+                "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+                "--dir", str(node_dir),
+                "--save", "",
+                "--appendonly", "no",
+            ],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def _join(self) -> None:
         subprocess.run(
             [
                 self.cli_binary,
