@@ -183,10 +183,12 @@ def child_env(mode: Mode) -> dict[str, str]:
     }
 
 
-def start_server(world: World, mode: Mode, peers: bool = True) -> Server:
+def start_server(world: World, mode: Mode, peers: bool = True, deflate: bool = True) -> Server:
     """A server process of the bench project; without ``peers`` it serves RxDjango
     alone (DCRF's model observers, which serialize and publish on every save of a
-    task whoever listens, are then not even imported)."""
+    task whoever listens, are then not even imported). Without ``deflate`` it does
+    not negotiate permessage-deflate (what ``docs/production.md`` advises for
+    thousands of connections per process: ~50 KiB of zlib state each)."""
     # --port, not --fd: uvicorn takes a passed descriptor for a Unix socket, and asyncio
     # then leaves Nagle's algorithm on, which adds ~40 ms to every second small frame.
     probe = socket.create_server(("127.0.0.1", 0))
@@ -196,6 +198,7 @@ def start_server(world: World, mode: Mode, peers: bool = True) -> Server:
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     command += ["--ws-max-size", str(2**24), "--backlog", "4096"]
     command += ["--ws-ping-interval", "600", "--ws-ping-timeout", "600"]  # no keepalive noise
+    command += ["--ws-per-message-deflate", "true" if deflate else "false"]
     env = {**child_env(mode), "BENCH_PEERS": "all" if peers else "rx"}
     process = subprocess.Popen(command, env=env)
     server = Server(port, process, f"127.0.0.1:{port}")
@@ -1221,10 +1224,6 @@ async def scenarios(servers: list[Server], world: World, mode: Mode, smoke: bool
     progress(f"{mode.env['BENCH_MODE']}: a user shown in {len(world.fanin_jobs)} anchors renamed")
     run["fan_in"] = await fan_in(servers, world, mode)
     run["largest_crowd"] = sizes[-1]
-    if mode.servers == 1:  # one process's limits: on one process only
-        huge = 100 if smoke else 10_000
-        progress(f"{mode.env['BENCH_MODE']}: RxDjango and the floor to {huge} clients")
-        run["ten_thousand"] = await ten_thousand(servers, world, huge, 3 if smoke else 10)
     return run
 
 
@@ -1245,6 +1244,14 @@ def run_mode(mode: Mode, smoke: bool, alone: str | None = None) -> dict:
         run = asyncio.run(scenarios(servers, world, mode, smoke))
         run["capture"].update(overhead)
         stop_servers(servers)
+        if mode.servers == 1:  # one process's limits: on one process only
+            huge = 100 if smoke else 10_000
+            progress(f"{mode.env['BENCH_MODE']}: RxDjango and the floor to {huge} clients")
+            servers = [start_server(world, mode, deflate=False)]
+            run["ten_thousand"] = asyncio.run(
+                ten_thousand(servers, world, huge, 3 if smoke else 10)
+            )
+            stop_servers(servers)
         # Writes per second measure RxDjango's own write path: its servers alone (the
         # peers' observers would serialize and publish every save too).
         servers = []
@@ -1287,7 +1294,8 @@ ALONE: dict[str, Callable[[list[Server], World, Mode, bool], Awaitable[dict]]] =
 
 async def ten_thousand(servers: list[Server], world: World, n: int, reps: int) -> dict:
     """RxDjango and the raw-websocket floor, each to one crowd of ``n`` clients of one
-    anchor: connect rate, memory per connection and fan-out."""
+    anchor: connect rate, memory per connection and fan-out (on a server without
+    permessage-deflate, as ``docs/production.md`` advises for such crowds)."""
     return {kind: await fan_out(servers, world, kind, n, reps, 4, None) for kind in ("rx", "floor")}
 
 
@@ -1296,7 +1304,8 @@ def run_alone(mode: Mode, world: World, name: str, smoke: bool) -> dict:
     servers: list[Server] = []
     try:
         for _ in range(mode.servers):
-            servers.append(start_server(world, mode, peers=name == "ten_thousand"))
+            crowd = name == "ten_thousand"
+            servers.append(start_server(world, mode, peers=crowd, deflate=not crowd))
         progress(f"{mode.env['BENCH_MODE']}: {name} alone")
         return {"setup": mode.name, name: asyncio.run(ALONE[name](servers, world, mode, smoke))}
     finally:

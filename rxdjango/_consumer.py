@@ -19,13 +19,13 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Coroutine, Iterator
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.utils import await_many_dispatch
 from django.core.exceptions import ValidationError
 from django.db import router
 
@@ -91,7 +91,12 @@ class ChannelConsumer(Requests, Sending, AsyncWebsocketConsumer):
         self._running = False
         self._draining = False
         self._writer: asyncio.Task[None] | None = None
-        self._calls: asyncio.Queue[Job] = asyncio.Queue()
+        self._calls: deque[Job] | None = None
+        self._call_worker_task: asyncio.Task[None] | None = None
+        # Timers, not tasks: an idle connection holds no coroutine (see docs/performance.md).
+        self._auth_timer: asyncio.TimerHandle | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._recheck_timer: asyncio.TimerHandle | None = None
         self._held: dict[Any, list[str]] = {}
         self._anchors: list[Any] = []
         self._admitted_anchors: list[Any] = []
@@ -109,16 +114,19 @@ class ChannelConsumer(Requests, Sending, AsyncWebsocketConsumer):
     # -- ASGI plumbing ----------------------------------------------------------------
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """As Channels' consumer, but with the embedded layer when none is configured,
-        and on the layer only once the connection joins a group (see :meth:`group_add`)."""
+        """As Channels' consumer (messages dispatched one at a time), but with the
+        embedded layer when none is configured, and on the layer only once the
+        connection joins a group (see :meth:`group_add`)."""
         self.scope = scope
         self.channel_layer = get_layer(self.channel_layer_alias)
         self.channel_name = ""
-        self._in_a_group = asyncio.Event()
-        self.channel_receive = self._receive_from_layer
         self.base_send = send
+        self._dispatching = asyncio.Lock()
         try:
-            await await_many_dispatch([receive, self.channel_receive], self.dispatch)
+            while True:
+                message = await receive()
+                async with self._dispatching:
+                    await self.dispatch(message)
         except StopConsumer:
             pass
         finally:
@@ -145,8 +153,10 @@ class ChannelConsumer(Requests, Sending, AsyncWebsocketConsumer):
         _shutdown.install_handler()
         _shutdown.track(self)
         self._writer = self._spawn(self._write_loop())
-        self._auth_timer = self._spawn(self._auth_timeout())
-        self._spawn(self._watch_stalls())
+        self._auth_timer = self.loop.call_later(
+            float(rx_settings.RX_AUTH_TIMEOUT), self._auth_timed_out
+        )
+        self._watch_stalls()
 
     async def drain(self, deadline: float) -> None:
         """The process shuts down: refuse what waits, finish what runs (until
@@ -186,6 +196,9 @@ class ChannelConsumer(Requests, Sending, AsyncWebsocketConsumer):
         self._anchors.clear()
         for task in list(self._tasks):
             task.cancel()
+        for timer in (self._auth_timer, self._stall_timer, self._recheck_timer):
+            if timer is not None:
+                timer.cancel()
         for group in self._groups:
             await self.channel_layer.group_discard(group, self.channel_name)
         self._groups.clear()
@@ -278,13 +291,16 @@ class ChannelConsumer(Requests, Sending, AsyncWebsocketConsumer):
         every listening channel on each receive: n connections, n² steps)."""
         if not self.channel_name:
             self.channel_name = await self.channel_layer.new_channel()
-            self._in_a_group.set()
+            self._spawn(self._listen_on_layer())
         await self.channel_layer.group_add(group, self.channel_name)
         self._groups.add(group)
 
-    async def _receive_from_layer(self) -> dict[str, Any]:
-        await self._in_a_group.wait()
-        return cast(dict[str, Any], await self.channel_layer.receive(self.channel_name))
+    async def _listen_on_layer(self) -> None:
+        """Layer events, dispatched between the socket's frames as Channels does."""
+        while True:
+            message = await self.channel_layer.receive(self.channel_name)
+            async with self._dispatching:
+                await self.dispatch(message)
 
     # -- incoming -----------------------------------------------------------------------
 
@@ -323,8 +339,8 @@ class ChannelConsumer(Requests, Sending, AsyncWebsocketConsumer):
 
     # -- authentication and start sequence ----------------------------------------------
 
-    async def _auth_timeout(self) -> None:
-        await asyncio.sleep(float(rx_settings.RX_AUTH_TIMEOUT))
+    def _auth_timed_out(self) -> None:
+        self._auth_timer = None
         if self.lifecycle is Lifecycle.AWAITING_AUTH:
             self._fail(Status.TIMEOUT)
 
@@ -334,7 +350,9 @@ class ChannelConsumer(Requests, Sending, AsyncWebsocketConsumer):
         self._move(Lifecycle.CLOSING)
 
     async def _authenticate(self, frame: Any) -> None:
-        self._auth_timer.cancel()
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
         self._move(Lifecycle.STARTING)
         started = time.monotonic()
         try:
@@ -385,8 +403,7 @@ class ChannelConsumer(Requests, Sending, AsyncWebsocketConsumer):
             return
         if self.lifecycle is Lifecycle.STARTING:
             self._move(Lifecycle.LIVE)
-            self._spawn(self._call_worker())
-            self._spawn(self._recheck_periodically())
+            self._schedule_recheck()
 
     def _fail_internally(self, doing: str) -> None:
         """A server-side error: log it with its traceback, tell the client nothing more."""

@@ -16,6 +16,7 @@ import functools
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -71,7 +72,12 @@ class Requests:
     lifecycle: Lifecycle
     credential: Credential
     _anchors: list[Any]
-    _calls: asyncio.Queue[Job]
+    loop: asyncio.AbstractEventLoop
+    #: ordinary calls and writes waiting for the call worker (made by the first one)
+    _calls: deque[Job] | None
+    #: the call worker, while it has requests to run
+    _call_worker_task: asyncio.Task[None] | None
+    _recheck_timer: asyncio.TimerHandle | None
     _detached: int
     #: a request of the call worker is running
     _running: bool
@@ -105,12 +111,12 @@ class Requests:
                     return
                 self._detached += 1
                 self._spawn(self._run_and_reply(call)).add_done_callback(self._detached_done)
-            elif self._calls.qsize() >= int(rx_settings.RX_MAX_PENDING_REQUESTS):
+            elif self._waiting_requests() >= int(rx_settings.RX_MAX_PENDING_REQUESTS):
                 self._refuse_busy(call, Status.TOO_MANY_REQUESTS)
             elif overloaded():
                 self._refuse_busy(call, Status.UNAVAILABLE)
             else:
-                self._calls.put_nowait(
+                self._queue(
                     Job(
                         functools.partial(self._run_and_reply, call),
                         functools.partial(self._refuse_call, call),
@@ -126,12 +132,12 @@ class Requests:
             )
             if self._draining:
                 job.refuse()
-            elif self._calls.qsize() >= int(rx_settings.RX_MAX_PENDING_REQUESTS):
+            elif self._waiting_requests() >= int(rx_settings.RX_MAX_PENDING_REQUESTS):
                 self._refuse_busy(write, Status.TOO_MANY_REQUESTS)
             elif overloaded():
                 self._refuse_busy(write, Status.UNAVAILABLE)
             else:
-                self._calls.put_nowait(job)
+                self._queue(job)
         elif isinstance(frame, dict) and "token" in frame:
             self.send_frame(error_frame("already authenticated"))
         else:
@@ -158,25 +164,40 @@ class Requests:
     def _refuse_write(self, write: Write) -> None:
         self.send_frame(refusal(write.write_id, Status.UNAVAILABLE, _RESTARTING))
 
+    def _waiting_requests(self) -> int:
+        return len(self._calls) if self._calls is not None else 0
+
+    def _queue(self, job: Job) -> None:
+        """Queue an ordinary call or write for the call worker, started if it is not
+        running (an idle connection holds neither a queue nor a worker task)."""
+        if self._calls is None:
+            self._calls = deque()
+        self._calls.append(job)
+        if self._call_worker_task is None:
+            self._call_worker_task = self._spawn(self._call_worker())
+
     async def _call_worker(self) -> None:
         """Ordinary actions and writes, one at a time, in the order the client sent them;
-        none once the connection is closing."""
-        while True:
-            job = await self._calls.get()
-            if self._draining:
-                job.refuse()
-            elif self.lifecycle is Lifecycle.LIVE:
-                self._running = True
-                try:
-                    await job.run()
-                finally:
-                    self._running = False
+        none once the connection is closing. It ends when none waits."""
+        try:
+            while self._calls:
+                job = self._calls.popleft()
+                if self._draining:
+                    job.refuse()
+                elif self.lifecycle is Lifecycle.LIVE:
+                    self._running = True
+                    try:
+                        await job.run()
+                    finally:
+                        self._running = False
+        finally:
+            self._call_worker_task = None
 
     def _refuse_waiting(self) -> None:
         """Answer every queued request with a 503 (the process is shutting down)."""
         self._draining = True
-        while not self._calls.empty():
-            self._calls.get_nowait().refuse()
+        while self._calls:
+            self._calls.popleft().refuse()
 
     @property
     def _busy(self) -> bool:
@@ -246,23 +267,31 @@ class Requests:
         self._checked_at = time.monotonic()
         return await recheck(self.channel, self.credential)
 
-    async def _recheck_periodically(self) -> None:
+    def _schedule_recheck(self) -> None:
         """Re-check an idle connection every ``RX_PERMISSION_RECHECK`` seconds (writes and
-        actions check before they run, which counts as a check)."""
+        actions check before they run, which counts as a check). A timer, not a task:
+        an idle connection holds no coroutine for it."""
         period = rx_settings.RX_PERMISSION_RECHECK
-        if not period:
+        if not period or self.lifecycle not in (Lifecycle.STARTING, Lifecycle.LIVE):
             return
-        period = float(period)
-        while True:
-            due = self._checked_at + period * random.uniform(0.9, 1.1)  # no herd
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
-            if time.monotonic() - self._checked_at < period * 0.9:
-                continue
-            try:
-                denied = await self._recheck()
-            except Exception:
-                logger.exception("rxdjango: re-checking access to %s failed", self.spec.channel_id)
-                continue
-            if denied is not None:
-                self.close_soon(CloseCode[denied.name])
-                return
+        due = self._checked_at + float(period) * random.uniform(0.9, 1.1)  # no herd
+        delay = max(0.0, due - time.monotonic())
+        self._recheck_timer = self.loop.call_later(delay, self._recheck_if_due)
+
+    def _recheck_if_due(self) -> None:
+        self._recheck_timer = None
+        if time.monotonic() - self._checked_at < float(rx_settings.RX_PERMISSION_RECHECK) * 0.9:
+            self._schedule_recheck()  # a request checked meanwhile
+        else:
+            self._spawn(self._recheck_then_schedule())
+
+    async def _recheck_then_schedule(self) -> None:
+        try:
+            denied = await self._recheck()
+        except Exception:
+            logger.exception("rxdjango: re-checking access to %s failed", self.spec.channel_id)
+            denied = None
+        if denied is not None:
+            self.close_soon(CloseCode[denied.name])
+        else:
+            self._schedule_recheck()

@@ -36,6 +36,7 @@ class Sending:
     loop: asyncio.AbstractEventLoop
     _outbox: Outbox
     _writer: asyncio.Task[None] | None
+    _stall_timer: asyncio.TimerHandle | None
     _loop_thread: int | None
     #: live frames of anchors still starting, released after their end marker
     _held: dict[Any, list[str]]
@@ -109,15 +110,18 @@ class Sending:
             self._writer.cancel()  # it may be blocked on the peer's full socket
         self._spawn(self._close_now(CloseCode.TIMEOUT))
 
-    async def _watch_stalls(self) -> None:
+    def _watch_stalls(self) -> None:
         """Close a client whose frames have not moved for ``RX_SEND_TIMEOUT`` seconds
-        (it stopped reading; a live frame crossing the limit may never come)."""
+        (it stopped reading; a live frame crossing the limit may never come). Checked by
+        a timer every quarter of that: an idle connection holds no task for it."""
+        self._stall_timer = None
+        if self.lifecycle is Lifecycle.CLOSED:
+            return
         limit = float(rx_settings.RX_SEND_TIMEOUT)
-        while self.lifecycle is not Lifecycle.CLOSED:
-            await asyncio.sleep(limit / 4)
-            if self._outbox.stalled_for() >= limit:
-                self._drop_slow_client()
-                return
+        if self._outbox.stalled_for() >= limit:
+            self._drop_slow_client()
+            return
+        self._stall_timer = self.loop.call_later(limit / 4, self._watch_stalls)
 
     async def _close_now(self, code: int) -> None:
         try:

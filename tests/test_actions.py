@@ -282,6 +282,35 @@ async def test_an_action_error_keeps_the_socket_usable(world, caplog):
     await client.disconnect()
 
 
+async def test_an_idle_connection_holds_no_task_but_its_writer(world):
+    """What one idle connection holds, a process holds 10,000 times: its writer waits
+    for frames; timers, not tasks, watch for a stalled peer and re-check access; the
+    call worker runs only while calls wait (the layer is listened to only in a group)."""
+    first = await client_for(world)  # anything process-wide starts with the first
+    before = len(asyncio.all_tasks())
+    clients = [await client_for(world) for _ in range(5)]
+    # Each: the task running the application (the test's communicator) and the writer.
+    assert len(asyncio.all_tasks()) - before == 5 * 2
+
+    async def settled() -> int:
+        for _ in range(200):
+            if len(asyncio.all_tasks()) - before == 5 * 2:
+                break
+            await asyncio.sleep(0.01)
+        return len(asyncio.all_tasks()) - before
+
+    await call(clients[0], 1, "add", [1, 2])
+    await call(clients[0], 2, "add", [3, 4])
+    assert (await reply_to(clients[0], 1))["result"] == 3
+    assert (await reply_to(clients[0], 2))["result"] == 7
+    assert await settled() == 5 * 2, "the call worker ends when no call waits"
+    await call(clients[0], 3, "add", [5, 6])  # and starts again with the next one
+    assert (await reply_to(clients[0], 3))["result"] == 11
+    assert await settled() == 5 * 2
+    for client in [first, *clients]:
+        await client.disconnect()
+
+
 async def test_detached_action_does_not_hold_up_later_calls(world):
     probe.clear()
     probe["waiting"], probe["cancelled"] = asyncio.Event(), asyncio.Event()
