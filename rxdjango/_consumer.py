@@ -1,9 +1,10 @@
 """The WebSocket consumer behind ``ContextChannel.as_asgi()``.
 
 It only moves messages: frames in are decoded and dispatched by lifecycle
-state; everything out goes through one outbox drained by one writer task, so
-the client sees auth reply, anchors, initial state, end marker and live
-records in exactly the order they were queued.
+state; everything out goes through one outbox drained by one sender (at once
+while sends complete, on a writer task while one waits), so the client sees auth
+reply, anchors, initial state, end marker and live records in exactly the order
+they were queued.
 
 Ordinary action calls run one at a time on a call worker task (in call order);
 detached calls run as tasks of their own. Both are cancelled when the socket
@@ -40,7 +41,7 @@ from ._db_threads import in_db_thread
 from ._hooks import call_hook
 from ._hub import hub
 from ._layers import SYSTEM_EVENT, SYSTEM_GROUP, cross_process_layer, get_layer
-from ._lifecycle import ALLOWED, Lifecycle
+from ._lifecycle import ALLOWED, ENDING, Lifecycle
 from ._outbox import Outbox
 from ._protocol import (
     CloseCode,
@@ -82,7 +83,7 @@ class ChannelConsumer(Requests, Sending, AsyncWebsocketConsumer):
         self.user: Any = None
         self.user_id: Any = None
         self.loop: asyncio.AbstractEventLoop
-        self._outbox = Outbox(int(rx_settings.RX_SEND_QUEUE_LIMIT))
+        self._outbox = Outbox(int(rx_settings.RX_SEND_QUEUE_LIMIT), self._flush)
         self._rate = RateLimit(rx_settings.RX_RATE_LIMIT)
         #: the rate shared by this user's connections (once admitted)
         self._user_rate: RateLimit | None = None
@@ -152,7 +153,6 @@ class ChannelConsumer(Requests, Sending, AsyncWebsocketConsumer):
             return
         _shutdown.install_handler()
         _shutdown.track(self)
-        self._writer = self._spawn(self._write_loop())
         self._auth_timer = self.loop.call_later(
             float(rx_settings.RX_AUTH_TIMEOUT), self._auth_timed_out
         )
@@ -167,7 +167,7 @@ class ChannelConsumer(Requests, Sending, AsyncWebsocketConsumer):
             if time.monotonic() >= deadline:
                 return
             await asyncio.sleep(0.01)
-        if self.lifecycle in (Lifecycle.CLOSING, Lifecycle.CLOSED):
+        if self.lifecycle in ENDING:
             return
         self._close_after_queued(CloseCode.RESTARTING)
         self._move(Lifecycle.CLOSING)
@@ -305,7 +305,7 @@ class ChannelConsumer(Requests, Sending, AsyncWebsocketConsumer):
     # -- incoming -----------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if self.lifecycle in (Lifecycle.CLOSING, Lifecycle.CLOSED):
+        if self.lifecycle in ENDING:
             return
         verdict = self._rate.check()
         if verdict is Verdict.ACCEPT and self._user_rate is not None:

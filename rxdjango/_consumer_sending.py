@@ -1,8 +1,11 @@
-"""What goes out to a client: one ordered outbox, one writer task, slow clients dropped.
+"""What goes out to a client: one ordered outbox, one sender, slow clients dropped.
 
 :class:`Sending` is the part of :class:`~rxdjango._consumer.ChannelConsumer` that
 queues frames and sends them. Every frame goes through one ``Outbox`` drained by one
-writer task, so the client sees frames in exactly the order they were queued; live
+sender, so the client sees frames in exactly the order they were queued. A frame is
+sent at once, in the pass that queued it, while the server's send completes without
+waiting; from the first send that waits (the peer's socket buffer is full), a writer
+task sends the rest, and later frames queue behind it. Live
 frames of an anchor still being started are held until its end marker. A client too
 far behind (``RX_SEND_QUEUE_LIMIT``) or whose frames stopped moving
 (``RX_SEND_TIMEOUT``) is closed instead of buffered for without bound.
@@ -11,14 +14,15 @@ far behind (``RX_SEND_QUEUE_LIMIT``) or whose frames stopped moving
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from . import _codec, _telemetry
+from . import _codec, _eager, _telemetry
 from ._hub import Retained
-from ._lifecycle import Lifecycle
+from ._lifecycle import ENDING, Lifecycle
 from ._outbox import Close, Outbox
 from ._protocol import CloseCode
 from ._state_stream import without_retained
@@ -37,6 +41,8 @@ class Sending:
     _outbox: Outbox
     _writer: asyncio.Task[None] | None
     _stall_timer: asyncio.TimerHandle | None
+    #: the server's ASGI send (set by Channels' consumer)
+    base_send: Callable[[dict[str, Any]], Awaitable[None]]
     _loop_thread: int | None
     #: live frames of anchors still starting, released after their end marker
     _held: dict[Any, list[str]]
@@ -50,7 +56,6 @@ class Sending:
         def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
         def _event(self, name: str, level: int = logging.INFO, **fields: Any) -> None: ...
         async def close(self, code: int | None = None) -> None: ...
-        async def send(self, text_data: str | None = None, bytes_data: Any = None) -> None: ...
 
     def send_frame(self, data: Any) -> None:
         """Queue a JSON value (or ready JSON text, or bytes for a binary frame) for
@@ -92,7 +97,7 @@ class Sending:
     def _put(self, frame: str | bytes) -> None:
         """Queue a frame unless the connection is closing; drop a client that is too
         far behind (``RX_SEND_QUEUE_LIMIT``) instead of buffering without bound."""
-        if self.lifecycle in (Lifecycle.CLOSING, Lifecycle.CLOSED) or self._outbox.closed:
+        if self.lifecycle in ENDING or self._outbox.closed:
             return
         if not self._outbox.put(frame):
             self._drop_slow_client()
@@ -132,24 +137,61 @@ class Sending:
     def _close_after_queued(self, code: int) -> None:
         self._outbox.put_close(code)
 
-    async def _write_loop(self) -> None:
-        """The only sender on this socket; stops at a close or when the peer is gone."""
+    def _flush(self) -> None:
+        """Send what waits, in order: at once while the server's send completes without
+        waiting (a fan-out then leaves nothing behind per socket, see ``_eager``), and
+        on a writer task from the first send that has to wait, or a close."""
+        if self._writer is not None:
+            return  # the writer sends it in its turn
+        while (item := self._outbox.take()) is not None:
+            if isinstance(item, Close):
+                self._writer = self._spawn(self._write_rest(item, None))
+                return
+            try:
+                sending = self.base_send(_send_event(item))
+                rest = _eager.start(sending) if inspect.iscoroutine(sending) else sending
+            except Exception:  # the transport went away under us; disconnect follows
+                logger.debug("rxdjango: send failed, connection is gone", exc_info=True)
+                self._outbox.close()
+                return
+            if rest is not None:
+                self._writer = self._spawn(self._write_rest(item, rest))
+                return
+            self._sent(item)
+
+    async def _write_rest(self, item: str | bytes | Close, rest: Awaitable[Any] | None) -> None:
+        """The only sender while it runs: finishes ``item``'s send (``rest``, if it was
+        started), then sends what waits until nothing does; stops at a close or when the
+        peer is gone."""
         try:
             while True:
-                item = await self._outbox.get()
                 if isinstance(item, Close):
                     await self.close(item.code)
+                    self._outbox.close()
                     return
-                if isinstance(item, bytes):
-                    await self.send(bytes_data=item)
-                else:
-                    await self.send(text_data=item)
-                self._outbox.sent()
-                _telemetry.frames_sent.inc()
-                _telemetry.bytes_sent.inc(len(item))
+                await (rest if rest is not None else self.base_send(_send_event(item)))
+                self._sent(item)
+                rest = None
+                following = self._outbox.take()
+                if following is None:
+                    return
+                item = following
         except asyncio.CancelledError:
+            self._outbox.close()
             raise
         except Exception:  # the transport went away under us; disconnect follows
             logger.debug("rxdjango: send failed, connection is gone", exc_info=True)
-        finally:
             self._outbox.close()  # nothing more will be sent: producers stop waiting
+        finally:
+            self._writer = None
+
+    def _sent(self, item: str | bytes) -> None:
+        self._outbox.sent()
+        _telemetry.frames_sent.inc()
+        _telemetry.bytes_sent.inc(len(item))
+
+
+def _send_event(item: str | bytes) -> dict[str, Any]:
+    if isinstance(item, bytes):
+        return {"type": "websocket.send", "bytes": item}
+    return {"type": "websocket.send", "text": item}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["ALLOWED", "Lifecycle"]
+__all__ = ["ALLOWED", "ENDING", "Lifecycle"]
 
 
 class Lifecycle(StrEnum):
@@ -22,3 +22,6 @@ ALLOWED: dict[Lifecycle, set[Lifecycle]] = {
     Lifecycle.CLOSING: {Lifecycle.CLOSED},
     Lifecycle.CLOSED: set(),
 }
+
+#: The connection is going away: nothing more is queued for it.
+ENDING = frozenset({Lifecycle.CLOSING, Lifecycle.CLOSED})

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = ["Close", "Outbox"]
@@ -29,19 +30,20 @@ class Close:
 
 
 class Outbox:
-    """FIFO of frames and one final ``Close``, drained by a single writer."""
+    """FIFO of frames and one final ``Close``, drained by a single sender."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, on_ready: Callable[[], None]) -> None:
         self.limit = limit
+        #: Called after each item queued: the sender takes it (see ``_consumer_sending``).
+        self._on_ready = on_ready
         #: Bytes of queued frames plus bytes charged for frames held elsewhere.
         self.waiting_bytes = 0
         self._items: deque[tuple[str | bytes | Close, int]] = deque()
-        # Futures made only while someone waits: an idle connection holds none
-        # (an asyncio.Event costs ~0.8 KiB, and a process may hold 10,000 outboxes).
-        self._ready: asyncio.Future[None] | None = None
+        # A future made only while a producer waits for room: an idle connection holds
+        # none (an asyncio.Event costs ~0.8 KiB, and a process may hold 10,000 outboxes).
         self._room: asyncio.Future[None] | None = None
         self._closed = False
-        #: Whether the writer is sending an item it took (it may block on the peer).
+        #: Whether the sender is sending an item it took (it may block on the peer).
         self.sending = False
         #: Monotonic time the queue last moved (an item sent, or nothing waiting).
         self.moved_at = time.monotonic()
@@ -92,13 +94,13 @@ class Outbox:
 
     def put_close(self, code: int) -> None:
         self._items.append((Close(code), 0))
-        self._wake_writer()
+        self._on_ready()
 
     def _append(self, frame: str | bytes, size: int) -> None:
         if not self._items and not self.sending:
             self.moved_at = time.monotonic()  # the queue starts waiting now
         self._items.append((frame, size))
-        self._wake_writer()
+        self._on_ready()
 
     def close(self) -> None:
         """Forget everything waiting and refuse what comes (the connection is going)."""
@@ -106,12 +108,6 @@ class Outbox:
         self._items.clear()
         self.waiting_bytes = 0
         self._wake_room()
-
-    def _wake_writer(self) -> None:
-        if self._ready is not None:
-            if not self._ready.done():
-                self._ready.set_result(None)
-            self._ready = None  # the next wait makes a new one
 
     def _wake_room(self) -> None:
         if self._room is not None:
@@ -125,18 +121,18 @@ class Outbox:
             return 0.0
         return time.monotonic() - self.moved_at
 
-    async def get(self) -> str | bytes | Close:
-        while not self._items:
-            if self._ready is None or self._ready.done():  # done: its waiter was cancelled
-                self._ready = asyncio.get_running_loop().create_future()
-            await self._ready  # one writer waits here, so its cancellation is its own
+    def take(self) -> str | bytes | Close | None:
+        """The next item for the sender, or None if nothing waits; it counts as being
+        sent until :meth:`sent`."""
+        if not self._items:
+            return None
         item, size = self._items.popleft()
         self.sending = True
         self.waiting_bytes -= size
         return item
 
     def sent(self) -> None:
-        """The writer delivered the item it took."""
+        """The sender delivered the item it took."""
         self.sending = False
         self.moved_at = time.monotonic()
         self._wake_room()

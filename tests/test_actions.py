@@ -282,19 +282,20 @@ async def test_an_action_error_keeps_the_socket_usable(world, caplog):
     await client.disconnect()
 
 
-async def test_an_idle_connection_holds_no_task_but_its_writer(world):
-    """What one idle connection holds, a process holds 10,000 times: its writer waits
-    for frames; timers, not tasks, watch for a stalled peer and re-check access; the
-    call worker runs only while calls wait (the layer is listened to only in a group)."""
+async def test_an_idle_connection_holds_no_task_of_its_own(world):
+    """What one idle connection holds, a process holds 10,000 times: frames are sent in
+    the pass that queues them (a writer task runs only while a send waits); timers,
+    not tasks, watch for a stalled peer and re-check access; the call worker runs only
+    while calls wait (and the layer is listened to only in a group)."""
     first = await client_for(world)  # anything process-wide starts with the first
     before = len(asyncio.all_tasks())
     clients = [await client_for(world) for _ in range(5)]
-    # Each: the task running the application (the test's communicator) and the writer.
-    assert len(asyncio.all_tasks()) - before == 5 * 2
+    # Each: the task running the application (the test's communicator), nothing more.
+    assert len(asyncio.all_tasks()) - before == 5
 
     async def settled() -> int:
         for _ in range(200):
-            if len(asyncio.all_tasks()) - before == 5 * 2:
+            if len(asyncio.all_tasks()) - before == 5:
                 break
             await asyncio.sleep(0.01)
         return len(asyncio.all_tasks()) - before
@@ -303,10 +304,10 @@ async def test_an_idle_connection_holds_no_task_but_its_writer(world):
     await call(clients[0], 2, "add", [3, 4])
     assert (await reply_to(clients[0], 1))["result"] == 3
     assert (await reply_to(clients[0], 2))["result"] == 7
-    assert await settled() == 5 * 2, "the call worker ends when no call waits"
+    assert await settled() == 5, "the call worker ends when no call waits"
     await call(clients[0], 3, "add", [5, 6])  # and starts again with the next one
     assert (await reply_to(clients[0], 3))["result"] == 11
-    assert await settled() == 5 * 2
+    assert await settled() == 5
     for client in [first, *clients]:
         await client.disconnect()
 

@@ -93,6 +93,37 @@ async def test_a_client_that_stops_reading_is_closed_and_others_get_every_change
     assert await db(lambda: Task.objects.get(pk=task.pk).title)() == last_title
 
 
+async def test_a_client_that_reads_late_gets_every_change_in_order(world):
+    """Frames go out in the pass that queues them while the server's send completes;
+    once the peer's buffers are full a send waits, and the frames after it queue behind
+    it on a writer task. Nothing is lost or reordered across the two ways."""
+    with running_server({"RX_TEST_RATE_LIMIT": "0"}, send_buffer=4096) as server:
+        url = f"{server}/ws/job/{world.job.pk}/"
+        late = await open_stalled_client(url, world.tokens["alice"])
+        healthy = SocketClient(url, world.tokens["bob"])
+        await healthy.open()
+        task = world.tasks[0]
+        prefix = "late-"
+        await healthy.ws.send(
+            orjson.dumps(
+                {"callId": 1, "action": "rename_repeatedly", "params": [task.pk, CHANGES, prefix]}
+            ).decode()
+        )
+        wanted = [f"{prefix}{i:05d}".ljust(100, "-") for i in range(CHANGES)]
+        deadline = time.monotonic() + timeout(30)
+        while healthy.state.tree()["tasks"][0]["title"] != wanted[-1]:
+            await healthy.read(max(0.01, (deadline - time.monotonic()) / timeout()))
+        # Every change is committed and sent to the one that reads; the other reads now.
+        titles: list[str] = []
+        while len(titles) < CHANGES:
+            frame = orjson.loads(await asyncio.wait_for(late.recv(), timeout(5)))
+            if isinstance(frame, list):
+                titles += [r["title"] for r in frame if str(r.get("title", "")).startswith(prefix)]
+        assert titles == wanted
+        await late.close()
+        await healthy.close()
+
+
 async def test_a_flooding_client_is_refused_then_closed_and_others_are_served(world, capsys):
     with running_server({"RX_TEST_RATE_LIMIT": "20"}) as server:
         url = f"{server}/ws/job/{world.job.pk}/"
