@@ -25,6 +25,7 @@ from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
+from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.core.exceptions import ValidationError
@@ -266,7 +267,14 @@ class ChannelConsumer(Requests, Sending, AsyncWebsocketConsumer):
     async def dispatch(self, message: dict[str, Any]) -> None:
         kind = message.get("type", "")
         if isinstance(kind, str) and kind.startswith("websocket."):
-            await super().dispatch(message)
+            # Straight to the handler. Channels' dispatch first closes old database
+            # connections on asgiref's one sync thread: a hop per frame of every socket
+            # through the thread the project's sync code shares, for connections the
+            # library does not use (its database work has threads of its own).
+            handler = getattr(self, get_handler_name(message), None)
+            if handler is None:
+                raise ValueError(f"no handler for message type {kind}")
+            await handler(message)
             return
         if kind == SYSTEM_EVENT:
             if self.channel is not None and isinstance(message.get("frame"), str):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import decimal
+import threading
 import uuid
 from typing import Literal, TypedDict
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async as db
 from channels.routing import URLRouter
 from django.urls import path
@@ -310,6 +312,32 @@ async def test_an_idle_connection_holds_no_task_of_its_own(world):
     assert await settled() == 5
     for client in [first, *clients]:
         await client.disconnect()
+
+
+async def test_frames_are_served_while_sync_code_holds_asgirefs_thread(world):
+    """asgiref runs thread-sensitive sync code (a view's, a hook's) on one thread per
+    process. The library's database work has threads of its own, so no frame waits
+    for that one: a socket is served while sync code holds it. (Channels' own
+    dispatch first closes that thread's old connections, on it, for every frame.)"""
+    client = await client_for(world)
+    started, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        started.set()
+        release.wait(timeout(5))
+
+    holding = asyncio.ensure_future(sync_to_async(hold)())  # thread_sensitive: the one thread
+    try:
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        await call(client, 1, "add", [1, 2])
+        reply = await asyncio.wait_for(reply_to(client, 1), timeout())
+        assert reply["result"] == 3
+        assert not holding.done(), "the reply came while the thread was held"
+    finally:
+        release.set()
+        await holding
+    await client.disconnect()
 
 
 async def test_detached_action_does_not_hold_up_later_calls(world):
