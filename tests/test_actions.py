@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import decimal
 import threading
+import time
 import uuid
 from typing import Literal, TypedDict
 
@@ -296,10 +297,10 @@ async def test_an_idle_connection_holds_no_task_of_its_own(world):
     assert len(asyncio.all_tasks()) - before == 5
 
     async def settled() -> int:
-        for _ in range(200):
-            if len(asyncio.all_tasks()) - before == 5:
-                break
-            await asyncio.sleep(0.01)
+        """Tasks added, once the call worker that sent the last reply has ended."""
+        deadline = time.monotonic() + timeout()
+        while len(asyncio.all_tasks()) - before != 5 and time.monotonic() < deadline:
+            await asyncio.sleep(0)  # the worker ends in a pass right after its reply
         return len(asyncio.all_tasks()) - before
 
     await call(clients[0], 1, "add", [1, 2])
@@ -328,8 +329,7 @@ async def test_frames_are_served_while_sync_code_holds_asgirefs_thread(world):
 
     holding = asyncio.ensure_future(sync_to_async(hold)())  # thread_sensitive: the one thread
     try:
-        while not started.is_set():
-            await asyncio.sleep(0.01)
+        assert await asyncio.to_thread(started.wait, timeout()), "the thread was never held"
         await call(client, 1, "add", [1, 2])
         reply = await asyncio.wait_for(reply_to(client, 1), timeout())
         assert reply["result"] == 3

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,7 +25,7 @@ from rxdjango.testing import between_load_layers, timeout, while_propagating
 from jobs.channels import JobChannel
 from jobs.models import Job, Task
 from jobs.serializers import JobSerializer
-from support import TASK, connect, converges, expected_state, receive
+from support import TASK, connect, converges, expected_state, receive, until
 
 pytestmark = [pytest.mark.own_backend]
 
@@ -79,13 +78,10 @@ def rename(pk: int, title: str) -> None:
     task.save()
 
 
-async def until_committed(task_pk: int, title: str) -> None:
-    """Until a writer's new title is committed: converging before would compare two
-    states without it, and pass without showing anything."""
-    deadline = time.monotonic() + timeout(2)
-    while not await db(Task.objects.filter(pk=task_pk, title=title).exists)():
-        assert time.monotonic() < deadline, f"{title!r} was never committed"
-        await asyncio.sleep(0.01)
+def title_committed(task_pk: int, title: str):
+    """Whether a writer's new title is committed (for ``until``): converging before
+    would compare two states without it, and pass without showing anything."""
+    return lambda: Task.objects.filter(pk=task_pk, title=title).exists()
 
 
 def state_of(job_pk: int, user: Any) -> Any:
@@ -104,7 +100,7 @@ async def test_a_held_propagation_of_one_anchor_does_not_delay_another(world, ba
     ):
         assert await asyncio.to_thread(hold.entered.wait, timeout(2))
         with writer(rename, other_task.pk, "arrives meanwhile"):
-            await until_committed(other_task.pk, "arrives meanwhile")
+            await until(title_committed(other_task.pk, "arrives meanwhile"), units=2)
             await converges(receive(free), free.state, state_of(world.other_job.pk, world.alice))
         assert not hold.released.is_set()  # the first propagation is still held
         hold.released.set()
@@ -146,7 +142,7 @@ async def test_one_commit_reaching_a_held_anchor_and_a_free_one_reaches_the_free
         assert await asyncio.to_thread(hold.entered.wait, timeout(2))
         both = world.tasks[1].pk if held_job == "job" else other_task.pk
         with writer(rename_in_one_commit, both, free_task, "one commit"):
-            await until_committed(free_task, "one commit")
+            await until(title_committed(free_task, "one commit"), units=2)
             await converges(receive(free), free.state, state_of(free_pk, world.alice))
             # Still held; the held anchor's part of the commit waits for it.
             assert hold.entered.is_set() and not hold.released.is_set()
@@ -179,7 +175,7 @@ async def test_the_replay_ending_a_cold_load_does_not_delay_another_anchor(
         )
         assert await asyncio.to_thread(hold.entered.wait, timeout(2))
         with writer(rename, other_task.pk, "arrives meanwhile"):
-            await until_committed(other_task.pk, "arrives meanwhile")
+            await until(title_committed(other_task.pk, "arrives meanwhile"), units=2)
             await converges(receive(free), free.state, state_of(world.other_job.pk, world.alice))
         assert not loading.done()  # the load is still held in its replay
         hold.released.set()

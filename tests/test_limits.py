@@ -42,6 +42,12 @@ async def open_stalled_client(url: str, token: str) -> websockets.ClientConnecti
     return ws
 
 
+async def rename_repeatedly(client: SocketClient, task_pk: int, prefix: str) -> None:
+    """Ask the server (an action) to rename a task CHANGES times, one commit each."""
+    call = {"callId": 1, "action": "rename_repeatedly", "params": [task_pk, CHANGES, prefix]}
+    await client.ws.send(orjson.dumps(call).decode())
+
+
 def renames_in(frame: str | bytes, prefix: str) -> int:
     decoded = orjson.loads(frame)
     if not isinstance(decoded, list):
@@ -58,11 +64,7 @@ async def test_a_client_that_stops_reading_is_closed_and_others_get_every_change
         await healthy.open()
         task = world.tasks[0]
         prefix = "stream-"
-        await healthy.ws.send(
-            orjson.dumps(
-                {"callId": 1, "action": "rename_repeatedly", "params": [task.pk, CHANGES, prefix]}
-            ).decode()
-        )
+        await rename_repeatedly(healthy, task.pk, prefix)
         last_title = f"{prefix}{CHANGES - 1:05d}".ljust(100, "-")
         # Every change reaches the client that reads, in order, while the other one stalls.
         titles = []
@@ -104,11 +106,7 @@ async def test_a_client_that_reads_late_gets_every_change_in_order(world):
         await healthy.open()
         task = world.tasks[0]
         prefix = "late-"
-        await healthy.ws.send(
-            orjson.dumps(
-                {"callId": 1, "action": "rename_repeatedly", "params": [task.pk, CHANGES, prefix]}
-            ).decode()
-        )
+        await rename_repeatedly(healthy, task.pk, prefix)
         wanted = [f"{prefix}{i:05d}".ljust(100, "-") for i in range(CHANGES)]
         deadline = time.monotonic() + timeout(30)
         while healthy.state.tree()["tasks"][0]["title"] != wanted[-1]:
