@@ -34,7 +34,7 @@ from ._db_threads import in_db_thread
 from ._hooks import call_hook
 from ._protocol import CloseCode, Status
 from ._state_model import pk_repr
-from .auth import Authenticator
+from .auth import READ_USER_FROM_DATABASE, Authenticator
 from .exceptions import ClientError
 
 if TYPE_CHECKING:
@@ -70,8 +70,9 @@ def _current_user(credential: Credential) -> Any | None:
     user = credential.authenticator(credential.token, credential.scope)
     if user is None or pk_repr(user.pk) != credential.user_id:
         return None
-    # read again: an authenticator may answer from its own data (a JWT's claims)
-    user = get_user_model()._default_manager.filter(pk=user.pk).first()
+    if credential.authenticator not in READ_USER_FROM_DATABASE:
+        # read again: an authenticator may answer from its own data (a JWT's claims)
+        user = get_user_model()._default_manager.filter(pk=user.pk).first()
     return user if user is not None and user.is_active else None
 
 

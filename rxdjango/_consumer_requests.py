@@ -18,12 +18,12 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import _telemetry
 from ._access import Credential, recheck, recheck_sync
-from ._db_threads import in_db_thread, overloaded
+from ._db_threads import in_db_thread, overloaded, saturated
 from ._dispatch import Call, call_refusal, is_call, parse_call, run_call
 from ._lifecycle import Lifecycle
 from ._protocol import CloseCode, Status, error_frame
@@ -58,10 +58,23 @@ _QUEUED = "too many requests waiting"
 
 @dataclass(frozen=True)
 class Job:
-    """A queued request: how to run it, and how to answer it without running it."""
+    """A queued request: how to run it, how to answer it without running it (the
+    process shuts down, or it waited too long while the process was behind), and
+    when it arrived."""
 
     run: Callable[[], Awaitable[None]]
     refuse: Callable[[], None]
+    refuse_busy: Callable[[], None]
+    queued_at: float = field(default_factory=time.monotonic)
+
+    def waited_behind(self) -> bool:
+        """It has waited ``RX_DB_QUEUE_WAIT`` seconds behind its socket's earlier
+        requests, and every database thread is still taken: the process is behind.
+        (A wait that only the socket's own slow request caused is not refused.)"""
+        limit = rx_settings.RX_DB_QUEUE_WAIT
+        if limit is None or time.monotonic() - self.queued_at < float(limit):
+            return False
+        return saturated()
 
 
 class Requests:
@@ -120,6 +133,7 @@ class Requests:
                     Job(
                         functools.partial(self._run_and_reply, call),
                         functools.partial(self._refuse_call, call),
+                        functools.partial(self._refuse_busy, call, Status.UNAVAILABLE),
                     )
                 )
         elif is_write(frame):
@@ -128,7 +142,9 @@ class Requests:
                 self.send_frame(write)
                 return
             job = Job(
-                functools.partial(self._write, write), functools.partial(self._refuse_write, write)
+                functools.partial(self._write, write),
+                functools.partial(self._refuse_write, write),
+                functools.partial(self._refuse_busy, write, Status.UNAVAILABLE),
             )
             if self._draining:
                 job.refuse()
@@ -179,17 +195,21 @@ class Requests:
     async def _call_worker(self) -> None:
         """Ordinary actions and writes, one at a time, in the order the client sent them;
         none once the connection is closing. It ends when none waits."""
+        behind_another = False  # the first request taken waited behind no other
         try:
             while self._calls:
                 job = self._calls.popleft()
                 if self._draining:
                     job.refuse()
+                elif behind_another and job.waited_behind():
+                    job.refuse_busy()
                 elif self.lifecycle is Lifecycle.LIVE:
                     self._running = True
                     try:
                         await job.run()
                     finally:
                         self._running = False
+                        behind_another = True
         finally:
             self._call_worker_task = None
 

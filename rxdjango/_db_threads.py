@@ -37,6 +37,7 @@ __all__ = [
     "KeptConnections",
     "in_db_thread",
     "overloaded",
+    "saturated",
     "stop_db_threads",
     "waiting_calls",
 ]
@@ -83,11 +84,17 @@ class _Pool:
         try:
             while (call := self.calls.get()) is not _STOP:
                 assert isinstance(call, _Call)
+                global _running
                 with _lock:
                     _queued.pop(id(call), None)
-                kept.before_call()
-                self._run(call)
-                kept.after_call()
+                    _running += 1
+                try:
+                    kept.before_call()
+                    self._run(call)
+                    kept.after_call()
+                finally:
+                    with _lock:
+                        _running -= 1
         finally:
             connections.close_all()
 
@@ -169,6 +176,8 @@ class KeptConnections:
 _pool: _Pool | None = None
 #: calls not picked up by a thread yet, oldest first: id -> when queued
 _queued: OrderedDict[int, float] = OrderedDict()
+#: calls a thread is running
+_running = 0
 _lock = threading.Lock()
 
 
@@ -184,6 +193,12 @@ def waiting_calls() -> int:
     """Calls waiting for a database thread (not the ones running)."""
     with _lock:
         return len(_queued)
+
+
+def saturated() -> bool:
+    """Every thread runs a call, or calls wait for one: new work waits its turn."""
+    with _lock:
+        return bool(_queued) or (_pool is not None and _running >= _pool.size)
 
 
 def overloaded() -> bool:

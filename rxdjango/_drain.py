@@ -19,8 +19,18 @@ from django.db import connections, models
 from . import _metrics, _registry
 from ._capture import LOG_TABLE
 from ._committed import propagate_committed
+from ._write_turns import write_turn
 
-__all__ = ["BATCH", "CONCURRENT_DRAINS", "Batch", "claim", "drain", "drain_slots", "finish"]
+__all__ = [
+    "BATCH",
+    "CONCURRENT_DRAINS",
+    "Batch",
+    "after_committers",
+    "claim",
+    "drain",
+    "drain_slots",
+    "finish",
+]
 
 logger = logging.getLogger("rxdjango")
 
@@ -58,6 +68,10 @@ class Batch:
 
 #: The batch the next drain of each database takes.
 _batches: dict[str, Batch] = {}
+
+#: Committing threads of this process inside :func:`drain`, per database.
+_committing: dict[str, int] = {}
+_committers_done = threading.Condition(_draining_guard)
 
 
 def _drain_lock(using: str) -> threading.Lock:
@@ -99,16 +113,34 @@ def drain(
     The log's own reads and deletes are not counted as propagation work
     (``_metrics``): ``make bench`` reports them as the cost of capture.
     """
-    batch = _join_batch(using, touched, created)
-    with drain_slots(using):
-        ids = claim(using, batch, limit)
-        if ids is not None:
-            finish(using, batch, ids)
-            return batch.handled
-    batch.done.wait()
-    if batch.failure is not None:
-        raise batch.failure  # the propagation that carried this caller's changes failed
-    return batch.handled
+    with _draining_guard:
+        _committing[using] = _committing.get(using, 0) + 1
+    try:
+        batch = _join_batch(using, touched, created)
+        with drain_slots(using):
+            ids = claim(using, batch, limit)
+            if ids is not None:
+                finish(using, batch, ids)
+                return batch.handled
+        batch.done.wait()
+        if batch.failure is not None:
+            raise batch.failure  # the propagation that carried this caller's changes failed
+        return batch.handled
+    finally:
+        with _draining_guard:
+            _committing[using] -= 1
+            if not _committing[using]:
+                _committers_done.notify_all()
+
+
+def after_committers(using: str, timeout: float) -> None:
+    """Return once no committing thread of this process is in a drain of ``using`` (or
+    after ``timeout`` seconds). Each of them reads every log row no drain holds, other
+    processes' rows too; a relay reading meanwhile takes rows that a committer has
+    just committed and is about to propagate with what its signals noted: the same
+    rows propagated twice."""
+    with _committers_done:
+        _committers_done.wait_for(lambda: not _committing.get(using), timeout)
 
 
 def claim(using: str, batch: Batch, limit: int) -> list[int] | None:
@@ -140,7 +172,7 @@ def finish(using: str, batch: Batch, ids: list[int]) -> None:
         if batch.touched:
             propagate_committed(batch.touched, batch.created)
         if ids:
-            with connections[using].cursor() as cursor:
+            with write_turn(using), connections[using].cursor() as cursor:
                 placeholders = ", ".join(["%s"] * len(ids))
                 cursor.execute(f"DELETE FROM {LOG_TABLE} WHERE id IN ({placeholders})", ids)
             _metrics.count(captured=len(ids))

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from django.db import models
+
 from . import _related_properties as related_properties
 from ._audience import Audience, restrict, union
 from ._state_model import Edge, EdgeKind, Layer, StateModel, pk_repr
@@ -61,10 +63,19 @@ def anchors_holding(state_model: StateModel, layer: Layer, pks: Iterable[Any]) -
     return anchors
 
 
-def audience_in(state_model: StateModel, layer: Layer, pk: Any, anchors: Iterable[Any]) -> Audience:
+def audience_in(
+    state_model: StateModel,
+    layer: Layer,
+    pk: Any,
+    anchors: Iterable[Any],
+    instance: models.Model | None = None,
+) -> Audience:
     """Who may see the row ``pk`` of ``layer`` in ``anchors``: the union, over its paths
     up to one of those anchor rows, of the owners that the private records on each path
     restrict it to (None: public). Empty when no path reaches ``anchors``.
+
+    ``instance``: the row itself, read in this transaction (a write's locked row): its
+    owner and its foreign keys to parents are taken from it instead of read again.
     """
     wanted = set(anchors)
     found: Audience = frozenset()
@@ -72,9 +83,12 @@ def audience_in(state_model: StateModel, layer: Layer, pk: Any, anchors: Iterabl
     stack: list[tuple[Layer, Any, Audience]] = [(layer, pk, None)]
     while stack:
         current, row, audience = stack.pop()
+        held = instance if current is layer and row == pk else None
         if current.user_key_attname is not None:
             owner = (
-                current.model._default_manager.filter(pk=row)
+                getattr(held, current.user_key_attname)
+                if held is not None
+                else current.model._default_manager.filter(pk=row)
                 .values_list(current.user_key_attname, flat=True)
                 .first()
             )
@@ -86,6 +100,16 @@ def audience_in(state_model: StateModel, layer: Layer, pk: Any, anchors: Iterabl
         if current is state_model.root and pk_repr(row) in wanted:
             found = union(found, audience)
         for edge in current.incoming:
-            for parent in _parent_pks(edge, {row}):
+            for parent in _parents_of_row(edge, row, held):
                 stack.append((edge.parent, parent, audience))
     return found
+
+
+def _parents_of_row(edge: Edge, pk: Any, instance: models.Model | None) -> set[Any]:
+    """The parents of one row through ``edge``: its foreign key, when the edge is one and
+    the row is at hand, else read."""
+    if instance is not None and edge.kind is EdgeKind.REVERSE:
+        assert edge.child_attname is not None  # set on every reverse edge
+        value = getattr(instance, edge.child_attname)
+        return set() if value is None else {value}
+    return _parent_pks(edge, {pk})

@@ -39,7 +39,7 @@ from . import _events
 from ._backends import get_backend
 from ._capture import LOG_TABLE, NOTIFY_CHANNEL, capturing, missing_triggers, watched_tables
 from ._db_threads import KeptConnections
-from ._drain import BATCH, CONCURRENT_DRAINS, Batch, claim, drain_slots, finish
+from ._drain import BATCH, CONCURRENT_DRAINS, Batch, after_committers, claim, drain_slots, finish
 from .conf import rx_settings
 
 __all__ = [
@@ -82,6 +82,9 @@ def enforce_retention(using: str) -> int:
 
 #: Seconds the relay waits after a wake before reading the log (see ``_relay``).
 COMMITTER_FIRST = 0.01
+#: Seconds at most the relay then waits for this process's committing threads to be
+#: out of their drains (they read other processes' rows too, while they keep coming).
+COMMITTERS_WAIT = 1.0
 #: Seconds a relay holds the deployment's lease without renewing it: when its process
 #: dies, another process's relay takes over within this time.
 LEASE_SECONDS = 5.0
@@ -229,8 +232,10 @@ class Relay:
                 return  # another process relays now; wait for the lease again
             if wait(float(rx_settings.RX_CAPTURE_POLL)):
                 # A commit in this process is propagated by its own thread right after
-                # it: let that thread go first rather than both reading the same rows.
+                # it: let that thread go first rather than both reading the same rows,
+                # and the threads committing after it (each reads every row not held).
                 self._stopped.wait(COMMITTER_FIRST)
+                after_committers(self.using, COMMITTERS_WAIT)
                 self._drain_all()
 
     def _postgresql_waiter(self) -> Callable[[float], bool]:

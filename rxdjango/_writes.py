@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
-from django.db import IntegrityError, connections, models, router, transaction
+from django.db import IntegrityError, connections, models, router
 from rest_framework import serializers
 
 from ._audience import may_see
@@ -39,6 +39,7 @@ from ._membership import audience_in
 from ._protocol import Operation, Reply, Request, Status, client_value, error_frame
 from ._render import visible_data
 from ._state_model import EdgeKind, Layer, StateModel, pk_repr
+from ._write_turns import writing_transaction
 from .exceptions import ClientError, RxDjangoBug, WriteError
 from .operations import CREATE, DELETE, OPERATIONS
 
@@ -163,7 +164,7 @@ def perform_write(channel: Channel, anchors: list[Any], write: Write) -> dict[st
     """Steps 3 to 6 and the write, in one transaction (synchronous ORM code)."""
     model = write.layer.model
     try:
-        with transaction.atomic(using=router.db_for_write(model)):
+        with writing_transaction(router.db_for_write(model)):
             instance_id = _perform(channel, anchors, write)
     except WriteRefused as refused:
         return refusal(write.write_id, refused.status, refused.message, refused.detail)
@@ -274,7 +275,9 @@ def _visible_row(
         instance = layer.model._default_manager.select_for_update().get(pk=pk)
     except ObjectDoesNotExist:
         raise _outside(layer, raw_pk) from None
-    if not may_see(audience_in(state_model, layer, instance.pk, anchors), channel.user_id):
+    if not may_see(
+        audience_in(state_model, layer, instance.pk, anchors, instance), channel.user_id
+    ):
         raise _outside(layer, raw_pk)
     return instance
 

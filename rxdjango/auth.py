@@ -41,8 +41,13 @@ def drf_token(token: str | None, scope: dict[str, Any]) -> Any | None:
     max_length = cast(int, Token._meta.get_field("key").max_length)  # a CharField's: always set
     if "\x00" in token or len(token) > max_length:
         return None
-    found = Token.objects.select_related("user").filter(key=token).first()
-    return found.user if found is not None else None
+    found = list(Token.objects.select_related("user").filter(key=token)[:1])
+    return found[0].user if found else None
+
+
+#: Authenticators that return the user row they have just read from the database: a
+#: re-check need not read it again (others may answer from their own data, a JWT's).
+READ_USER_FROM_DATABASE: frozenset[Authenticator] = frozenset({drf_token})
 
 
 def session(token: str | None, scope: dict[str, Any]) -> Any | None:

@@ -307,3 +307,47 @@ def test_a_recheck_refuses_with_the_status_has_permission_raises(world, raised, 
     credential = Credential(pk_repr(world.bob.pk), None, lambda token, scope: world.bob, {})
     assert recheck_sync(_ChannelOf(refuse), credential) == status
     assert recheck_sync(_ChannelOf(lambda user, job_id: True), credential) is None
+
+
+def _user_reads(queries: list[dict[str, Any]]) -> int:
+    return sum('"auth_user"' in query["sql"] for query in queries)
+
+
+def test_a_recheck_of_a_drf_token_reads_the_user_with_the_token(world):
+    """The token's query brings the user row: the re-check before every write reads
+    it once, and a user deactivated where no signal sees it is still refused."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from rxdjango._access import Credential, recheck_sync
+    from rxdjango._state_model import pk_repr
+    from rxdjango.auth import drf_token
+
+    allowed = _ChannelOf(lambda user, job_id: True)
+    credential = Credential(pk_repr(world.bob.pk), world.tokens["bob"], drf_token, {})
+    with CaptureQueriesContext(connection) as queries:
+        assert recheck_sync(allowed, credential) is None
+    assert _user_reads(queries.captured_queries) == 1
+
+    get_user_model().objects.filter(pk=world.bob.pk).update(is_active=False)
+    assert recheck_sync(allowed, credential) == 401
+
+
+def test_a_recheck_reads_again_the_user_an_authenticator_answers_from_its_own_data(world):
+    """An authenticator may answer without the database (a JWT's claims): the user's
+    row is read again, so a deactivation it cannot see still ends the access."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from rxdjango._access import Credential, recheck_sync
+    from rxdjango._state_model import pk_repr
+
+    bob = world.bob  # read once, at "login": what a JWT's claims would say
+    allowed = _ChannelOf(lambda user, job_id: True)
+    credential = Credential(pk_repr(bob.pk), "claims", lambda token, scope: bob, {})
+    with CaptureQueriesContext(connection) as queries:
+        assert recheck_sync(allowed, credential) is None
+    assert _user_reads(queries.captured_queries) == 1
+
+    get_user_model().objects.filter(pk=bob.pk).update(is_active=False)
+    assert recheck_sync(allowed, credential) == 401

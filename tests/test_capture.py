@@ -125,6 +125,45 @@ async def test_a_change_no_signal_sees_reaches_every_client(application, world, 
     await later.disconnect()
 
 
+async def test_a_change_no_signal_sees_arrives_while_this_process_keeps_committing(
+    application, world
+):
+    """The relay lets this process's committing threads read the log first (they read
+    every row no drain holds): a stream of them does not keep other changes waiting."""
+    path = f"/ws/job/{world.job.pk}/"
+    watching = await connect(application, path, world.tokens["alice"])
+    stop = threading.Event()
+
+    def keep_saving() -> None:
+        try:
+            task, n = Task.objects.get(pk=world.tasks[0].pk), 0
+            while not stop.is_set():
+                n += 1
+                task.title = f"saved {n}"
+                task.save()  # propagated by this thread, right after its commit
+        finally:
+            connections.close_all()
+
+    def raw_title() -> str | None:
+        tasks = watching.state.tree()["tasks"]
+        return next((t["title"] for t in tasks if t["id"] == world.tasks[1].pk), None)
+
+    saver = threading.Thread(target=keep_saving)
+    saver.start()
+    try:
+        await until(lambda: _metrics.snapshot()["flushes"] > 0)
+        await db(_raw_update)(world)
+        deadline = asyncio.get_running_loop().time() + timeout(3)
+        while raw_title() != "raw" and asyncio.get_running_loop().time() < deadline:
+            await receive(watching)(0.2)
+        assert raw_title() == "raw"
+        assert saver.is_alive()  # it arrived while the commits went on
+    finally:
+        stop.set()
+        await asyncio.to_thread(saver.join)
+    await watching.disconnect()
+
+
 async def test_a_change_made_by_another_process_reaches_every_client(application, world):
     """A save in ``manage.py shell`` (its own process, its own connection)."""
     path = f"/ws/job/{world.job.pk}/"

@@ -5,7 +5,9 @@
   has one writer at a time), and the writes its socket sent after it still run after
   it, in order;
 * while a call has waited ``RX_DB_QUEUE_WAIT`` seconds for a database thread, a
-  client's write or action is refused at once with 503, and changes nothing;
+  client's write or action is refused at once with 503, and changes nothing; so is
+  one that waited that long behind its socket's earlier requests while every thread
+  was taken (not one that only its own socket's slow request held up);
 * a socket with ``RX_MAX_PENDING_REQUESTS`` requests waiting gets 429 for more;
 * the threads keep their connections: many writes open no more connections than
   there are threads, with Django's default ``CONN_MAX_AGE = 0``; one the database
@@ -27,7 +29,7 @@ from django.db import connection
 from django.db.backends.signals import connection_created
 from prometheus_client import REGISTRY
 
-from rxdjango._db_threads import in_db_thread, stop_db_threads, waiting_calls
+from rxdjango._db_threads import in_db_thread, saturated, stop_db_threads, waiting_calls
 from rxdjango.pytest_plugin import ActionFailed, ClientFactory, RxClient, WriteRefused
 
 from jobs import blocking
@@ -125,6 +127,51 @@ async def test_while_database_work_is_behind_writes_and_actions_are_refused_at_o
     assert await refused.call("count_tasks") == len(tasks)  # and it works again
 
 
+async def test_a_request_that_waited_while_every_thread_was_taken_is_refused_unrun(
+    world, rx_client, gate, settings
+):
+    """Requests queue behind their socket's earlier ones, then for a thread: one that
+    has waited ``RX_DB_QUEUE_WAIT`` seconds in all while every thread is still taken
+    is refused when its turn comes, not run late. One that waited as long only behind
+    its own socket's slow request, the threads free, runs."""
+    settings.RX_DB_THREADS = 1
+    settings.RX_DB_QUEUE_WAIT = 0.5
+    stop_db_threads()
+    (alice,) = await writers(world, rx_client, 1)
+    tasks = world.tasks
+    hold, then_hold = threading.Event(), threading.Event()
+    try:
+        holding = asyncio.ensure_future(in_db_thread(hold.wait))  # the only thread
+        await until(lambda: saturated() and not waiting_calls())  # the thread holds it
+        first = asyncio.ensure_future(alice.save(TaskSerializer, tasks[0].pk, {"title": "ran"}))
+        await until(lambda: waiting_calls() == 1)
+        late = asyncio.ensure_future(alice.save(TaskSerializer, tasks[1].pk, {"title": "late"}))
+        await asyncio.sleep(0.6)  # past RX_DB_QUEUE_WAIT: nothing else changes meanwhile
+        # Another call takes the thread as soon as the first write leaves it.
+        after = asyncio.ensure_future(in_db_thread(then_hold.wait))
+        hold.set()
+        await first
+        with pytest.raises(WriteRefused) as refused:
+            await late
+        assert refused.value.code == 503
+        assert refused.value.message == "the server is busy: send it again later"
+    finally:
+        hold.set()
+        then_hold.set()
+    await asyncio.gather(holding, after)
+    assert await title(tasks[0]) == "ran"
+    assert await title(tasks[1]) == tasks[1].title  # refused unrun
+
+    # Behind its own socket's slow write only: the thread is free when its turn comes.
+    held = asyncio.ensure_future(alice.save(TaskSerializer, tasks[2].pk, {"title": GATED}))
+    await until(blocking.at_write_gate.is_set)
+    behind = asyncio.ensure_future(alice.save(TaskSerializer, tasks[0].pk, {"title": "behind"}))
+    await asyncio.sleep(0.6)
+    gate.set()
+    await asyncio.gather(held, behind)
+    assert await title(tasks[0]) == "behind"
+
+
 async def test_a_socket_with_too_many_requests_waiting_gets_429(world, rx_client, gate, settings):
     settings.RX_MAX_PENDING_REQUESTS = 2
     (alice,) = await writers(world, rx_client, 1)
@@ -206,3 +253,27 @@ async def test_a_kept_connection_the_database_closed_is_replaced_before_use(
 def terminate(backend_pid: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_terminate_backend(%s)", [backend_pid])
+
+
+async def test_writes_of_many_sockets_at_once_all_succeed(world, rx_client, settings):
+    """Many sockets write at once, each a few times. On SQLite (one writer at a time)
+    in Django's default DEFERRED mode, a transaction that has read and then writes
+    fails at once ("database is locked") when another wrote meanwhile: the library's
+    writes of one process take turns on the file instead, in any mode."""
+    options = connection.settings_dict["OPTIONS"]
+    mode = options.get("transaction_mode")
+    if connection.vendor == "sqlite":
+        options["transaction_mode"] = "DEFERRED"
+    stop_db_threads()  # the threads connect again, with these options
+    try:
+        clients = await writers(world, rx_client, 4)
+        task_pks = [task.pk for task in world.tasks]
+        saves = [
+            client.save(TaskSerializer, task_pks[n % len(task_pks)], {"title": f"{c}-{n}"})
+            for c, client in enumerate(clients)
+            for n in range(10)
+        ]
+        await asyncio.gather(*saves)  # a failed write raises WriteRefused (500)
+    finally:
+        options["transaction_mode"] = mode
+        stop_db_threads()

@@ -234,3 +234,31 @@ async def test_another_users_private_records_cannot_be_written_or_probed(
         assert rows == ("alice comment", 2), "nothing changed"
         await check_nothing_leaked(bob, world)
         await bob.close()
+
+
+def test_a_writes_locked_row_gives_its_own_owner_and_parent_links(world: World):
+    """A write checks who may see the row it locked: that row's owner and its links to
+    parents are read from it, not queried again; the audience is the same."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from rxdjango._membership import audience_in
+    from rxdjango._state_model import pk_repr
+
+    from jobs.channels import JobChannel
+
+    note = Note.objects.create(job=world.job, owner=world.alice, text="mine")
+    comment = NoteComment.objects.create(note=note, text="under it")
+    state_model = JobChannel.state_model()
+    anchors, elsewhere = [pk_repr(world.job.pk)], [pk_repr(world.other_job.pk)]
+    for kind, row, table in (
+        (NOTE, note, '"jobs_note"'),
+        (NOTE_COMMENT, comment, '"jobs_notecomment"'),
+    ):
+        layer = state_model.layers[kind]
+        read = audience_in(state_model, layer, row.pk, anchors)
+        with CaptureQueriesContext(connection) as queries:
+            held = audience_in(state_model, layer, row.pk, anchors, row)
+            assert audience_in(state_model, layer, row.pk, elsewhere, row) == frozenset()
+        assert held == read == frozenset({pk_repr(world.alice.pk)})
+        assert not [q["sql"] for q in queries.captured_queries if table in q["sql"]]
