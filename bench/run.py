@@ -168,6 +168,11 @@ class Server:
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS")
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU time the process has used."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def work(self) -> dict[str, int]:
         """The process's propagation counters (``rxdjango._metrics``)."""
         with urllib.request.urlopen(f"http://{self.base}/bench/work/", timeout=30) as response:
@@ -570,7 +575,8 @@ async def closed_loop(load: WriteLoad, seconds: float) -> dict:
 
     started = time.perf_counter()
     await asyncio.gather(*(writer(n) for n in range(len(load.writers))))
-    return {"writes_per_s": ok / (time.perf_counter() - started), "refused": refused}
+    took = time.perf_counter() - started
+    return {"writes_per_s": ok / took, "refused": refused, "seconds": took}
 
 
 async def open_loop(load: WriteLoad, rate: float, seconds: float) -> dict:
@@ -616,7 +622,13 @@ async def sustained_writes(
     load = WriteLoad()
     await load.open(servers, world, world.fanin_jobs[:writers])
     try:
+        progress(f"{writers} writers as fast as replies come, {seconds:g} s")
+        cpu = [server.cpu_seconds() for server in servers]
         capacity = await closed_loop(load, seconds)
+        writes = capacity["writes_per_s"] * capacity["seconds"]
+        # CPU per accepted write of the process written to (its refusals included).
+        spent = servers[0].cpu_seconds() - cpu[0]
+        capacity["server_cpu_ms_per_write"] = 1000 * spent / max(1.0, writes)
         rate = max(1.0, capacity["writes_per_s"])
         at_80 = await open_loop(load, 0.8 * rate, seconds)
         at_200 = await open_loop(load, 2.0 * rate, seconds / 2)
@@ -1148,7 +1160,8 @@ def print_writes(writes: dict) -> None:
     print(
         f"\nsustained writes to one process, {writes['writers']} connections: "
         f"{capacity['writes_per_s']:.0f} writes/s answered one after another "
-        f"({capacity['refused']} refused)"
+        f"({capacity['refused']} refused; {capacity['server_cpu_ms_per_write']:.1f} ms of the "
+        "server's CPU per write)"
     )
     header = f"{'offered':<36}{'per s':>8}{'accepted':>10}{'refused':>9}"
     print(f"{header}{'p50 ms':>10}{'p99 ms':>10}{'not seen':>10}")
