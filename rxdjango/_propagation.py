@@ -116,8 +116,12 @@ class AnchorStore(Protocol):
 
     def anchors_containing(self, keys: Iterable[Key]) -> dict[Key, set[AnchorRef]]: ...
 
-    def open(self, refs: Collection[AnchorRef]) -> Mapping[AnchorRef, AnchorView]:
-        """Views of those of ``refs`` that are hot."""
+    def open(
+        self, refs: Collection[AnchorRef], locked: bool = True
+    ) -> Mapping[AnchorRef, AnchorView]:
+        """Views of those of ``refs`` that are hot. ``locked``: their locks are held
+        (not for a look before taking them): a store may then repair what a holder that
+        died left half done."""
 
     def prefetch(self, wanted: Iterable[tuple[AnchorView, Iterable[Key]]]) -> None:
         """Hint: each view's keys (and who references them) are about to be read."""
@@ -175,7 +179,9 @@ class Propagator:
         with those anchors, the ones to lock before :meth:`apply`; smallest first.
         Instances no hot anchor may hold are left out: an anchor that turns hot later
         reads or replays them."""
-        views = _Views(self.store, self.channel_id, only)
+        # A look before the locks are taken: another process may be changing these
+        # anchors right now.
+        views = _Views(self.store, self.channel_id, only, locked=())
         reach = self._reach(touched, views)
         parent: dict[AnchorRef, AnchorRef] = {}
 
@@ -210,7 +216,7 @@ class Propagator:
         outside ``scope`` (when given). Returns the keys of the records that entered
         an anchor, read from rows that may have changed again since (see
         :func:`rxdjango._backends.base.settle`)."""
-        views = _Views(self.store, self.channel_id, only)
+        views = _Views(self.store, self.channel_id, only, locked=scope)
         fetched: dict[Key, FlatRecord | None] = {}
         self._fetch(self._relevant(touched, views), fetched, tstamp)
         links = {link for r in fetched.values() if r is not None for link in r.parent_links}
@@ -504,10 +510,18 @@ class Propagator:
 class _Views:
     """The anchors one propagation opens, each opened once."""
 
-    def __init__(self, store: AnchorStore, channel_id: str, only: AnchorRef | None) -> None:
+    def __init__(
+        self,
+        store: AnchorStore,
+        channel_id: str,
+        only: AnchorRef | None,
+        locked: Collection[AnchorRef] | None = None,
+    ) -> None:
         self.store = store
         self.channel_id = channel_id
         self.only = only
+        #: the anchors whose locks this propagation holds (None: all it opens)
+        self.locked = None if locked is None else frozenset(locked)
         self._opened: dict[AnchorRef, AnchorView | None] = {}
 
     def open(self, ref: AnchorRef) -> AnchorView | None:
@@ -520,10 +534,14 @@ class _Views:
     def open_many(self, refs: Iterable[AnchorRef]) -> None:
         """Open those of ``refs`` not opened yet, all at once."""
         wanted = {ref for ref in refs if self._mine(ref) and ref not in self._opened}
-        if wanted:
-            hot = self.store.open(wanted)
-            for ref in wanted:
-                self._opened[ref] = hot.get(ref)
+        if not wanted:
+            return
+        held = wanted if self.locked is None else wanted & self.locked
+        hot = dict(self.store.open(held)) if held else {}
+        if wanted - held:
+            hot.update(self.store.open(wanted - held, locked=False))
+        for ref in wanted:
+            self._opened[ref] = hot.get(ref)
 
     def _mine(self, ref: AnchorRef) -> bool:
         return ref[0] == self.channel_id and (self.only is None or ref == self.only)

@@ -7,6 +7,7 @@ replica each) with ``redis-cli --cluster create``; servers are uvicorn subproces
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from collections.abc import Iterator
@@ -16,11 +17,13 @@ import pytest
 import redis
 import websockets
 from channels.db import database_sync_to_async as db
+from django.db import connections
 from redis_cluster import LocalRedisCluster
 
 from rxdjango._backends.redis_keys import Keys
 from rxdjango._backends.redis_store import RedisView
 from rxdjango._relay import _relays
+from rxdjango.testing import timeout
 
 from jobs.channels import JobChannel
 from jobs.models import Task
@@ -31,6 +34,7 @@ from support import (
     connect,
     converges,
     expected_state,
+    receive,
     reopen_like_a_browser,
     running_server,
     until,
@@ -202,3 +206,49 @@ async def test_a_write_whose_frames_were_never_published_makes_its_clients_reloa
         titles = {t["id"]: t["title"] for t in again.state.tree()["tasks"]}
         assert titles[world.tasks[0].pk] == "written, never published"
         await again.disconnect()
+
+
+async def test_a_write_being_published_elsewhere_does_not_make_its_clients_reload(
+    world, cluster, in_process
+):
+    """The ``unsent`` mark of an anchor is there from its write until its frames are
+    out. A propagation that looks at the anchor before taking its lock (to group its
+    changes) must not take a live holder's mark for a dead one's: it waits for the
+    lock, and the anchor's clients are not made to reload."""
+    target = RedisTarget(cluster.url(0), PREFIX)
+    path = f"/ws/job/{world.job.pk}/"
+    ref = (CHANNEL_ID, world.job.pk)
+    with target.settings():
+        from testproject.asgi import application
+
+        client = await connect(application, path, world.tokens["alice"])
+        # The relay thread stops: the commit below propagates in its own thread.
+        _relays["default"].stop()
+        keys = Keys(PREFIX)
+        lock, wake = keys.lock(ref)
+        node = redis.Redis(port=cluster.master_of(lock))
+        # Another process holds the anchor, between its write and its frames.
+        assert node.set(lock, "another process", nx=True, px=30_000)
+        node.hset(keys.meta(ref), "unsent", "1")
+
+        def rename_and_close() -> None:
+            try:
+                rename(world.tasks[1].pk, "after the holder")
+            finally:
+                connections.close_all()
+
+        saving = threading.Thread(target=rename_and_close)
+        saving.start()
+        try:
+            # The propagation has looked at the anchor and waits for its lock.
+            await until(lambda: any("blpop" in c["cmd"] for c in node.client_list()))
+            assert await client.receive_nothing(timeout(1)), "the clients were closed"
+        finally:
+            # The holder's frames are out: it clears the mark and lets go.
+            node.hdel(keys.meta(ref), "unsent")
+            node.delete(lock)
+            node.lpush(wake, "1")
+            await asyncio.to_thread(saving.join)
+        want = await db(expected_state)(JobSerializer, world.job, world.alice)
+        await converges(receive(client), client.state, lambda: want)
+        await client.disconnect()

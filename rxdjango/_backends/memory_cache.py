@@ -271,7 +271,7 @@ class MemoryStore:
         with self.cache.lock:
             return self.cache.anchors_containing_many(keys)
 
-    def open(self, refs: Collection[AnchorRef]) -> dict[AnchorRef, MemoryView]:
+    def open(self, refs: Collection[AnchorRef], locked: bool = True) -> dict[AnchorRef, MemoryView]:
         with self.cache.lock:
             return {
                 ref: MemoryView(self, anchor)

@@ -107,7 +107,11 @@ class RedisStore:
                 found[key] = {member_ref(m) for m in members}
         return found
 
-    def open(self, refs: Collection[AnchorRef]) -> dict[AnchorRef, RedisView]:
+    def open(self, refs: Collection[AnchorRef], locked: bool = True) -> dict[AnchorRef, RedisView]:
+        """Views of the hot anchors of ``refs``. Under their locks (``locked``) an anchor
+        still marked ``unsent`` is one whose last writer died before publishing (on a
+        cluster): its clients reload. Without the locks the mark may be a holder's
+        publish under way, and it is left alone."""
         wanted = list(refs)
         if not wanted:
             return {}
@@ -119,7 +123,7 @@ class RedisStore:
         for ref, (status, epoch, root, left) in zip(wanted, pipe.execute(), strict=True):
             if status == b"hot" and epoch is not None and epoch.decode() == self.epoch and root:
                 views[ref] = RedisView(self, ref, field_key(root))
-                if left:
+                if left and locked:
                     unsent.append(ref)
         if unsent:
             self._reload_clients(unsent)
