@@ -31,6 +31,7 @@ from prometheus_client import REGISTRY
 
 from rxdjango._db_threads import in_db_thread, saturated, stop_db_threads, waiting_calls
 from rxdjango.pytest_plugin import ActionFailed, ClientFactory, RxClient, WriteRefused
+from rxdjango.testing import timeout
 
 from jobs import blocking
 from jobs.channels import JobChannel
@@ -135,7 +136,8 @@ async def test_a_request_that_waited_while_every_thread_was_taken_is_refused_unr
     is refused when its turn comes, not run late. One that waited as long only behind
     its own socket's slow request, the threads free, runs."""
     settings.RX_DB_THREADS = 1
-    settings.RX_DB_QUEUE_WAIT = 0.5
+    # Long enough that the second write is queued behind the first well within it.
+    limit = settings.RX_DB_QUEUE_WAIT = timeout(0.5)
     stop_db_threads()
     (alice,) = await writers(world, rx_client, 1)
     tasks = world.tasks
@@ -146,7 +148,9 @@ async def test_a_request_that_waited_while_every_thread_was_taken_is_refused_unr
         first = asyncio.ensure_future(alice.save(TaskSerializer, tasks[0].pk, {"title": "ran"}))
         await until(lambda: waiting_calls() == 1)
         late = asyncio.ensure_future(alice.save(TaskSerializer, tasks[1].pk, {"title": "late"}))
-        await asyncio.sleep(0.6)  # past RX_DB_QUEUE_WAIT: nothing else changes meanwhile
+        # The condition is time itself: the write's wait passes RX_DB_QUEUE_WAIT while
+        # nothing else changes.
+        await asyncio.sleep(1.2 * limit)
         # Another call takes the thread as soon as the first write leaves it.
         after = asyncio.ensure_future(in_db_thread(then_hold.wait))
         hold.set()
@@ -166,7 +170,7 @@ async def test_a_request_that_waited_while_every_thread_was_taken_is_refused_unr
     held = asyncio.ensure_future(alice.save(TaskSerializer, tasks[2].pk, {"title": GATED}))
     await until(blocking.at_write_gate.is_set)
     behind = asyncio.ensure_future(alice.save(TaskSerializer, tasks[0].pk, {"title": "behind"}))
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(1.2 * limit)  # as long a wait, behind its own socket only
     gate.set()
     await asyncio.gather(held, behind)
     assert await title(tasks[0]) == "behind"
