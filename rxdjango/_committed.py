@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from django.db import models
 
-from . import _metrics, _registry, _telemetry
+from . import _metrics, _priority, _registry, _telemetry
 from ._backends import Backend, get_backend
 from ._registry import ChannelSpec
 from ._state_model import pk_repr
@@ -38,7 +38,8 @@ def propagate_committed(
     """
     backend = get_backend()
     _metrics.count(flushes=1)
-    with _telemetry.propagating(), _metrics.counting_queries():
+    rows = sum(len(pks) for pks in touched.values())
+    with _telemetry.propagating(), _metrics.counting_queries(), _priority.propagating(rows):
         _propagate(backend, _registry.specs(), with_readers(touched), created)
 
 

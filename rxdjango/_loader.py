@@ -13,7 +13,7 @@ from typing import Any
 
 from django.db import models
 
-from . import _codec
+from . import _codec, _priority
 from . import _related_properties as related_properties
 from ._change import FlatRecord
 from ._related_properties import IN_CHUNK
@@ -73,6 +73,7 @@ def fetch_layer(layer: Layer, pks: Iterable[Any], tstamp: float = 0.0) -> dict[A
             lists[edge.name] = _child_ids(edge, object_pks)
     records: dict[Any, FlatRecord] = {}
     for obj in objects:
+        _priority.step_aside()
         data = _codec.native(layer.serialize_fields(obj))
         refs: list[Key] = []
         for edge in layer.edges:

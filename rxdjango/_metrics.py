@@ -67,7 +67,15 @@ def counting_queries() -> Iterator[None]:
             count(queries=1)
         return execute(sql, params, many, context)
 
-    with contextlib.ExitStack() as stack:
-        for alias in connections:
-            stack.enter_context(connections[alias].execute_wrapper(counter))
+    # Not Django's ``execute_wrapper()``: it removes the last wrapper on exit, and a block
+    # that opens the connection lets ``connection_created`` receivers (a project's query
+    # logging or tracing) add theirs after this one: theirs would go, this one stay.
+    wrapped = [connections[alias] for alias in connections]
+    for connection in wrapped:
+        connection.execute_wrappers.append(counter)
+    try:
         yield
+    finally:
+        for connection in wrapped:
+            with contextlib.suppress(ValueError):
+                connection.execute_wrappers.remove(counter)

@@ -35,7 +35,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from . import _metrics
+from . import _metrics, _priority
 from ._audience import assign_all, assign_changed
 from ._change import AnchorRef, Change, FlatRecord, RecordSource, Retained
 from ._hub import Target
@@ -243,6 +243,7 @@ class Propagator:
         # What deciding which parents to refresh reads, for every anchor at once.
         around: dict[AnchorRef, set[Key]] = {}
         for key, record in fetched.items():
+            _priority.step_aside()
             for ref in candidates[key]:
                 if ref in involved:
                     cached = involved[ref].get(key)
@@ -425,6 +426,7 @@ class Propagator:
         entering: set[Key] = set()
         orphans: set[Key] = set()  # lost a referrer: removed unless another one remains
         for key, record in fetched.items():
+            _priority.step_aside()
             cached = view.get(key)
             if cached is None:
                 continue

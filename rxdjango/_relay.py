@@ -40,6 +40,7 @@ from ._backends import get_backend
 from ._capture import LOG_TABLE, NOTIFY_CHANNEL, capturing, missing_triggers, watched_tables
 from ._db_threads import KeptConnections
 from ._drain import BATCH, CONCURRENT_DRAINS, Batch, after_committers, claim, drain_slots, finish
+from ._slots import Place, working_in
 from .conf import rx_settings
 
 __all__ = [
@@ -85,6 +86,9 @@ COMMITTER_FIRST = 0.01
 #: Seconds at most the relay then waits for this process's committing threads to be
 #: out of their drains (they read other processes' rows too, while they keep coming).
 COMMITTERS_WAIT = 1.0
+#: Threads at most propagating the relay's batches: as many as the drains running at
+#: once, plus those waiting for anchors other propagations hold (see ``_slots``).
+MAX_RELAY_WORKERS = 8 * CONCURRENT_DRAINS
 #: Seconds a relay holds the deployment's lease without renewing it: when its process
 #: dies, another process's relay takes over within this time.
 LEASE_SECONDS = 5.0
@@ -114,27 +118,44 @@ class Relay:
         self._renewed = 0.0
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rxdjango-relay", daemon=True)
-        #: batches read read from the log, for the workers to propagate (None: stop)
-        self._handed: SimpleQueue[tuple[Batch, list[int]] | None] = SimpleQueue()
-        self._workers = [
-            threading.Thread(target=self._propagate_handed, name=f"rxdjango-relay-{n}", daemon=True)
-            for n in range(CONCURRENT_DRAINS)
-        ]
+        #: batches read from the log, for the workers to propagate (None: stop)
+        self._handed: SimpleQueue[tuple[Batch, list[int], Place] | None] = SimpleQueue()
+        self._workers: list[threading.Thread] = []
+        self._idle_workers = 0
+        self._queued = 0
+        self._workers_guard = threading.Lock()
         #: a worker's failure, raised by the relay thread (which then starts over)
         self._failure: BaseException | None = None
 
     def start(self) -> None:
         self._thread.start()
-        for worker in self._workers:
-            worker.start()
 
     def stop(self) -> None:
         self._stopped.set()
         self._thread.join(timeout=5)
-        for _ in self._workers:
+        with self._workers_guard:
+            workers = list(self._workers)
+        for _ in workers:
             self._handed.put(None)
-        for worker in self._workers:
+        for worker in workers:
             worker.join(timeout=5)
+
+    def _hand(self, batch: Batch, ids: list[int], place: Place) -> None:
+        """Give a batch to an idle worker, or to a new one if every worker is busy or
+        waiting for an anchor (a waiting worker gave its place up: the batch does not
+        wait for it)."""
+        with self._workers_guard:
+            self._queued += 1
+            if self._queued > self._idle_workers and len(self._workers) < MAX_RELAY_WORKERS:
+                worker = threading.Thread(
+                    target=self._propagate_handed,
+                    name=f"rxdjango-relay-{len(self._workers)}",
+                    daemon=True,
+                )
+                self._workers.append(worker)
+                self._idle_workers += 1
+                worker.start()
+        self._handed.put((batch, ids, place))
 
     def _drain_all(self) -> None:
         """Read the log until a read finds nothing new, handing each batch read to a
@@ -144,32 +165,41 @@ class Relay:
         slots = drain_slots(self.using)
         while not self._stopped.is_set():
             self._raise_failure()
-            if not slots.acquire(timeout=0.5):
+            place = Place(slots)
+            if not place.take(timeout=0.5):
                 continue
             batch = Batch()
             try:
                 ids = claim(self.using, batch, BATCH)
             except BaseException:
-                slots.release()
+                place.release()
                 raise
             if not ids:
-                slots.release()
+                place.release()
                 return
-            self._handed.put((batch, ids))
+            self._hand(batch, ids, place)
 
     def _propagate_handed(self) -> None:
         kept = KeptConnections()
         try:
-            while (handed := self._handed.get()) is not None:
-                batch, ids = handed
+            while True:
+                handed = self._handed.get()
+                with self._workers_guard:
+                    self._idle_workers -= 1
+                    if handed is None:
+                        return
+                    self._queued -= 1
+                batch, ids, place = handed
                 kept.before_call()
                 try:
-                    finish(self.using, batch, ids)
+                    with working_in(place):
+                        finish(self.using, batch, ids)
                 except BaseException as failure:
                     self._failure = failure
                 finally:
-                    drain_slots(self.using).release()
                     kept.after_call()
+                    with self._workers_guard:
+                        self._idle_workers += 1
         finally:
             connections.close_all()
 

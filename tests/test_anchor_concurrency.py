@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import pytest
@@ -20,6 +20,7 @@ from channels.db import database_sync_to_async as db
 from django.db import connections, transaction
 
 from rxdjango._backends import get_backend
+from rxdjango._drain import CONCURRENT_DRAINS
 from rxdjango.testing import between_load_layers, timeout, while_propagating
 
 from jobs.channels import JobChannel
@@ -231,3 +232,38 @@ async def test_a_row_read_before_it_moved_is_not_left_in_the_anchor_it_left(
     assert "moves away" in [task["title"] for task in other.state.tree()["tasks"]]
     await held.disconnect()
     await other.disconnect()
+
+
+async def test_changes_waiting_for_a_held_anchor_do_not_take_every_drain_of_the_process(
+    world, backend, application
+):
+    """More commits to a held anchor than a process runs drains at once, each in a thread
+    of its own: while they all wait for the anchor, a change to another anchor still
+    reaches its client (a waiting drain gives its place up), and once the anchor is
+    free every one of them reaches its client."""
+    waiting = CONCURRENT_DRAINS + 2
+    tasks = [
+        await db(Task.objects.create)(job=world.job, title=f"before {n}") for n in range(waiting)
+    ]
+    other_task = await db(Task.objects.create)(job=world.other_job, title="elsewhere")
+    held = await connect(application, f"/ws/job/{world.job.pk}/", world.tokens["alice"])
+    free = await connect(application, f"/ws/job/{world.other_job.pk}/", world.tokens["alice"])
+    hold = Hold(world.job.pk)
+    with ExitStack() as writers:
+        writers.enter_context(while_propagating(hold))
+        writers.enter_context(writer(rename, world.tasks[0].pk, "held on the hook"))
+        assert await asyncio.to_thread(hold.entered.wait, timeout(2))
+        for n, task in enumerate(tasks):
+            writers.enter_context(writer(rename, task.pk, f"waited {n}"))
+        for n, task in enumerate(tasks):
+            await until(title_committed(task.pk, f"waited {n}"), units=2)
+        with writer(rename, other_task.pk, "arrives meanwhile"):
+            await until(title_committed(other_task.pk, "arrives meanwhile"), units=2)
+            await converges(receive(free), free.state, state_of(world.other_job.pk, world.alice))
+        assert not hold.released.is_set()  # the anchor is still held
+        hold.released.set()
+    await converges(receive(held), held.state, state_of(world.job.pk, world.alice))
+    titles = {task["title"] for task in held.state.tree()["tasks"]}
+    assert {"held on the hook", *(f"waited {n}" for n in range(waiting))} <= titles
+    await held.disconnect()
+    await free.disconnect()

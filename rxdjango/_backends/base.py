@@ -32,7 +32,6 @@ __all__ = [
     "Load",
     "Snapshot",
     "Wait",
-    "free_first",
     "read_anchor",
     "replay",
     "serve_snapshot",
@@ -275,20 +274,6 @@ def serve_snapshot(
 
 #: Changes noted since the last call ({instance type: pks}); None if some may be lost.
 ChangesSince = Callable[[], "dict[str, set[Any]] | None"]
-
-
-Group = tuple[dict[str, set[Any]], set[AnchorRef]]
-"""Changes reaching some anchors, and those anchors (locked together)."""
-
-
-def free_first(groups: Iterable[Group], apply: Callable[[Group, bool], bool]) -> None:
-    """Apply each group whose anchors are free now (``apply(group, False)`` is False
-    when one is busy), then the others, waiting for their anchors: a batch's change to
-    an anchor being changed slowly elsewhere does not hold up its changes to others.
-    Groups reach disjoint anchors, so their order does not matter."""
-    waiting = [group for group in groups if not apply(group, False)]
-    for group in waiting:
-        apply(group, True)
 
 
 def settle(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .. import _loader, _registry
@@ -23,18 +24,17 @@ from .._state_model import Key, pk_repr
 from ..conf import rx_settings
 from .base import (
     RETRY,
-    Group,
     HeldSnapshot,
     Hot,
     Load,
     Snapshot,
     Wait,
-    free_first,
     read_anchor,
     replay,
     serve_snapshot,
     settle,
 )
+from .busy_anchors import BusyAnchors, Touched
 from .memory_cache import (
     AnchorCache,
     AnchorStatus,
@@ -62,6 +62,7 @@ class EmbeddedBackend:
         self._clock_lock = threading.Lock()
         #: Order the changes of each anchor (taken before :attr:`cache`'s lock).
         self.anchor_locks = LocalAnchorLocks()
+        self.busy_anchors = BusyAnchors()
 
     def clock(self) -> float:
         """Wall-clock seconds, strictly increasing in this process (catch-up relies on it)."""
@@ -95,15 +96,14 @@ class EmbeddedBackend:
                 return
         propagator = self.propagator(channel)
 
-        def apply(part: Group, wait: bool) -> bool:
-            group, scope = part
+        def apply(changes: Callable[[], Touched], scope: set[AnchorRef], wait: bool) -> bool:
             while True:
                 try:
                     with self.anchor_locks.held(scope, wait) as got:
                         if not got:
                             return False
                         with NotedChanges(self.cache, channel.channel_id) as noted:
-                            settle(channel, propagator, group, self.clock, noted, only, scope)
+                            settle(channel, propagator, changes(), self.clock, noted, only, scope)
                     return True
                 except OutOfScope as wider:
                     scope |= wider.refs  # moved into another anchor meanwhile: lock it too
@@ -111,7 +111,7 @@ class EmbeddedBackend:
         try:
             # Groups reaching disjoint anchors, each under its anchors' locks alone: a
             # slow anchor in a batch does not hold up the others.
-            free_first(propagator.partition(touched, only), apply)
+            self.busy_anchors.apply(propagator.partition(touched, only), apply, only)
         except Exception:
             with self.cache.lock:
                 self._recover(channel)

@@ -45,7 +45,8 @@ from .._protocol import Envelope
 from .._registry import ChannelSpec
 from .._state_model import Key, pk_repr
 from ..conf import rx_settings
-from .base import Group, free_first, read_anchor, settle
+from .base import read_anchor, settle
+from .busy_anchors import BusyAnchors, Touched
 from .redis_client import client_factory, is_cluster, publish_command
 from .redis_epochs import Epochs
 from .redis_fanout import Listener, envelope
@@ -106,6 +107,7 @@ class RedisBackend(Epochs, Loading, Upkeep):
         self._admit = self.redis.register_script(ADMIT_SCRIPT)
         self._lease = self.redis.register_script(LEASE_SCRIPT)
         self._locks = AnchorLocks(self.redis)
+        self.busy_anchors = BusyAnchors()
         #: connection id -> user id, for the connections this process serves
         self._connections: dict[str, Any] = {}
         #: user id -> when this process last renewed the TTL of the user's connection set
@@ -210,11 +212,12 @@ class RedisBackend(Epochs, Loading, Upkeep):
                 self._check_epoch()
                 epoch = self.epoch
 
-                def apply(part: Group, wait: bool) -> bool:
-                    group, scope = part
+                def apply(
+                    changes: Callable[[], Touched], scope: set[AnchorRef], wait: bool
+                ) -> bool:
                     while True:
                         try:
-                            return self._apply_locked(channel, group, only, scope, mark, wait)
+                            return self._apply_locked(channel, changes, only, scope, mark, wait)
                         except OutOfScope as wider:
                             scope |= wider.refs  # moved into another anchor: lock it too
                         finally:
@@ -222,7 +225,8 @@ class RedisBackend(Epochs, Loading, Upkeep):
 
                 # Groups reaching disjoint anchors, each under its anchors' locks alone: a
                 # slow anchor in a batch does not hold up the others.
-                free_first(self._propagator(channel).partition(touched, only), apply)
+                groups = self._propagator(channel).partition(touched, only)
+                self.busy_anchors.apply(groups, apply, only)
                 if self.epoch == epoch:
                     return
         except _ApplyFailed as failed:
@@ -242,7 +246,7 @@ class RedisBackend(Epochs, Loading, Upkeep):
     def _apply_locked(
         self,
         channel: ChannelSpec,
-        touched: dict[str, set[Any]],
+        changes_of_batch: Callable[[], Touched],
         only: AnchorRef | None,
         scope: set[AnchorRef],
         mark: JournalMark,
@@ -258,7 +262,8 @@ class RedisBackend(Epochs, Loading, Upkeep):
             changes = self._changes_after(channel.channel_id, mark)
             propagator = self._propagator(channel)
             try:
-                settle(channel, propagator, touched, self.clock, changes, only, scope)
+                batch = changes_of_batch()
+                settle(channel, propagator, batch, self.clock, changes, only, scope)
             except (OutOfScope, RedisError):
                 raise
             except Exception as error:
