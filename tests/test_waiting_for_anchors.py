@@ -124,7 +124,16 @@ def test_a_caller_waiting_for_a_busy_anchor_gives_its_place_up() -> None:
         places.release()
 
 
-def test_a_large_propagation_steps_aside_while_a_small_one_runs() -> None:
+@pytest.fixture
+def longest_step_aside(monkeypatch: pytest.MonkeyPatch) -> float:
+    """The longest a large propagation steps aside, as a share of the test timeout unit
+    (what the tests wait for is elapsed time itself: computing, then stepping aside)."""
+    longest = timeout(0.02)
+    monkeypatch.setattr(_priority, "LONGEST_STEP_ASIDE", longest)
+    return longest
+
+
+def test_a_large_propagation_steps_aside_while_a_small_one_runs(longest_step_aside: float) -> None:
     small_running, small_done, stepping = threading.Event(), threading.Event(), threading.Event()
     waited: list[float] = []
 
@@ -136,7 +145,7 @@ def test_a_large_propagation_steps_aside_while_a_small_one_runs() -> None:
     def large() -> None:
         with _priority.propagating(_priority.SMALL_ROWS + 1):
             small_running.wait(timeout(2))
-            time.sleep(0.2)  # computing: it may then wait up to LONGEST_STEP_ASIDE
+            time.sleep(2 * longest_step_aside)  # computing: it may then wait that long
             stepping.set()
             started = time.monotonic()
             _priority.step_aside()
@@ -145,16 +154,18 @@ def test_a_large_propagation_steps_aside_while_a_small_one_runs() -> None:
     small_thread, _ = in_thread(small)
     large_thread, failures = in_thread(large)
     assert stepping.wait(timeout(2))
-    time.sleep(_priority.LONGEST_STEP_ASIDE / 2)
+    time.sleep(longest_step_aside / 2)
     assert not waited  # still stepping aside while the small one runs
     small_done.set()
     large_thread.join(timeout(2))
     small_thread.join(timeout(2))
     assert not failures and len(waited) == 1
-    assert waited[0] >= _priority.LONGEST_STEP_ASIDE / 2
+    assert waited[0] >= longest_step_aside / 2
 
 
-def test_a_large_propagation_steps_aside_no_longer_than_it_computed() -> None:
+def test_a_large_propagation_steps_aside_no_longer_than_it_computed(
+    longest_step_aside: float,
+) -> None:
     small_done = threading.Event()
     waited: list[float] = []
 
@@ -166,14 +177,14 @@ def test_a_large_propagation_steps_aside_no_longer_than_it_computed() -> None:
     wait_until(lambda: _priority._small_running == 1)
     with _priority.propagating(_priority.SMALL_ROWS + 1):
         _priority.step_aside()  # it has computed nothing yet: no waiting
-        time.sleep(0.2)
+        time.sleep(2 * longest_step_aside)  # computing
         started = time.monotonic()
         _priority.step_aside()  # LONGEST_STEP_ASIDE, then on, though the small one runs on
         waited.append(time.monotonic() - started)
         assert small_thread.is_alive() and _priority._small_running == 1
     small_done.set()
     small_thread.join(timeout(2))
-    assert waited[0] >= _priority.LONGEST_STEP_ASIDE * 0.9
+    assert waited[0] >= longest_step_aside * 0.9
 
 
 def test_a_small_propagation_waiting_for_an_anchor_does_not_hold_up_a_large_one() -> None:
